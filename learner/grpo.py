@@ -1,0 +1,162 @@
+"""GRPO, as small pure torch functions, meant to be read next to the papers.
+
+What the learner optimises, per trained token t of episode i in group g:
+
+    A_i       = r_i - mean_g(r)                       group-relative advantage (GRPO, DeepSeekMath);
+                (/ std_g(r) only if scale_by_std)     Dr.GRPO drops the std: it biases toward
+                                                      near-uniform groups
+    ratio_t   = pi_theta(t) / pi_old(t)               pi_old: the learner's policy when the update
+                                                      started (equal to pi_theta in value on the
+                                                      first mini-batch, so only gradients flow)
+    surr_t    = min(ratio_t * A_i, clip(ratio_t, 1 - eps_low, 1 + eps_high) * A_i)
+                                                      PPO clip, asymmetric (DAPO clip-higher)
+    w_t       = min(pi_old(t) / mu(t), C)             truncated importance weight (TIS) against
+                                                      the engine's behaviour policy mu: corrects
+                                                      for staleness (mu is an older adapter) and
+                                                      for engine/learner numeric differences
+    loss_t    = -w_t * surr_t + beta * KL_t           KL_t: k3 estimator to the reference policy
+                                                      (adapter disabled), only when beta > 0
+    loss      = sum_t loss_t / (number of trained tokens in the whole batch)
+                                                      token-mean across the batch (DAPO/Dr.GRPO),
+                                                      not a mean of per-episode means
+
+Groups whose rewards are all equal have A = 0 everywhere and are skipped (and counted).
+Every function here is deterministic and hand-checkable; the trainer only wires them together.
+"""
+
+from __future__ import annotations
+
+import torch
+
+# Rewards closer than this are "equal": such a group has no learning signal.
+ZERO_VARIANCE_TOL = 1e-8
+
+
+def is_zero_variance(rewards: torch.Tensor, tol: float = ZERO_VARIANCE_TOL) -> bool:
+    """True when every reward in the group is the same (all advantages would be 0)."""
+    return bool((rewards.max() - rewards.min()).abs() <= tol)
+
+
+def group_advantages(
+    rewards: torch.Tensor, scale_by_std: bool = False, eps: float = 1e-6
+) -> torch.Tensor:
+    """Advantage of each episode in one group: its reward minus the group mean.
+
+    With ``scale_by_std`` the result is divided by the group's (population) std + eps, as in the
+    original GRPO; off by default per Dr.GRPO.
+    """
+    rewards = rewards.to(torch.float32)
+    advantages = rewards - rewards.mean()
+    if scale_by_std:
+        advantages = advantages / (rewards.std(unbiased=False) + eps)
+    return advantages
+
+
+def token_logprobs(
+    logits: torch.Tensor, token_ids: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """Per-position log p(token_ids[:, i] | token_ids[:, :i]), shape [B, T]; position 0 is 0.
+
+    ``logits[:, i]`` is the model's prediction for position i + 1, so the logits are shifted by
+    one against the ids. The result is aligned with ``token_ids`` exactly like the engine's
+    behaviour logprobs. Uses gather - logsumexp instead of a full log_softmax so a 150k vocab
+    does not need a second [B, T, V] tensor.
+    """
+    scaled = logits[:, :-1].float() / temperature
+    targets = token_ids[:, 1:].unsqueeze(-1)
+    picked = scaled.gather(-1, targets).squeeze(-1) - torch.logsumexp(scaled, dim=-1)
+    return torch.nn.functional.pad(picked, (1, 0), value=0.0)
+
+
+def truncated_importance_weights(
+    old_logprobs: torch.Tensor, behaviour_logprobs: torch.Tensor, cap: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """TIS weights w = min(pi_old / mu, cap), detached. Returns (truncated, untruncated)."""
+    raw = torch.exp(old_logprobs.detach() - behaviour_logprobs.detach())
+    return raw.clamp(max=cap), raw
+
+
+def clipped_surrogate(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    eps_low: float,
+    eps_high: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Token-level PPO surrogate with asymmetric clipping.
+
+    Returns (surrogate, clipped_low, clipped_high), each shaped like ``logprobs``.
+
+    ``advantages`` broadcasts against ``logprobs`` (pass [B, 1] for one advantage per episode).
+    The surrogate is the quantity to *maximise*. A token is "clipped" when the clipped branch is
+    the one min() picks and it is flat in theta (so the token gives no gradient): ratio above
+    1 + eps_high with A > 0 (clipped_high), or below 1 - eps_low with A < 0 (clipped_low).
+    """
+    ratio = torch.exp(logprobs - old_logprobs.detach())
+    clipped_ratio = ratio.clamp(1.0 - eps_low, 1.0 + eps_high)
+    surrogate = torch.minimum(ratio * advantages, clipped_ratio * advantages)
+    clipped_high = (ratio > 1.0 + eps_high) & (advantages > 0)
+    clipped_low = (ratio < 1.0 - eps_low) & (advantages < 0)
+    return surrogate, clipped_low, clipped_high
+
+
+def kl_to_reference(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
+    """Per-token k3 estimator of KL(pi_theta || pi_ref): exp(d) - d - 1 with d = ref - theta.
+
+    Unbiased for samples from pi_theta and always >= 0 (Schulman, "Approximating KL divergence").
+    """
+    delta = ref_logprobs.detach() - logprobs
+    return torch.exp(delta) - delta - 1.0
+
+
+def token_mean(values: torch.Tensor, mask: torch.Tensor, total_tokens: int) -> torch.Tensor:
+    """Sum of ``values`` over mask-1 tokens divided by the batch's total trained-token count.
+
+    ``total_tokens`` counts every trained token of the *whole update*, not just this micro-batch,
+    so summing this over micro-batches gives the token-mean across the batch exactly.
+    """
+    if total_tokens <= 0:
+        raise ValueError(f"total_tokens={total_tokens}: a batch needs at least one trained token")
+    return (values * mask).sum() / total_tokens
+
+
+def grpo_token_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    behaviour_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    *,
+    eps_low: float,
+    eps_high: float,
+    is_cap: float,
+    kl_coef: float = 0.0,
+    ref_logprobs: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """Per-token GRPO loss (see module docstring) and the per-token pieces the metrics need.
+
+    All tensors are [B, T] except ``advantages`` ([B, 1] or [B, T]). Returns a dict of [B, T]
+    tensors: ``loss`` (to minimise), ``policy_loss``, ``kl`` (zeros when off), ``weight``
+    (truncated IS weight), ``raw_weight``, ``clipped_low``, ``clipped_high``.
+    """
+    weight, raw_weight = truncated_importance_weights(old_logprobs, behaviour_logprobs, is_cap)
+    surrogate, clipped_low, clipped_high = clipped_surrogate(
+        logprobs, old_logprobs, advantages, eps_low, eps_high
+    )
+    policy_loss = -weight * surrogate
+    if kl_coef > 0.0:
+        if ref_logprobs is None:
+            raise ValueError("kl_coef > 0 needs ref_logprobs (the adapter-disabled logprobs)")
+        kl = kl_to_reference(logprobs, ref_logprobs)
+        loss = policy_loss + kl_coef * kl
+    else:
+        kl = torch.zeros_like(policy_loss)
+        loss = policy_loss
+    return {
+        "loss": loss,
+        "policy_loss": policy_loss,
+        "kl": kl,
+        "weight": weight,
+        "raw_weight": raw_weight,
+        "clipped_low": clipped_low,
+        "clipped_high": clipped_high,
+    }

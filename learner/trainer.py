@@ -1,0 +1,385 @@
+"""``Learner``: the base model with a trainable LoRA adapter, one GRPO update per ``train_step``.
+
+Data flow: ``SampleGroup``s (converted by the cluster from rollout trajectory groups) ->
+``train_step`` (advantages, micro-batches by token budget, recomputed logprobs on the engine's
+exact ids, loss from ``learner.grpo``, AdamW step) -> ``publish`` (a new ``AdapterVersion`` for the
+engines) and, now and then, ``save_checkpoint``. Plain Python, so it is testable without Ray;
+``learner/actor.py`` wraps it in a Ray actor.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from learner import grpo
+from learner.config import LearnerConfig
+from learner.types import Sample, SampleGroup, UpdateMetrics
+from serving.types import AdapterVersion
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device={name!r} but CUDA is not available here: set device='cpu'")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed)
+    except ImportError:  # numpy is optional for the learner itself
+        pass
+
+
+def lr_factor(step: int, warmup_steps: int, schedule: str, total_steps: int | None) -> float:
+    """Multiplier of the peak LR at optimizer step ``step`` (0-based): linear warm-up, then
+    constant or decayed (linear/cosine) to 0 at ``total_steps``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant" or total_steps is None:
+        return 1.0
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    if schedule == "linear":
+        return 1.0 - progress
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+@dataclass(frozen=True)
+class _Row:
+    """One sample scheduled for training, with its episode advantage."""
+
+    sample: Sample
+    advantage: float
+
+
+def plan_micro_batches(lengths: Sequence[int], token_budget: int) -> list[list[int]]:
+    """Group row indices into micro-batches whose padded size (rows x longest) fits the budget.
+
+    Rows are sorted longest first so similar lengths share a batch (little padding); a row longer
+    than the budget forms a micro-batch of its own.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
+    for i in order:
+        grown = max(longest, lengths[i])
+        if current and grown * (len(current) + 1) > token_budget:
+            batches.append(current)
+            current, longest = [], 0
+            grown = lengths[i]
+        current.append(i)
+        longest = grown
+    if current:
+        batches.append(current)
+    return batches
+
+
+class Learner:
+    """GRPO on a peft LoRA adapter over a frozen base model.
+
+    ``step`` counts updates that changed the weights; ``version`` is the newest adapter version
+    this learner published (0 = none, the engines serve the base model); ``data_cursor`` counts
+    groups consumed by ``train_step`` (trained or skipped), for the caller's data resume.
+    """
+
+    def __init__(self, config: LearnerConfig) -> None:
+        from peft import LoraConfig, get_peft_model
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.config = config
+        self.device = resolve_device(config.device)
+        seed_everything(config.seed)
+        self.tokenizer = AutoTokenizer.from_pretrained(config.model_path)
+        base = AutoModelForCausalLM.from_pretrained(config.model_path, dtype=DTYPES[config.dtype])
+        missing = [m for m in config.target_modules if not _has_module(base, m)]
+        if missing:
+            raise ValueError(
+                f"target_modules {missing} do not exist in {config.model_path}; pick module "
+                "names from the model (e.g. q_proj, k_proj, v_proj, o_proj for Qwen2/Llama)"
+            )
+        lora = LoraConfig(
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=list(config.target_modules),
+            bias="none",
+            task_type="CAUSAL_LM",
+        )
+        self.model = get_peft_model(base, lora).to(self.device)
+        self.model.train()
+        self.pad_id = _pad_id(self.tokenizer)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        # LoRA weights and optimizer state stay float32 whatever the base dtype.
+        for p in self.params:
+            p.data = p.data.float()
+        self.optimizer = torch.optim.AdamW(
+            self.params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            lambda s: lr_factor(s, config.warmup_steps, config.lr_schedule, config.total_steps),
+        )
+        self.step = 0
+        self.version = 0
+        self.data_cursor = 0
+        self.last_publish_s: float | None = None
+
+    # ------------------------------------------------------------------ training
+
+    def train_step(self, groups: Sequence[SampleGroup]) -> UpdateMetrics:
+        """One GRPO update on ``groups``; zero-variance groups are skipped and counted."""
+        started = time.perf_counter()
+        if not groups:
+            raise ValueError("train_step got no groups: pass at least one SampleGroup")
+        self.data_cursor += len(groups)
+        trained, skipped = self._rows(groups)
+        stats = _Stats()
+        if trained:
+            for chunk in _split(trained, self.config.minibatches):
+                self._optimizer_step(chunk, stats)
+            self.step += 1
+        elapsed = time.perf_counter() - started
+        samples = [s for g in groups for s in g.samples]
+        return UpdateMetrics(
+            step=self.step,
+            stepped=bool(trained),
+            groups=len(groups),
+            trained_groups=len(trained),
+            skipped_zero_variance=skipped,
+            samples=len(samples),
+            trained_tokens=stats.tokens,
+            loss=stats.mean("loss"),
+            policy_loss=stats.mean("policy_loss"),
+            kl=stats.mean("kl") if self.config.kl_coef > 0 else None,
+            importance_weight_mean=stats.mean("raw_weight"),
+            importance_weight_max=stats.max_weight,
+            importance_truncated_fraction=stats.mean("truncated"),
+            clip_fraction=stats.mean("clipped_low") + stats.mean("clipped_high"),
+            clip_fraction_low=stats.mean("clipped_low"),
+            clip_fraction_high=stats.mean("clipped_high"),
+            grad_norm=max(stats.grad_norms, default=0.0),
+            learning_rate=self.optimizer.param_groups[0]["lr"],
+            reward_mean=sum(s.reward for s in samples) / len(samples),
+            max_staleness=max(self.version - s.adapter_version for s in samples),
+            tokens_per_s=stats.tokens / elapsed if elapsed > 0 else 0.0,
+            update_s=elapsed,
+        )
+
+    def _rows(self, groups: Sequence[SampleGroup]) -> tuple[list[list[_Row]], int]:
+        """Advantage-scored rows of each group with signal, and the count of skipped groups."""
+        trained: list[list[_Row]] = []
+        skipped = 0
+        for group in groups:
+            rewards = torch.tensor(group.rewards, dtype=torch.float32)
+            if grpo.is_zero_variance(rewards):
+                skipped += 1
+                continue
+            advantages = grpo.group_advantages(rewards, self.config.scale_by_std)
+            trained.append(
+                [_Row(s, float(a)) for s, a in zip(group.samples, advantages, strict=True)]
+            )
+        return trained, skipped
+
+    def _optimizer_step(self, rows: list[_Row], stats: _Stats) -> None:
+        cfg = self.config
+        total_tokens = sum(r.sample.num_trained_tokens for r in rows)
+        if total_tokens == 0:
+            raise ValueError(
+                "a batch of non-zero-variance groups has no trained tokens (every loss_mask is "
+                "0): the cluster must mark the engine-sampled tokens with loss_mask=1"
+            )
+        plan = plan_micro_batches([len(r.sample.token_ids) for r in rows], cfg.micro_batch_tokens)
+        # pi_old is frozen before the first gradient step of the update; with one mini-batch it
+        # is the same forward pass (detached), so no extra pass is needed.
+        old = None if cfg.minibatches == 1 else self._old_logprobs(rows, plan)
+        self.optimizer.zero_grad(set_to_none=True)
+        for mb_index, idx in enumerate(plan):
+            batch = self._collate([rows[i] for i in idx])
+            logprobs = self._logprobs(batch["input_ids"], batch["attention_mask"])
+            old_lp = logprobs.detach() if old is None else old[mb_index]
+            ref_lp = self._reference_logprobs(batch) if cfg.kl_coef > 0 else None
+            parts = grpo.grpo_token_loss(
+                logprobs,
+                old_lp,
+                batch["behaviour_logprobs"],
+                batch["advantages"],
+                eps_low=cfg.clip_eps_low,
+                eps_high=cfg.clip_eps_high,
+                is_cap=cfg.is_cap,
+                kl_coef=cfg.kl_coef,
+                ref_logprobs=ref_lp,
+            )
+            mask = batch["loss_mask"]
+            grpo.token_mean(parts["loss"], mask, total_tokens).backward()
+            stats.add(parts, mask, cfg.is_cap)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
+        stats.grad_norms.append(float(grad_norm))
+        self.optimizer.step()
+        self.scheduler.step()
+
+    @torch.no_grad()
+    def _old_logprobs(self, rows: list[_Row], plan: list[list[int]]) -> list[torch.Tensor]:
+        self.model.eval()
+        try:
+            return [
+                self._logprobs(b["input_ids"], b["attention_mask"])
+                for b in (self._collate([rows[i] for i in idx]) for idx in plan)
+            ]
+        finally:
+            self.model.train()
+
+    @torch.no_grad()
+    def _reference_logprobs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        # The reference policy is the base model: the same weights with the adapter switched
+        # off, so no second copy of the model is held.
+        with self.model.disable_adapter():
+            return self._logprobs(batch["input_ids"], batch["attention_mask"])
+
+    def _logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+        return grpo.token_logprobs(logits, input_ids, self.config.temperature)
+
+    def _collate(self, rows: list[_Row]) -> dict[str, torch.Tensor]:
+        width = max(len(r.sample.token_ids) for r in rows)
+
+        def padded(values: list, fill: float | int) -> list:
+            return list(values) + [fill] * (width - len(values))
+
+        def tensor(values: list[list], dtype: torch.dtype) -> torch.Tensor:
+            return torch.tensor(values, dtype=dtype, device=self.device)
+
+        return {
+            "input_ids": tensor(
+                [padded(r.sample.token_ids, self.pad_id) for r in rows], torch.long
+            ),
+            "attention_mask": tensor(
+                [padded([1] * len(r.sample.token_ids), 0) for r in rows], torch.long
+            ),
+            "loss_mask": tensor([padded(r.sample.loss_mask, 0) for r in rows], torch.float32),
+            "behaviour_logprobs": tensor(
+                [padded(r.sample.behaviour_logprobs, 0.0) for r in rows], torch.float32
+            ),
+            "advantages": tensor([[r.advantage] for r in rows], torch.float32),
+        }
+
+    # ------------------------------------------------------------------ publishing
+
+    def publish(self, out_dir: str | Path) -> AdapterVersion:
+        """Write the current adapter as the next version under ``out_dir`` (atomic)."""
+        from learner.publish import publish_adapter
+
+        started = time.perf_counter()
+        adapter = publish_adapter(
+            self.model,
+            self.tokenizer,
+            out_dir,
+            min_version=self.version,
+            learner_step=self.step,
+            keep_last=self.config.keep_last,
+            device=self.device,
+        )
+        self.version = adapter.version
+        self.last_publish_s = time.perf_counter() - started
+        return adapter
+
+    def train_and_publish(
+        self, groups: Sequence[SampleGroup], out_dir: str | Path
+    ) -> tuple[UpdateMetrics, AdapterVersion | None]:
+        """``train_step`` then, if the weights changed, ``publish``; metrics carry publish_s."""
+        metrics = self.train_step(groups)
+        if not metrics.stepped:
+            return metrics, None
+        adapter = self.publish(out_dir)
+        return replace(metrics, publish_s=self.last_publish_s), adapter
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def save_checkpoint(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        """Atomically write adapter, optimizer, scheduler, RNG, step and cursors to ``path``."""
+        from learner.checkpoint import save_checkpoint
+
+        return save_checkpoint(self, Path(path), extra or {})
+
+    def load_checkpoint(self, path: str | Path) -> dict[str, Any]:
+        """Restore everything ``save_checkpoint`` wrote; returns the caller's ``extra`` dict."""
+        from learner.checkpoint import load_checkpoint
+
+        return load_checkpoint(self, Path(path))
+
+    # ------------------------------------------------------------------ helpers
+
+    @torch.no_grad()
+    def sample_logprobs(self, token_ids: list[int]) -> list[float]:
+        """Learner logprobs of one token stream (eval mode), aligned like behaviour logprobs."""
+        self.model.eval()
+        try:
+            ids = torch.tensor([token_ids], device=self.device)
+            return self._logprobs(ids, torch.ones_like(ids))[0].tolist()
+        finally:
+            self.model.train()
+
+
+class _Stats:
+    """Token-weighted sums of the per-token loss pieces, for the metrics of one update."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.tokens = 0
+        self.max_weight = 0.0
+        self.grad_norms: list[float] = []
+
+    def add(self, parts: dict[str, torch.Tensor], mask: torch.Tensor, is_cap: float) -> None:
+        with torch.no_grad():
+            selected = mask.bool()
+            n = int(selected.sum())
+            self.tokens += n
+            values = dict(parts)
+            values["truncated"] = parts["raw_weight"] > is_cap
+            for name in ("loss", "policy_loss", "kl", "raw_weight", "truncated"):
+                self._add(name, values[name], selected)
+            for name in ("clipped_low", "clipped_high"):
+                self._add(name, values[name], selected)
+            if n:
+                self.max_weight = max(self.max_weight, float(parts["raw_weight"][selected].max()))
+
+    def _add(self, name: str, values: torch.Tensor, selected: torch.Tensor) -> None:
+        self.sums[name] = self.sums.get(name, 0.0) + float(values.float()[selected].sum())
+
+    def mean(self, name: str) -> float:
+        return self.sums.get(name, 0.0) / self.tokens if self.tokens else 0.0
+
+
+def _split(groups: list[list[_Row]], parts: int) -> list[list[_Row]]:
+    """Split trained groups into at most ``parts`` mini-batches; a group is never divided."""
+    n = min(parts, len(groups))
+    bounds = [round(i * len(groups) / n) for i in range(n + 1)]
+    return [[row for group in groups[a:b] for row in group] for a, b in itertools.pairwise(bounds)]
+
+
+def _has_module(model: torch.nn.Module, name: str) -> bool:
+    return any(n == name or n.endswith(f".{name}") for n, _ in model.named_modules())
+
+
+def _pad_id(tokenizer) -> int:
+    for token_id in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if token_id is not None:
+            return int(token_id)
+    return 0

@@ -1,0 +1,86 @@
+"""Typed configuration of the inference engines (embedded in the farm's config by cluster/)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class EngineConfig(BaseModel):
+    """How each vLLM engine is built. One config serves CPU (tiny model) and GPU (real models)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = Field(
+        default="builtin:tiny",
+        description="HF model id or local path; 'builtin:tiny' is the project's own tiny model.",
+    )
+    device: str = Field(default="auto", description="'cpu', 'cuda' or 'auto' (cuda if present).")
+    dtype: str = Field(
+        default="auto",
+        description="Weights dtype; 'auto' = float32 on CPU (exact probes), bfloat16 on GPU.",
+    )
+    max_model_len: int = Field(default=4096, ge=64, description="Context window in tokens.")
+    max_loras: int = Field(
+        default=2,
+        ge=1,
+        description="Adapter versions resident at once; older unused versions are evicted.",
+    )
+    max_lora_rank: int = Field(default=8, ge=1, description="Largest LoRA rank accepted.")
+    tensor_parallel_size: int = Field(default=1, ge=1, description="GPUs per engine (GPU only).")
+    gpu_memory_utilization: float = Field(
+        default=0.85, gt=0, le=1, description="Fraction of GPU memory vLLM may use (GPU only)."
+    )
+    cpu_kv_cache_gib: float = Field(
+        default=0.25, gt=0, description="KV cache size per engine on CPU, in GiB."
+    )
+    enable_prefix_caching: bool = Field(
+        default=True, description="Reuse KV of shared prefixes (keyed per adapter version)."
+    )
+    max_num_seqs: int = Field(default=64, ge=1, description="Sequences batched per engine step.")
+    seed: int = Field(default=0, description="Engine sampling seed.")
+    probe_atol: float = Field(
+        default=0.0,
+        ge=0,
+        description="Largest |engine - learner| probe logprob gap accepted after a swap; "
+        "0 picks 1e-3 for float32 and 0.1 for 16-bit dtypes.",
+    )
+    request_timeout_s: float = Field(
+        default=600.0, gt=0, description="Upper bound on one generate call seen by the caller."
+    )
+    control_timeout_s: float = Field(
+        default=120.0, gt=0, description="Upper bound on adapter loads, probes and health checks."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> EngineConfig:
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"engine.device={self.device!r}: use 'cpu', 'cuda' or 'auto'")
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise ValueError(
+                f"engine.dtype={self.dtype!r}: use 'auto', 'float32', 'bfloat16' or 'float16'"
+            )
+        if self.resolved_device() == "cpu" and self.tensor_parallel_size != 1:
+            raise ValueError(
+                "engine.tensor_parallel_size>1 needs GPUs; on CPU set tensor_parallel_size: 1"
+            )
+        return self
+
+    def resolved_device(self) -> str:
+        if self.device != "auto":
+            return self.device
+        try:
+            import torch
+
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        except ImportError:
+            return "cpu"
+
+    def resolved_dtype(self) -> str:
+        if self.dtype != "auto":
+            return self.dtype
+        return "float32" if self.resolved_device() == "cpu" else "bfloat16"
+
+    def resolved_probe_atol(self) -> float:
+        if self.probe_atol > 0:
+            return self.probe_atol
+        return 1e-3 if self.resolved_dtype() == "float32" else 0.1

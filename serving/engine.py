@@ -1,0 +1,288 @@
+"""One vLLM ``AsyncLLM`` inside one Ray actor: token-in/token-out generation with LoRA versions.
+
+Role in the data flow: rollout workers send prompt token ids and get back the sampled token ids,
+their logprobs, the finish reason and the adapter version the request ran with. The learner's
+adapters arrive through ``load_adapter``; each new version serves new requests while requests in
+flight finish on the version they started with. The engine is never restarted for a swap.
+
+After every load the engine answers the adapter's probe (the learner's fixed prompt and greedy
+continuation) with its own teacher-forced logprobs; the caller (``EnginePool``) compares them with
+the learner's numbers, so an adapter that silently did not land stops the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import time
+import uuid
+from pathlib import Path
+
+from serving.adapters import (
+    BASE_VERSION,
+    AdapterError,
+    AdapterRegistry,
+    lora_name,
+    validate_adapter_dir,
+)
+from serving.config import EngineConfig
+from serving.types import AdapterProbe, Completion, ProbeResult, SamplingSpec
+
+
+def resolve_model_path(model: str) -> str:
+    """Map the config's model string to something vLLM and transformers can load."""
+    if model == "builtin:tiny":
+        from serving.tiny_model import ensure_tiny_model
+
+        return str(ensure_tiny_model())
+    return model
+
+
+class Engine:
+    """A vLLM AsyncLLM with versioned LoRA adapters. Wrapped by ``EngineActor`` for Ray."""
+
+    def __init__(self, config: EngineConfig, engine_id: str = "engine-0") -> None:
+        self.config = config
+        self.engine_id = engine_id
+        self.model_path = resolve_model_path(config.model)
+        self.registry = AdapterRegistry(max_loras=config.max_loras)
+        self._request_ids = itertools.count()
+        self._started_at = time.time()
+        self._busy_since: float | None = None
+        self._busy_s = 0.0
+        self._in_flight = 0
+        self._served = 0
+        self._failed = 0
+        self._llm = self._build()
+        self._hidden_size = self._read_hidden_size()
+
+    def _build(self):
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        cfg = self.config
+        kwargs: dict = dict(
+            model=self.model_path,
+            dtype=cfg.resolved_dtype(),
+            max_model_len=cfg.max_model_len,
+            enable_lora=True,
+            max_loras=cfg.max_loras,
+            max_cpu_loras=cfg.max_loras + 2,
+            max_lora_rank=cfg.max_lora_rank,
+            enable_prefix_caching=cfg.enable_prefix_caching,
+            max_num_seqs=cfg.max_num_seqs,
+            seed=cfg.seed,
+            tensor_parallel_size=cfg.tensor_parallel_size,
+        )
+        if cfg.resolved_device() == "cpu":
+            # vLLM's default multiprocess worker dies with SIGILL when started inside a Ray actor
+            # on CPU; the uniprocess backend is what works there (vLLM's CPU platform may still
+            # host it in its own engine-core process). GPUs keep vLLM's normal executors.
+            kwargs["distributed_executor_backend"] = "uni"
+            kwargs["kv_cache_memory_bytes"] = int(cfg.cpu_kv_cache_gib * 1024**3)
+        else:
+            kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
+        return AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
+
+    def _read_hidden_size(self) -> int | None:
+        try:
+            return int(self._llm.model_config.hf_config.hidden_size)
+        except AttributeError:
+            return None
+
+    # ---- generation -------------------------------------------------------------------------
+
+    async def generate(
+        self,
+        prompt_token_ids: list[int],
+        sampling: SamplingSpec,
+        adapter_version: int | None = None,
+    ) -> Completion:
+        """Sample one completion; ``adapter_version=None`` means the newest loaded version."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        version = self.registry.acquire(adapter_version)
+        params = SamplingParams(
+            max_tokens=sampling.max_tokens,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            stop_token_ids=list(sampling.stop_token_ids),
+            seed=sampling.seed,
+            logprobs=0,
+        )
+        started = time.perf_counter()
+        self._enter()
+        try:
+            final = None
+            first_token_at = None
+            async for output in self._llm.generate(
+                TokensPrompt(prompt_token_ids=list(prompt_token_ids)),
+                params,
+                request_id=self._next_request_id(),
+                lora_request=self._lora_request(version),
+            ):
+                if first_token_at is None:
+                    first_token_at = time.perf_counter()
+                final = output
+        except Exception:
+            self._failed += 1
+            raise
+        finally:
+            self._exit()
+            self.registry.release(version)
+            await self._evict_idle()
+        choice = final.outputs[0]
+        token_ids = list(choice.token_ids)
+        logprobs = [step[tok].logprob for step, tok in zip(choice.logprobs, token_ids, strict=True)]
+        self._served += 1
+        return Completion(
+            token_ids=token_ids,
+            logprobs=logprobs,
+            finish_reason=str(choice.finish_reason),
+            adapter_version=version,
+            prompt_tokens=len(prompt_token_ids),
+            engine_id=self.engine_id,
+            queue_s=(first_token_at or started) - started,
+            total_s=time.perf_counter() - started,
+        )
+
+    def _next_request_id(self) -> str:
+        return f"{self.engine_id}-{next(self._request_ids)}-{uuid.uuid4().hex[:6]}"
+
+    def _lora_request(self, version: int):
+        if version == BASE_VERSION:
+            return None
+        from vllm.lora.request import LoRARequest
+
+        path = self.registry.resident[version].path
+        return LoRARequest(lora_name(version), version, path)
+
+    # Busy time is wall time with at least one request in flight; idle fraction = 1 - busy/uptime.
+    def _enter(self) -> None:
+        if self._in_flight == 0:
+            self._busy_since = time.perf_counter()
+        self._in_flight += 1
+
+    def _exit(self) -> None:
+        self._in_flight -= 1
+        if self._in_flight == 0 and self._busy_since is not None:
+            self._busy_s += time.perf_counter() - self._busy_since
+            self._busy_since = None
+
+    # ---- adapters ---------------------------------------------------------------------------
+
+    async def load_adapter(
+        self, version: int, path: str, probe: AdapterProbe | None = None
+    ) -> ProbeResult | None:
+        """Register ``version`` from ``path`` for new requests; answer its probe if given."""
+        from vllm.lora.request import LoRARequest
+
+        path = str(Path(path).resolve())
+        validate_adapter_dir(path, self.config.max_lora_rank, self._hidden_size)
+        try:
+            added = await self._llm.add_lora(LoRARequest(lora_name(version), version, path))
+        except Exception as exc:
+            raise AdapterError(f"vLLM rejected adapter v{version} at {path}: {exc}") from exc
+        if not added:
+            raise AdapterError(f"vLLM refused to add adapter v{version} at {path}")
+        previous_latest = self.registry.latest
+        self.registry.register(version, path)
+        result = None
+        if probe is not None:
+            try:
+                result = await self.answer_probe(version, probe)
+            except Exception:
+                await self._rollback(version, previous_latest)
+                raise
+            if not result.matches:
+                await self._rollback(version, previous_latest)
+        await self._evict_idle()
+        return result
+
+    async def _rollback(self, version: int, previous_latest: int) -> None:
+        # A version that failed verification must never serve a request.
+        self.registry.forget(version)
+        self.registry.latest = previous_latest
+        await self._llm.remove_lora(version)
+
+    async def answer_probe(self, version: int, probe: AdapterProbe) -> ProbeResult:
+        """Teacher-forced logprobs of the probe continuation under ``version``, vs the learner's."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        ids = list(probe.prompt_token_ids) + list(probe.completion_token_ids)
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+        final = None
+        async for output in self._llm.generate(
+            TokensPrompt(prompt_token_ids=ids),
+            params,
+            request_id=self._next_request_id(),
+            lora_request=self._lora_request(version),
+        ):
+            final = output
+        start = len(probe.prompt_token_ids)
+        engine_lp = [final.prompt_logprobs[i][ids[i]].logprob for i in range(start, len(ids))]
+        diff = max(abs(a - b) for a, b in zip(engine_lp, probe.logprobs, strict=True))
+        ref_gap = 0.0
+        if probe.reference_logprobs:
+            ref_gap = max(
+                abs(a - b) for a, b in zip(probe.logprobs, probe.reference_logprobs, strict=True)
+            )
+        return ProbeResult(
+            version=version,
+            engine_id=self.engine_id,
+            max_abs_diff=float(diff),
+            reference_gap=float(ref_gap),
+            atol=self.config.resolved_probe_atol(),
+        )
+
+    async def _evict_idle(self) -> None:
+        for version in self.registry.evictable():
+            self.registry.forget(version)
+            await self._llm.remove_lora(version)
+
+    async def resident_versions(self) -> list[int]:
+        """Versions the vLLM engine itself holds (for tests and the bench)."""
+        return sorted(await self._llm.list_loras())
+
+    # ---- health -----------------------------------------------------------------------------
+
+    async def health(self) -> dict:
+        """Cheap liveness + load report; raises if the engine core has died."""
+        await self._llm.check_health()
+        uptime = time.time() - self._started_at
+        busy = self._busy_s
+        if self._busy_since is not None:
+            busy += time.perf_counter() - self._busy_since
+        return {
+            "engine_id": self.engine_id,
+            "pid": os.getpid(),
+            "started_at": self._started_at,
+            "in_flight": self._in_flight,
+            "served": self._served,
+            "failed": self._failed,
+            "latest_version": self.registry.latest,
+            "resident_versions": sorted(self.registry.resident),
+            "busy_s": busy,
+            "uptime_s": uptime,
+        }
+
+    async def ready(self) -> str:
+        return self.engine_id
+
+    def shutdown(self) -> None:
+        self._llm.shutdown()
+
+
+def engine_actor_class():
+    """The Ray actor class for ``Engine`` (Ray is imported lazily to keep the CLI light)."""
+    import ray
+
+    return ray.remote(Engine)
+
+
+async def gather_with_timeout(coros, timeout_s: float):
+    """Run coroutines concurrently; a stuck engine must not hang the farm, so bound the wait."""
+    return await asyncio.wait_for(asyncio.gather(*coros), timeout=timeout_s)

