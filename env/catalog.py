@@ -16,10 +16,10 @@ earlier step). That is how a solution uses an id the sandbox made up (a VPC id, 
 KMS key id), exactly as an agent copies it from an observation. ``run_solution``
 resolves them while it runs the steps. Setup steps never contain placeholders.
 
-Drift tasks: ``drift.mutations`` lists possible breakages; ``setup_steps(seed)``
-appends a seeded choice of ``drift.pick`` of them. The canonical solution is static:
-it repairs every possible mutation idempotently, so it achieves the task whatever
-the seed chose.
+Drift tasks: ``drift.mutations`` lists possible breakages, each with its repair;
+``setup_steps(seed)`` appends a seeded choice of ``drift.pick`` of them. The canonical
+solution is a function of the seed: ``solution_steps(seed)`` is ``solution`` (the
+inspection commands) followed by the repairs of exactly the mutations applied.
 """
 
 from __future__ import annotations
@@ -225,8 +225,9 @@ def _compile_jmespath(expr: str, what: str) -> str:
 class Lookup(BaseModel):
     """A value a check needs but cannot know in advance (a hosted-zone id, a pool id).
 
-    ``call`` runs first; ``expr`` picks the value from its response; the check's params
-    then get every ``{{lookup}}`` string replaced by it. Nothing found fails the check.
+    ``call`` runs first; ``expr`` picks the value from its response; every ``{{lookup}}``
+    in the check's params and ``expect`` is then replaced by it (in ``expect``, as text:
+    write it inside quotes, ``'{{lookup}}'``). Nothing found fails the check.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -266,21 +267,26 @@ class Check(BaseModel):
 
     @model_validator(mode="after")
     def _lookup_used(self) -> Check:
-        uses_marker = LOOKUP_MARKER in json.dumps(self.call.params)
+        uses_marker = LOOKUP_MARKER in json.dumps(self.call.params) + (self.expect or "")
         if self.lookup is not None and not uses_marker:
-            raise ValueError(f"has a lookup but no '{LOOKUP_MARKER}' in call.params to fill")
+            raise ValueError(f"has a lookup but no '{LOOKUP_MARKER}' in call.params or expect")
         if self.lookup is None and uses_marker:
-            raise ValueError(f"call.params use '{LOOKUP_MARKER}' but the check has no lookup")
+            raise ValueError(f"'{LOOKUP_MARKER}' is used but the check has no lookup to fill it")
         return self
 
 
 class Mutation(BaseModel):
-    """One possible drift: setup steps that break some of the task's checks."""
+    """One possible drift: setup steps that break some of the task's checks, and its repair.
+
+    ``repair`` commands join the canonical solution when the seed picks this mutation;
+    they may use ``{{N:expr}}`` placeholders on the task's ``solution`` steps only.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(min_length=1)
     setup: list[SetupStep] = Field(min_length=1)
+    repair: list[Command] = Field(min_length=1)
 
 
 class Drift(BaseModel):
@@ -302,7 +308,11 @@ class Drift(BaseModel):
 
 
 class Task(BaseModel):
-    """One AWS task: prepare with ``setup_steps(seed)``, judge with ``checks``."""
+    """One AWS task: prepare with ``setup_steps(seed)``, judge with ``checks``.
+
+    Use ``solution_steps(seed)`` for the canonical solution (it equals ``solution``
+    except for drift tasks).
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -331,7 +341,27 @@ class Task(BaseModel):
                 _compile_jmespath(m.group(2), f"solution[{i}] placeholder")
         if self.tier == "warmup" and any(c.call.service != AUDIT_SERVICE for c in self.checks):
             raise ValueError(f"warmup tasks are read-only: grade them on '{AUDIT_SERVICE}' calls")
+        if self.drift is not None:
+            self._check_repairs(self.drift)
         return self
+
+    def _check_repairs(self, drift: Drift) -> None:
+        longest = sorted((len(m.repair) for m in drift.mutations), reverse=True)
+        worst = len(self.solution) + sum(longest[: drift.pick])
+        if worst > MAX_SOLUTION_STEPS:
+            raise ValueError(
+                f"solution plus the {drift.pick} longest repairs is {worst} commands; keep "
+                f"every canonical solution to {MAX_SOLUTION_STEPS}"
+            )
+        for m in drift.mutations:
+            for cmd in m.repair:
+                for ph in PLACEHOLDER.finditer(cmd):
+                    if int(ph.group(1)) >= len(self.solution):
+                        raise ValueError(
+                            f"mutation '{m.name}' repair uses {ph.group(0)}; repairs may refer "
+                            f"only to solution steps 0..{len(self.solution) - 1}"
+                        )
+                    _compile_jmespath(ph.group(2), f"mutation '{m.name}' repair placeholder")
 
     def setup_steps(self, seed: int) -> list[SetupStep]:
         """The setup, then (drift tasks) the seeded choice of mutations, in catalog order."""
@@ -347,6 +377,17 @@ class Task(BaseModel):
         rng = random.Random(f"{self.id}:{seed}")
         chosen = set(rng.sample(range(len(self.drift.mutations)), self.drift.pick))
         return [m for i, m in enumerate(self.drift.mutations) if i in chosen]
+
+    def solution_steps(self, seed: int) -> list[str]:
+        """The canonical solution for the state ``setup_steps(seed)`` builds.
+
+        ``solution``, then (drift tasks) the repairs of the mutations this seed applied,
+        so a drift solution inspects first and then fixes exactly what drifted.
+        """
+        steps = list(self.solution)
+        for mutation in self.drift_mutations(seed):
+            steps.extend(mutation.repair)
+        return steps
 
     @property
     def services(self) -> list[str]:
@@ -383,15 +424,15 @@ def resolve_command(template: str, outputs: Sequence[str]) -> str:
     return PLACEHOLDER.sub(fill, template)
 
 
-def run_solution(task: Task, execute: Callable[[str], str]) -> list[str]:
-    """Run the canonical solution; ``execute`` runs one command and returns its stdout.
+def run_solution(task: Task, execute: Callable[[str], str], seed: int = 0) -> list[str]:
+    """Run the canonical solution for ``seed``; ``execute`` runs one command, returns stdout.
 
     ``execute`` should raise if a command fails. Returns the commands as run
     (placeholders filled in).
     """
     outputs: list[str] = []
     ran: list[str] = []
-    for template in task.solution:
+    for template in task.solution_steps(seed):
         command = resolve_command(template, outputs)
         outputs.append(execute(command))
         ran.append(command)

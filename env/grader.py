@@ -10,7 +10,8 @@ Read-only (warmup) tasks change no state, so they are graded on the sandbox's au
 log instead: ``ApiEventRecorder`` hooks the botocore session the agent's commands run
 through and records each API call (like CloudTrail); pass its ``events`` to ``grade``.
 Checks on the ``audit`` pseudo service see ``{"Events": [{"service", "operation",
-"params", "error"}, ...]}``.
+"params", "error"}, ...]}``. Check expressions may use ``from_json(text)`` to look
+inside policies AWS returns as JSON strings.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import jmespath
+from jmespath import functions
+from jmespath.exceptions import JMESPathError
 
 from env.catalog import AUDIT_SERVICE, LOOKUP_MARKER, ApiCall, Check, Task
 
@@ -63,6 +66,29 @@ class Grade:
     passed: tuple[str, ...]
     failed: tuple[str, ...]
     results: tuple[CheckResult, ...] = ()
+
+
+class _CheckFunctions(functions.Functions):
+    """JMESPath functions for checks beyond the standard set."""
+
+    # AWS returns many policies as JSON text (SQS/SNS attributes, S3 bucket policies);
+    # parsing them lets a check look at fields instead of matching text.
+    @functions.signature({"types": ["string", "null"]})
+    def _func_from_json(self, text: str | None) -> Any:
+        if text is None:
+            return None
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return None
+
+
+_OPTIONS = jmespath.Options(custom_functions=_CheckFunctions())
+
+
+def search(expr: str, data: Any) -> Any:
+    """JMESPath search with the check functions (``from_json``) available."""
+    return jmespath.search(expr, data, options=_OPTIONS)
 
 
 def truthy(value: Any) -> bool:
@@ -117,7 +143,7 @@ def evaluate_check(check: Check, caller: Callable[[ApiCall, dict], dict]) -> Che
     def result(passed: bool, detail: str) -> CheckResult:
         return CheckResult(check.name, passed, check.weight, detail)
 
-    params = check.call.resolved_params()
+    params, expect = check.call.resolved_params(), check.expect
     if check.lookup is not None:
         try:
             looked = caller(check.lookup.call, check.lookup.call.resolved_params())
@@ -125,10 +151,14 @@ def evaluate_check(check: Check, caller: Callable[[ApiCall, dict], dict]) -> Che
             if _error_code(exc) is None:
                 raise
             return result(False, f"lookup failed: {exc}")
-        found = jmespath.search(check.lookup.expr, looked)
+        try:
+            found = search(check.lookup.expr, looked)
+        except JMESPathError as exc:
+            return result(False, f"lookup {check.lookup.expr!r} could not be evaluated: {exc}")
         if not truthy(found) or isinstance(found, dict | list):
             return result(False, f"lookup {check.lookup.expr!r} found {found!r}")
         params = _fill_lookup(params, found)
+        expect = _fill_lookup(expect, found)
     try:
         response = caller(check.call, params)
     except Exception as exc:
@@ -138,13 +168,19 @@ def evaluate_check(check: Check, caller: Callable[[ApiCall, dict], dict]) -> Che
         if check.expect_error is not None and code == check.expect_error:
             return result(True, "ok")
         return result(False, f"{check.call.operation} failed with {code}")
-    if check.expect is None:
+    if expect is None:
         if check.expect_error is not None:
             return result(False, f"{check.call.operation} succeeded; expected {check.expect_error}")
         return result(True, "ok")
-    if truthy(jmespath.search(check.expect, response)):
+    try:
+        value = search(expect, response)
+    except JMESPathError as exc:
+        # A missing field reaching a typed function (contains(null, ...)) means the state is
+        # not there yet; it is a failed check, not a crash.
+        return result(False, f"{expect!r} could not be evaluated: {exc}")
+    if truthy(value):
         return result(True, "ok")
-    return result(False, f"{check.expect!r} is not true")
+    return result(False, f"{expect!r} is not true")
 
 
 def grade(task: Task, call: ApiCaller, events: Sequence[ApiEvent] | None = None) -> Grade:

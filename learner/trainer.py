@@ -63,10 +63,12 @@ def lr_factor(step: int, warmup_steps: int, schedule: str, total_steps: int | No
 
 @dataclass(frozen=True)
 class _Row:
-    """One sample scheduled for training, with its episode advantage."""
+    """One sample scheduled for training: its episode advantage and, when the update has several
+    mini-batches, its logprobs under pi_old (the policy at the start of the update)."""
 
     sample: Sample
     advantage: float
+    old_logprobs: tuple[float, ...] | None = None
 
 
 def plan_micro_batches(lengths: Sequence[int], token_budget: int) -> list[list[int]]:
@@ -153,6 +155,8 @@ class Learner:
         trained, skipped = self._rows(groups)
         stats = _Stats()
         if trained:
+            if self.config.minibatches > 1:
+                trained = self._with_old_logprobs(trained)
             for chunk in _split(trained, self.config.minibatches):
                 self._optimizer_step(chunk, stats)
             self.step += 1
@@ -207,14 +211,12 @@ class Learner:
                 "0): the cluster must mark the engine-sampled tokens with loss_mask=1"
             )
         plan = plan_micro_batches([len(r.sample.token_ids) for r in rows], cfg.micro_batch_tokens)
-        # pi_old is frozen before the first gradient step of the update; with one mini-batch it
-        # is the same forward pass (detached), so no extra pass is needed.
-        old = None if cfg.minibatches == 1 else self._old_logprobs(rows, plan)
         self.optimizer.zero_grad(set_to_none=True)
-        for mb_index, idx in enumerate(plan):
+        for idx in plan:
             batch = self._collate([rows[i] for i in idx])
             logprobs = self._logprobs(batch["input_ids"], batch["attention_mask"])
-            old_lp = logprobs.detach() if old is None else old[mb_index]
+            # With one mini-batch pi_old is this very forward pass, detached: no extra pass.
+            old_lp = batch.get("old_logprobs", logprobs.detach())
             ref_lp = self._reference_logprobs(batch) if cfg.kl_coef > 0 else None
             parts = grpo.grpo_token_loss(
                 logprobs,
@@ -236,15 +238,25 @@ class Learner:
         self.scheduler.step()
 
     @torch.no_grad()
-    def _old_logprobs(self, rows: list[_Row], plan: list[list[int]]) -> list[torch.Tensor]:
+    def _with_old_logprobs(self, groups: list[list[_Row]]) -> list[list[_Row]]:
+        """Freeze pi_old for every row before the update's first optimizer step (eval mode)."""
+        rows = [row for group in groups for row in group]
+        old: dict[int, tuple[float, ...]] = {}
         self.model.eval()
         try:
-            return [
-                self._logprobs(b["input_ids"], b["attention_mask"])
-                for b in (self._collate([rows[i] for i in idx]) for idx in plan)
-            ]
+            lengths = [len(r.sample.token_ids) for r in rows]
+            for idx in plan_micro_batches(lengths, self.config.micro_batch_tokens):
+                batch = self._collate([rows[i] for i in idx])
+                logprobs = self._logprobs(batch["input_ids"], batch["attention_mask"]).cpu()
+                for k, i in enumerate(idx):
+                    old[i] = tuple(logprobs[k, : lengths[i]].tolist())
         finally:
             self.model.train()
+        rebuilt, i = [], 0
+        for group in groups:
+            rebuilt.append([replace(row, old_logprobs=old[i + k]) for k, row in enumerate(group)])
+            i += len(group)
+        return rebuilt
 
     @torch.no_grad()
     def _reference_logprobs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -266,7 +278,7 @@ class Learner:
         def tensor(values: list[list], dtype: torch.dtype) -> torch.Tensor:
             return torch.tensor(values, dtype=dtype, device=self.device)
 
-        return {
+        batch = {
             "input_ids": tensor(
                 [padded(r.sample.token_ids, self.pad_id) for r in rows], torch.long
             ),
@@ -279,6 +291,11 @@ class Learner:
             ),
             "advantages": tensor([[r.advantage] for r in rows], torch.float32),
         }
+        if all(r.old_logprobs is not None for r in rows):
+            batch["old_logprobs"] = tensor(
+                [padded(list(r.old_logprobs), 0.0) for r in rows], torch.float32
+            )
+        return batch
 
     # ------------------------------------------------------------------ publishing
 

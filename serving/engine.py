@@ -31,11 +31,12 @@ from serving.types import AdapterProbe, Completion, ProbeResult, SamplingSpec
 
 
 def resolve_model_path(model: str) -> str:
-    """Map the config's model string to something vLLM and transformers can load."""
-    if model == "builtin:tiny":
-        from serving.tiny_model import ensure_tiny_model
-
-        return str(ensure_tiny_model())
+    """The config's model string, checked to be something vLLM and transformers can load."""
+    if model.startswith("builtin:"):
+        raise ValueError(
+            f"engine.model={model!r} must be resolved to a path before engines start "
+            "(cluster.models.resolve_model does it)"
+        )
     return model
 
 

@@ -36,6 +36,11 @@ CHAT_TEMPLATE = (
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
 )
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+# Bump when the build recipe changes so cached models from an older recipe are not reused.
+BUILD_RECIPE = 3
+# Pre-tokens are CLI word pieces with their leading dashes (` create`, `-table`, ` --table`,
+# `-name`, ` s3api`) so BPE learns them as whole tokens; punctuation runs and spaces stand apart.
+PRETOKEN_PATTERN = r" ?-*[A-Za-z0-9_]+| ?[^\sA-Za-z0-9_]+|\s+"
 
 # Services whose operations, parameters and output fields go into the tokenizer corpus: the ones
 # the env's tasks use, plus neighbours an agent is likely to reach for.
@@ -91,11 +96,16 @@ def aws_cli_corpus() -> list[str]:
 
 
 def _train_tokenizer(corpus: list[str], vocab_size: int):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(PRETOKEN_PATTERN), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size - len(SPECIAL_TOKENS),
@@ -148,7 +158,7 @@ def _build(target: Path, spec: TinyModelSpec, corpus: list[str]) -> None:
 
 
 def tiny_model_key(spec: TinyModelSpec, corpus: list[str]) -> str:
-    digest = hashlib.sha256(json.dumps([asdict(spec), corpus]).encode()).hexdigest()
+    digest = hashlib.sha256(json.dumps([BUILD_RECIPE, asdict(spec), corpus]).encode()).hexdigest()
     return f"tiny-qwen2-{digest[:12]}"
 
 

@@ -14,9 +14,9 @@ from tests.serving.reference import Reference
 
 @pytest.fixture(scope="session")
 def tiny_model_path() -> Path:
-    from serving.tiny_model import ensure_tiny_model
+    from cluster.models import build_default_model
 
-    return ensure_tiny_model()
+    return build_default_model()
 
 
 @pytest.fixture(scope="session")
@@ -30,7 +30,9 @@ def ray_runtime():
 
 @pytest.fixture(scope="session")
 def engine_config(tiny_model_path) -> EngineConfig:
-    return EngineConfig(model=str(tiny_model_path), max_loras=2, max_model_len=1024, max_num_seqs=32)
+    return EngineConfig(
+        model=str(tiny_model_path), max_loras=2, max_model_len=1024, max_num_seqs=32
+    )
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,9 @@ class Reference:
 
     def prompt(self, text: str) -> list[int]:
         messages = [{"role": "user", "content": text}]
-        return list(self.tokenizer.apply_chat_template(messages, add_generation_prompt=True)["input_ids"])
+        return list(
+            self.tokenizer.apply_chat_template(messages, add_generation_prompt=True)["input_ids"]
+        )
 
     def make_adapter(self, seed: int, rank: int = 8, scale: float = 1.0) -> Path:
         """A peft LoRA with random (non-zero) A and B, saved in save_pretrained layout."""
@@ -72,7 +74,9 @@ class Reference:
                 model.unload()
         return out[0, len(ids) :].tolist()
 
-    def publish(self, version: int, adapter: Path, probe_from: Path | None = None) -> AdapterVersion:
+    def publish(
+        self, version: int, adapter: Path, probe_from: Path | None = None
+    ) -> AdapterVersion:
         """An AdapterVersion with the probe the learner would write (optionally of another adapter)."""
         source = probe_from or adapter
         prompt = self.prompt("probe: list the s3 buckets")

@@ -1,0 +1,146 @@
+"""``rlfarm bench hotswap``: adapter swap latency with a steady stream of requests in flight.
+
+A learner-side peft model publishes N adapter versions (real ``publish_adapter``: atomic dir,
+manifest, probe) while C client loops keep the engine busy. For each version the swap latency is
+the time from "published on disk" to the first completion that reports the new version; the load
+includes the engine's probe verification. The engine's pid and start time are read before and
+after to count restarts (there must be none).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from serving.config import EngineConfig
+from serving.types import SamplingSpec
+
+
+@dataclass
+class _Stream:
+    total: int = 0
+    failed: int = 0
+    first_seen: dict[int, float] = field(default_factory=dict)
+    stop: bool = False
+
+
+async def _client(pool, prompt: list[int], stream: _Stream, sampling: SamplingSpec) -> None:
+    while not stream.stop:
+        try:
+            out = await pool.generate(prompt, sampling)
+        except Exception:
+            stream.failed += 1
+            continue
+        finally:
+            stream.total += 1
+        stream.first_seen.setdefault(out.adapter_version, time.perf_counter())
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def _run(pool, learner, versions: int, concurrency: int, gap_s: float) -> dict:
+    model, tokenizer, out_dir = learner
+    from learner.publish import probe_prompt_ids, publish_adapter
+
+    prompt = probe_prompt_ids(tokenizer)
+    sampling = SamplingSpec(max_tokens=16, temperature=1.0)
+    stream = _Stream()
+    clients = [
+        asyncio.ensure_future(_client(pool, prompt, stream, sampling)) for _ in range(concurrency)
+    ]
+    before = await pool.health()
+    latencies, load_s = [], []
+    await asyncio.sleep(gap_s)
+    for _ in range(versions):
+        _perturb(model)
+        adapter = publish_adapter(
+            model, tokenizer, out_dir, min_version=0, learner_step=0, keep_last=4,
+            device=model.device,
+        )  # fmt: skip
+        published = time.perf_counter()
+        await pool.load_adapter(adapter)
+        load_s.append(time.perf_counter() - published)
+        while adapter.version not in stream.first_seen:
+            await asyncio.sleep(0.002)
+        latencies.append(stream.first_seen[adapter.version] - published)
+        await asyncio.sleep(gap_s)
+    stream.stop = True
+    await asyncio.gather(*clients)
+    after = await pool.health()
+    restarts = sum(
+        (a["pid"], a["started_at"]) != (b["pid"], b["started_at"])
+        for a, b in zip(before, after, strict=True)
+    )
+    return {
+        "swap_latency_s_p50": statistics.median(latencies),
+        "swap_latency_s_p99": _percentile(latencies, 0.99),
+        "swap_latency_s_max": max(latencies),
+        "load_and_verify_s_p50": statistics.median(load_s),
+        "requests_total": stream.total,
+        "requests_failed": stream.failed,
+        "engine_restarts": restarts,
+        "versions_loaded": len(latencies),
+        "concurrency": concurrency,
+    }
+
+
+def _perturb(model) -> None:
+    """Stand-in for an optimizer step: move every LoRA B matrix a little."""
+    import torch
+
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.add_(torch.randn_like(param) * 0.02)
+
+
+def _learner_model(model_path: str, workdir: Path):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+    return get_peft_model(base, config), AutoTokenizer.from_pretrained(model_path), workdir
+
+
+def run_hotswap_bench(
+    versions: int = 10, concurrency: int = 8, gap_s: float = 1.0, engine: EngineConfig | None = None
+) -> dict:
+    import ray
+
+    from cluster.models import resolve_model
+    from serving.pool import EnginePool
+
+    engine = engine or EngineConfig()
+    model_path = resolve_model(engine.model)
+    engine = EngineConfig(**(engine.model_dump() | {"model": model_path}))
+    ray.init(include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    pool = EnginePool.start(engine, num_engines=1)
+    try:
+        with tempfile.TemporaryDirectory(prefix="rlfarm-hotswap-") as tmp:
+            learner = _learner_model(model_path, Path(tmp))
+            result = asyncio.run(_run(pool, learner, versions, concurrency, gap_s))
+    finally:
+        pool.shutdown()
+    result["model"] = model_path
+    return result
+
+
+def main(args) -> int:
+    result = run_hotswap_bench(versions=args.versions, concurrency=args.concurrency, gap_s=args.gap)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:>24}: {value}")
+    return 0

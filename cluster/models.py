@@ -1,0 +1,32 @@
+"""Resolve the farm's model: the built-in tiny model gets the env's task texts in its tokenizer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def task_texts() -> list[str]:
+    """Descriptions, hints and solutions of every task, for the tiny model's tokenizer corpus."""
+    from env.catalog import load_catalog
+
+    texts = []
+    for task in load_catalog().tasks:
+        texts.append(task.description)
+        texts.extend(task.hints)
+        texts.extend(task.solution)
+    return texts
+
+
+def build_default_model(home: Path | None = None) -> Path:
+    from serving.tiny_model import ensure_tiny_model
+
+    return ensure_tiny_model(home=home, extra_texts=task_texts())
+
+
+def resolve_model(model: str, home: Path | None = None) -> str:
+    """A loadable model path or id for a config's ``model`` value."""
+    if model == "builtin:tiny":
+        return str(build_default_model(home))
+    if model.startswith("builtin:"):
+        raise ValueError(f"model={model!r}: the only built-in model is 'builtin:tiny'")
+    return model

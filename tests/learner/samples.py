@@ -1,0 +1,29 @@
+"""Synthetic, engine-shaped learner inputs for tests that need data but not a task."""
+
+from __future__ import annotations
+
+import random
+
+from learner.config import LearnerConfig
+from learner.types import Sample, SampleGroup
+
+
+def make_config(model_dir, **overrides) -> LearnerConfig:
+    settings = {"model_path": str(model_dir), "device": "cpu", "lr": 1e-3, "seed": 0}
+    settings.update(overrides)
+    return LearnerConfig(**settings)
+
+
+def random_group(rng: random.Random, group_id: str, rewards: list[float]) -> SampleGroup:
+    """Engine-shaped samples with random ids: prompt (mask 0), completion (mask 1), then an
+    observation (mask 0) and a second completion (mask 1), like a two-turn episode."""
+    samples = []
+    for reward in rewards:
+        segments = [(0, 6), (1, rng.randint(2, 6)), (0, 4), (1, rng.randint(2, 6))]
+        ids, mask = [], []
+        for bit, n in segments:
+            ids += [rng.randrange(4000) for _ in range(n)]
+            mask += [bit] * n
+        logprobs = [rng.uniform(-10.0, -7.5) if m else 0.0 for m in mask]
+        samples.append(Sample(ids, mask, logprobs, reward=reward))
+    return SampleGroup(group_id, "task", samples)

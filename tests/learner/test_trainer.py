@@ -1,0 +1,195 @@
+"""The Learner on the built-in tiny model: masking, alignment, skipping, KL, metrics, config."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+from learner.trainer import Learner, lr_factor, plan_micro_batches
+from learner.types import Sample, SampleGroup
+from tests.learner.engine_standin import sample_completion, to_sample
+from tests.learner.samples import make_config, random_group
+
+# ---------------------------------------------------------------- pure helpers
+
+
+def test_micro_batches_respect_the_padded_token_budget():
+    lengths = [10, 30, 20, 25, 5]
+    plan = plan_micro_batches(lengths, token_budget=60)
+    # longest first: [30, 25] -> 2 x 30 = 60 fits; adding 20 would be 90
+    assert plan == [[1, 3], [2, 0, 4]]
+    for batch in plan:
+        assert max(lengths[i] for i in batch) * len(batch) <= 60
+    # a row longer than the budget runs alone
+    assert plan_micro_batches([100, 10], token_budget=50) == [[0], [1]]
+
+
+def test_lr_schedule_warms_up_then_decays():
+    assert [lr_factor(s, 2, "constant", None) for s in range(4)] == [0.5, 1.0, 1.0, 1.0]
+    assert lr_factor(2, 2, "linear", 12) == 1.0
+    assert lr_factor(7, 2, "linear", 12) == pytest.approx(0.5)
+    assert lr_factor(12, 2, "linear", 12) == 0.0
+    assert lr_factor(7, 2, "cosine", 12) == pytest.approx(0.5)
+
+
+def test_config_errors_name_the_field_and_the_fix(tiny_model_dir):
+    with pytest.raises(ValidationError, match="total_steps"):
+        make_config(tiny_model_dir, lr_schedule="cosine")
+    with pytest.raises(ValidationError, match="target_modules is empty"):
+        make_config(tiny_model_dir, target_modules=[])
+    with pytest.raises(ValidationError, match="lora_rank"):
+        make_config(tiny_model_dir, lora_rank=8)  # misspelt: rejected, not silently ignored
+    with pytest.raises(ValidationError, match="device"):
+        make_config(tiny_model_dir, device="tpu")
+
+
+def test_sample_rejects_misaligned_or_untrainable_first_token():
+    with pytest.raises(ValueError, match="aligned"):
+        Sample([1, 2, 3], [0, 1], [0.0, -1.0, -1.0], reward=1.0)
+    with pytest.raises(ValueError, match="first token"):
+        Sample([1, 2], [1, 1], [-1.0, -1.0], reward=1.0)
+    with pytest.raises(ValueError, match="at least 2"):
+        SampleGroup("g", "t", [Sample([1, 2], [0, 1], [0.0, -1.0], reward=1.0)])
+
+
+# ---------------------------------------------------------------- the learner
+
+
+@pytest.fixture(scope="module")
+def learner(tiny_model_dir) -> Learner:
+    return Learner(make_config(tiny_model_dir, lora_dropout=0.0))
+
+
+def test_unknown_target_module_is_a_clear_error(tiny_model_dir):
+    with pytest.raises(ValueError, match="gate_projj"):
+        Learner(make_config(tiny_model_dir, target_modules=["gate_projj"]))
+
+
+def test_loss_matches_hand_computation_from_learner_logprobs(tiny_model_dir):
+    """Masking, alignment, token-mean and TIS in one number: with pi_old == pi_theta the
+    per-token loss is -min(exp(lp - behaviour), cap) * A, averaged over mask-1 tokens only."""
+    learner = Learner(make_config(tiny_model_dir, lora_dropout=0.0, is_cap=1.5))
+    group = random_group(random.Random(1), "g", [1.0, 0.0, 0.5])
+    advantages = [0.5, -0.5, 0.0]
+    expected, tokens = 0.0, 0
+    for sample, adv in zip(group.samples, advantages, strict=True):
+        lps = learner.sample_logprobs(sample.token_ids)
+        for lp, beh, m in zip(lps, sample.behaviour_logprobs, sample.loss_mask, strict=True):
+            if m:
+                expected += -min(math.exp(lp - beh), 1.5) * adv
+                tokens += 1
+    metrics = learner.train_step([group])
+    assert metrics.trained_tokens == tokens == sum(s.num_trained_tokens for s in group.samples)
+    assert metrics.loss == pytest.approx(expected / tokens, rel=1e-4, abs=1e-6)
+    assert metrics.importance_weight_max > 1.5  # random behaviour logprobs: some get truncated
+    assert 0.0 < metrics.importance_truncated_fraction < 1.0
+
+
+def test_masked_out_tokens_never_affect_the_update(tiny_model_dir):
+    """Changing the behaviour logprobs at mask-0 positions changes nothing at all."""
+    group = random_group(random.Random(2), "g", [1.0, 0.0, 0.0, 1.0])
+    scrambled = SampleGroup(
+        "g",
+        "task",
+        [
+            Sample(
+                s.token_ids,
+                s.loss_mask,
+                [
+                    b if m else -123.0
+                    for b, m in zip(s.behaviour_logprobs, s.loss_mask, strict=True)
+                ],
+                s.reward,
+            )
+            for s in group.samples
+        ],
+    )
+    results = []
+    for g in (group, scrambled):
+        learner = Learner(make_config(tiny_model_dir, lora_dropout=0.0))
+        metrics = learner.train_step([g])
+        results.append((metrics.loss, [p.detach().clone() for p in learner.params]))
+    assert results[0][0] == results[1][0]
+    assert all(torch.equal(a, b) for a, b in zip(results[0][1], results[1][1], strict=True))
+
+
+def test_recomputed_logprobs_match_the_sampler_on_its_exact_ids(learner):
+    """On-policy samples from the engine stand-in give importance weights of exactly ~1: the
+    learner recomputes logprobs at the same positions of the same ids."""
+    generator = torch.Generator().manual_seed(0)
+    prompt = learner.tokenizer.apply_chat_template(
+        [{"role": "user", "content": "List my buckets"}],
+        add_generation_prompt=True,
+        tokenize=True,
+        return_dict=True,
+    )["input_ids"]
+    samples = []
+    for reward in (1.0, 0.0, 0.0):
+        completion, logprobs = sample_completion(
+            learner.model, prompt, max_new_tokens=6, stop_ids=set(), generator=generator
+        )
+        samples.append(to_sample(prompt, completion, logprobs, reward))
+        recomputed = learner.sample_logprobs(samples[-1].token_ids)[len(prompt) :]
+        assert recomputed == pytest.approx(logprobs, abs=1e-5)
+    metrics = learner.train_step([SampleGroup("g", "t", samples)])
+    assert metrics.importance_weight_mean == pytest.approx(1.0, abs=1e-4)
+    assert metrics.importance_weight_max == pytest.approx(1.0, abs=1e-4)
+    assert metrics.clip_fraction == 0.0  # one mini-batch: pi_old == pi_theta
+
+
+def test_zero_variance_groups_are_skipped_and_counted(learner):
+    rng = random.Random(3)
+    before = [p.detach().clone() for p in learner.params]
+    step = learner.step
+    flat = [random_group(rng, "a", [1.0, 1.0]), random_group(rng, "b", [0.0, 0.0, 0.0])]
+    metrics = learner.train_step(flat)
+    assert (metrics.stepped, metrics.skipped_zero_variance, metrics.trained_groups) == (False, 2, 0)
+    assert learner.step == step
+    assert all(torch.equal(a, b) for a, b in zip(before, learner.params, strict=True))
+    mixed = [*flat, random_group(rng, "c", [0.0, 1.0])]
+    metrics = learner.train_step(mixed)
+    assert (metrics.stepped, metrics.skipped_zero_variance, metrics.trained_groups) == (True, 2, 1)
+    assert metrics.samples == 7
+    assert learner.step == step + 1
+
+
+def test_tiny_micro_batches_give_the_same_update_as_one_batch(tiny_model_dir):
+    """Gradient accumulation with the batch-wide token count is the same as one big batch."""
+    groups = [random_group(random.Random(4), str(i), [0.0, 1.0, 0.3]) for i in range(2)]
+    params = []
+    for budget in (4096, 20):
+        learner = Learner(make_config(tiny_model_dir, lora_dropout=0.0, micro_batch_tokens=budget))
+        metrics = learner.train_step(groups)
+        params.append([p.detach().clone() for p in learner.params])
+        assert metrics.stepped
+    for a, b in zip(*params, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_kl_is_zero_at_init_and_grows_as_the_adapter_moves(tiny_model_dir):
+    learner = Learner(make_config(tiny_model_dir, lora_dropout=0.0, kl_coef=0.1, lr=5e-3))
+    rng = random.Random(5)
+    first = learner.train_step([random_group(rng, "g", [0.0, 1.0, 0.0, 1.0])])
+    assert first.kl == pytest.approx(0.0, abs=1e-7)  # LoRA B starts at 0: adapter == base
+    for _ in range(3):
+        later = learner.train_step([random_group(rng, "g", [0.0, 1.0, 0.0, 1.0])])
+    assert later.kl > 1e-6
+    off = Learner(make_config(tiny_model_dir)).train_step([random_group(rng, "g", [0.0, 1.0])])
+    assert off.kl is None
+
+
+def test_minibatches_make_the_clip_active(tiny_model_dir):
+    """With two optimizer steps per update, the second mini-batch sees pi_theta != pi_old; a
+    large learning rate moves the ratio outside the clip band on some tokens."""
+    learner = Learner(make_config(tiny_model_dir, lora_dropout=0.0, minibatches=2, lr=0.2))
+    rng = random.Random(6)
+    groups = [random_group(rng, str(i), [0.0, 1.0, 0.0, 1.0]) for i in range(2)]
+    metrics = learner.train_step(groups)
+    assert metrics.clip_fraction > 0.0
+    assert metrics.clip_fraction == pytest.approx(
+        metrics.clip_fraction_low + metrics.clip_fraction_high
+    )
