@@ -9,6 +9,7 @@ bounded wait: a stuck engine must surface as an error, never as a run that hangs
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass, field
 
 from serving.adapters import AdapterVerificationError
@@ -119,8 +120,7 @@ class EnginePool:
         import ray
 
         for handle in self.handles:
-            try:
+            # A dead engine is already shut down; the actor is killed either way.
+            with contextlib.suppress(Exception):
                 ray.get(handle.shutdown.remote(), timeout=30)
-            except Exception:  # a dead engine is already shut down; still kill the actor
-                pass
             ray.kill(handle)

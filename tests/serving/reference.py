@@ -77,7 +77,7 @@ class Reference:
     def publish(
         self, version: int, adapter: Path, probe_from: Path | None = None
     ) -> AdapterVersion:
-        """An AdapterVersion with the probe the learner would write (optionally of another adapter)."""
+        """The AdapterVersion a learner would publish; ``probe_from`` fakes another's probe."""
         source = probe_from or adapter
         prompt = self.prompt("probe: list the s3 buckets")
         completion = self.greedy(source, prompt, 8)

@@ -24,7 +24,7 @@ def test_generate_returns_tokens_and_exact_logprobs(pool, reference, run):
     assert out.prompt_tokens == len(prompt)
     # The engine's logprobs are the base model's logprobs of the sampled tokens.
     expected = reference.logprobs(None, prompt + out.token_ids, len(prompt))
-    assert max(abs(a - b) for a, b in zip(out.logprobs, expected)) < 1e-3
+    assert max(abs(a - b) for a, b in zip(out.logprobs, expected, strict=True)) < 1e-3
     assert out.token_ids == reference.greedy(None, prompt, 12)
 
 
@@ -63,7 +63,7 @@ def test_hot_swap_under_load_fails_nothing_and_tags_versions(pool, reference, ve
     paths = {v1.version: v1.path, v2.version: v2.path}
     for c, p in [(during[0], prompts[0]), (during[-1], prompts[-1]), (after[0], prompts[0])]:
         expected = reference.logprobs(paths[c.adapter_version], p + c.token_ids, len(p))
-        assert max(abs(a - b) for a, b in zip(c.logprobs, expected)) < 1e-3
+        assert max(abs(a - b) for a, b in zip(c.logprobs, expected, strict=True)) < 1e-3
 
 
 def test_prefix_cache_never_crosses_versions(pool, reference, versions, run):
@@ -76,7 +76,7 @@ def test_prefix_cache_never_crosses_versions(pool, reference, versions, run):
     out = run(pool.generate(prompt, GREEDY))
     assert out.adapter_version == b.version
     expected = reference.logprobs(b.path, prompt + out.token_ids, len(prompt))
-    assert max(abs(x - y) for x, y in zip(out.logprobs, expected)) < 1e-3
+    assert max(abs(x - y) for x, y in zip(out.logprobs, expected, strict=True)) < 1e-3
 
 
 def test_eviction_keeps_resident_versions_bounded(pool, reference, versions, run, engine_config):

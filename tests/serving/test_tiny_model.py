@@ -53,7 +53,7 @@ def test_tokenizer_knows_aws_cli_and_chatml(tiny_model_path):
     masked = tok.apply_chat_template(
         messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
     )
-    trained = [t for t, m in zip(masked["input_ids"], masked["assistant_masks"]) if m]
+    trained = [t for t, m in zip(masked["input_ids"], masked["assistant_masks"], strict=True) if m]
     assert tok.decode(trained) == "aws s3 ls<|im_end|>"
 
 
