@@ -34,6 +34,30 @@ def _cmd_bench_hotswap(args: argparse.Namespace) -> int:
     return main(args)
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from cluster.main import train
+
+    return train(args)
+
+
+def _cmd_scale(args: argparse.Namespace) -> int:
+    import json
+
+    from cluster.control import scale
+
+    status = scale(args.run, args.env_workers, address=args.address)
+    if args.env_workers is not None:
+        print(f"run {args.run}: env workers -> {args.env_workers}")
+    print(json.dumps(status, indent=1))
+    return 0
+
+
+def _resolve(model: str) -> str:
+    from cluster.models import resolve_model
+
+    return resolve_model(model)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rlfarm", description="Rollout farm for multi-turn LLM RL (GRPO + LoRA)."
@@ -55,9 +79,28 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.set_defaults(func=_cmd_serve)
 
+    from cluster.main import add_train_arguments
+    from env.catalog import register_tasks
+    from learner.commands import register as register_learner
+    from learner.commands import register_bench as register_learner_bench
+
+    train = sub.add_parser("train", help="run the farm (GRPO with async rollouts) from a config")
+    add_train_arguments(train)
+    train.set_defaults(func=_cmd_train)
+
+    scale = sub.add_parser("scale", help="change the env worker count of a running farm")
+    scale.add_argument("--env-workers", type=int, default=None, help="new env worker count")
+    scale.add_argument("--run", default="local", help="the run's run.name (default: local)")
+    scale.add_argument("--address", default="auto", help="Ray cluster address")
+    scale.set_defaults(func=_cmd_scale)
+
+    register_tasks(sub)
+    register_learner(sub, resolve_model=_resolve)
+
     bench = sub.add_parser("bench", help="throughput benchmarks").add_subparsers(
         dest="bench_command", required=True
     )
+    register_learner_bench(bench, resolve_model=_resolve)
     hotswap = bench.add_parser("hotswap", help="adapter swap latency under load")
     hotswap.add_argument("--json", action="store_true", help="print one JSON object")
     hotswap.add_argument("--versions", type=int, default=10, help="adapter versions to publish")

@@ -216,10 +216,30 @@ Command = Annotated[str, BeforeValidator(_validate_command)]
 
 def _compile_jmespath(expr: str, what: str) -> str:
     try:
-        jmespath.compile(expr)
+        parsed = jmespath.compile(expr).parsed
     except JMESPathError as exc:
         raise ValueError(f"{what} {expr!r} is not valid JMESPath: {exc}") from exc
+    if _negates_only_the_head(parsed):
+        raise ValueError(
+            f"{what} {expr!r}: '!' binds tighter than '[...]' and '.', so '!X[?...]' negates X "
+            "alone; wrap what you mean to negate in parentheses: '!(X[?...])'"
+        )
     return expr
+
+
+_CHAINS = {"subexpression", "index_expression", "projection", "filter_projection", "flatten"}
+
+
+def _negates_only_the_head(node: Any) -> bool:
+    """True if a chain (X.y, X[0], X[?..]) starts with a negation: almost always a typo."""
+    if not isinstance(node, dict):
+        return False
+    children = node.get("children", [])
+    if node.get("type") in _CHAINS and children:
+        first = children[0]
+        if isinstance(first, dict) and first.get("type") == "not_expression":
+            return True
+    return any(_negates_only_the_head(c) for c in children)
 
 
 class Lookup(BaseModel):

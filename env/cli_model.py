@@ -134,7 +134,7 @@ def _operation_spec(service: str, operation: str, command: Any) -> OperationSpec
     is_api = type(command) is ServiceOperation
     try:
         arg_table = command.arg_table
-    except Exception:  # noqa: BLE001 - a customization whose table cannot be built
+    except Exception:  # a customization whose table cannot be built
         arg_table = {}
     specs = [_option_spec(arg) for arg in arg_table.values()]
     options = {s.name: s for s in specs if not s.positional}

@@ -301,7 +301,7 @@ def _check_values(args: list[str]) -> Refusal | None:
                 "local_file",
                 f"{value.split('://')[0]}:// reads a local file, and the sandbox has no files. "
                 "Pass the value inline instead (JSON in single quotes, e.g. "
-                "--policy-document '{\"Version\": \"2012-10-17\", ...}')",
+                '--policy-document \'{"Version": "2012-10-17", ...}\')',
             )
     return None
 

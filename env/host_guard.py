@@ -125,7 +125,7 @@ class HostGuard:
             self._check_path(args[0], write=False)
 
     def _check_open(self, args: tuple[Any, ...]) -> None:
-        path, mode, flags = (list(args) + [None, None, None])[:3]
+        path, mode, flags = (*args, None, None, None)[:3]
         if isinstance(path, int) or path is None:
             return  # an already-open descriptor
         write = bool(mode and any(c in str(mode) for c in "wax+")) or bool(

@@ -59,3 +59,42 @@ def to_sample(
         reward=reward,
         adapter_version=adapter_version,
     )
+
+
+@torch.no_grad()
+def sample_batch(
+    model,
+    prompt_ids: list[int],
+    n: int,
+    *,
+    max_new_tokens: int,
+    stop_ids: set[int],
+    generator: torch.Generator,
+    temperature: float = 1.0,
+) -> list[tuple[list[int], list[float]]]:
+    """``n`` independent completions of one prompt, sampled side by side (one forward per token
+    for all rows). Each completion ends at its first stop token, which it includes."""
+    was_training = model.training
+    model.eval()
+    ids = torch.tensor([list(prompt_ids)] * n)
+    tokens: list[list[int]] = [[] for _ in range(n)]
+    logprobs: list[list[float]] = [[] for _ in range(n)]
+    done = [False] * n
+    try:
+        for _ in range(max_new_tokens):
+            logits = model(input_ids=ids).logits[:, -1].float() / temperature
+            log_p = torch.log_softmax(logits, dim=-1)
+            picked = torch.multinomial(log_p.exp(), 1, generator=generator)
+            for row in range(n):
+                if done[row]:
+                    continue
+                token = int(picked[row, 0])
+                tokens[row].append(token)
+                logprobs[row].append(float(log_p[row, token]))
+                done[row] = token in stop_ids
+            if all(done):
+                break
+            ids = torch.cat([ids, picked], dim=1)
+    finally:
+        model.train(was_training)
+    return list(zip(tokens, logprobs, strict=True))

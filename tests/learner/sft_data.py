@@ -1,8 +1,9 @@
 """A small synthetic AWS-CLI SFT set, shaped like env's exporter rows, with a held-out split.
 
-Each row asks for one command built from a template and a resource name. The held-out rows are
-(template, name) pairs never seen in training, though every template and every name is: exact
-match on them needs the model to put the prompt's name into the right command.
+Each row asks, in one of several phrasings, for the read-only listing command of one resource
+kind. The held-out rows are (phrasing, resource) pairs never seen in training, though every
+phrasing and every resource is: exact match on them needs the model to pick the command from
+the resource words, whatever the phrasing, rather than recall a memorised sentence.
 """
 
 from __future__ import annotations
@@ -10,39 +11,50 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-SYSTEM = "You are an AWS CLI agent. Reply with exactly one aws command."
-TEMPLATES = [
-    ("List the objects in the S3 bucket {n}.", "aws s3 ls s3://{n}"),
-    ("Create an S3 bucket named {n}.", "aws s3 mb s3://{n}"),
-    ("Delete the S3 bucket {n}.", "aws s3 rb s3://{n}"),
-    ("Create an SQS queue called {n}.", "aws sqs create-queue --queue-name {n}"),
-    ("Create an SNS topic called {n}.", "aws sns create-topic --name {n}"),
-    ("Create a log group named {n}.", "aws logs create-log-group --log-group-name {n}"),
+RESOURCES = [
+    ("S3 buckets", "aws s3 ls"),
+    ("SQS queues", "aws sqs list-queues"),
+    ("SNS topics", "aws sns list-topics"),
+    ("IAM users", "aws iam list-users"),
+    ("IAM roles", "aws iam list-roles"),
+    ("Lambda functions", "aws lambda list-functions"),
+    ("DynamoDB tables", "aws dynamodb list-tables"),
+    ("Kinesis streams", "aws kinesis list-streams"),
+    ("ECR repositories", "aws ecr describe-repositories"),
+    ("CloudWatch alarms", "aws cloudwatch describe-alarms"),
+    ("EC2 instances", "aws ec2 describe-instances"),
+    ("KMS keys", "aws kms list-keys"),
 ]
-NAMES = ["logs", "data", "backup", "images", "reports", "archive", "events", "metrics"]
+PHRASINGS = [
+    "List the {r}.",
+    "Show me all {r}.",
+    "Which {r} exist?",
+    "I need to see my {r}.",
+    "Print every one of the {r} in this account.",
+    "Give me the {r}, please.",
+]
+HELD_OUT_EVERY = 4  # one (phrasing, resource) pair in four is held out
 
 
-def row(t: int, n: int) -> dict:
-    prompt, command = TEMPLATES[t]
-    name = NAMES[n]
+def row(p: int, r: int) -> dict:
+    resource, command = RESOURCES[r]
     return {
         "messages": [
-            {"role": "system", "content": SYSTEM},
-            {"role": "user", "content": prompt.format(n=name)},
-            {"role": "assistant", "content": command.format(n=name)},
+            {"role": "user", "content": PHRASINGS[p].format(r=resource)},
+            {"role": "assistant", "content": command},
         ],
-        "task_id": f"synthetic-{t}-{n}",
+        "task_id": f"synthetic-{p}-{r}",
         "tier": "warmup",
         "kind": "synthetic",
     }
 
 
 def split() -> tuple[list[dict], list[dict]]:
-    """Hold out one name per template (a diagonal), so every template and name stays in train."""
+    """Hold out a diagonal stripe of pairs: each phrasing and resource stays in training."""
     train, held_out = [], []
-    for t in range(len(TEMPLATES)):
-        for n in range(len(NAMES)):
-            (held_out if n == (t * 3) % len(NAMES) else train).append(row(t, n))
+    for p in range(len(PHRASINGS)):
+        for r in range(len(RESOURCES)):
+            (held_out if (p + r) % HELD_OUT_EVERY == 0 else train).append(row(p, r))
     return train, held_out
 
 

@@ -1,0 +1,219 @@
+"""The farm's typed configuration: one YAML file, validated early and loudly.
+
+``FarmConfig`` embeds the engine's and the learner's own configs and propagates shared settings
+(the model, the LoRA rank, the context window) so they cannot disagree. Every field has a
+description; errors name the field and say how to fix it. ``load_config`` reads YAML and applies
+``--set a.b=value`` overrides before validation, so an override is checked like the file is.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from learner.config import LearnerConfig
+from serving.config import EngineConfig
+
+TIERS = ("warmup", "beginner", "intermediate", "advanced", "expert")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EnvSettings(_Strict):
+    """Where episodes run and how many run at once."""
+
+    backend: Literal["local", "http"] = Field(
+        default="local", description="'local': in-process sandboxes; 'http': an env server."
+    )
+    url: str | None = Field(default=None, description="Env server URL when backend is 'http'.")
+    workers: int = Field(default=2, ge=1, description="Rollout-worker actors (env workers).")
+    groups_per_worker: int = Field(
+        default=1, ge=1, description="Groups one worker plays concurrently."
+    )
+    step_timeout_s: float = Field(default=30.0, gt=0, description="Bound on one env call.")
+    attempts: int = Field(
+        default=2, ge=1, description="Tries per episode (fresh sandbox each) before the group fails."
+    )
+    chaos: bool = Field(default=False, description="Inject destructive changes mid-episode.")
+
+    @model_validator(mode="after")
+    def _url_for_http(self) -> EnvSettings:
+        if self.backend == "http" and not self.url:
+            raise ValueError("env.backend is 'http' but env.url is empty: set env.url")
+        return self
+
+
+class RolloutSettings(_Strict):
+    """How one episode is sampled."""
+
+    group_size: int = Field(default=8, ge=2, description="G: episodes per task and seed.")
+    max_steps: int = Field(default=15, ge=1, description="Agent turns per episode.")
+    max_new_tokens: int = Field(default=64, ge=1, description="Tokens per agent reply.")
+    temperature: float = Field(default=1.0, ge=0, description="Sampling temperature.")
+    top_p: float = Field(default=1.0, gt=0, le=1, description="Nucleus sampling mass.")
+
+
+class CurriculumSettings(_Strict):
+    """Which tasks are sampled: start easy, promote a tier once the agent succeeds there."""
+
+    tiers: list[str] = Field(default=list(TIERS), description="Tiers in order of difficulty.")
+    start_tier: str = Field(default="warmup", description="Hardest tier sampled at the start.")
+    promote_at: float = Field(
+        default=0.6, gt=0, le=1, description="Success rate on the frontier tier that unlocks the next."
+    )
+    window: int = Field(default=32, ge=1, description="Recent episodes the success rate is over.")
+    frontier_weight: float = Field(
+        default=0.5, ge=0, le=1, description="Share of groups drawn from the hardest unlocked tier."
+    )
+    holdout_fraction: float = Field(
+        default=0.2, ge=0, lt=1, description="Tasks per tier kept out of training for evaluation."
+    )
+
+    @model_validator(mode="after")
+    def _known_tiers(self) -> CurriculumSettings:
+        unknown = [t for t in self.tiers if t not in TIERS]
+        if unknown:
+            raise ValueError(f"curriculum.tiers has unknown tiers {unknown}; use some of {TIERS}")
+        if self.start_tier not in self.tiers:
+            raise ValueError(
+                f"curriculum.start_tier={self.start_tier!r} is not in curriculum.tiers {self.tiers}"
+            )
+        return self
+
+
+class TrainSettings(_Strict):
+    """The learning loop."""
+
+    mode: Literal["async", "sync"] = Field(
+        default="async",
+        description="'async': generation never waits for learning; 'sync': lockstep, for comparison.",
+    )
+    updates: int = Field(default=20, ge=0, description="Learner updates (adapter versions) to run.")
+    groups_per_update: int = Field(default=4, ge=1, description="Groups in one GRPO update.")
+    max_staleness: int = Field(
+        default=1, ge=0, description="Drop groups sampled more than this many versions ago."
+    )
+    queue_size: int = Field(default=8, ge=1, description="Bound of the group queue.")
+
+
+class RunSettings(_Strict):
+    """Naming, output and supervision of one run."""
+
+    name: str = Field(default="local", description="Run name: outputs go to <out_dir>/<name>.")
+    out_dir: str = Field(default="runs", description="Directory of run outputs.")
+    seed: int = Field(default=0, description="Seed of task sampling and episode seeds.")
+    engines: int = Field(default=1, ge=1, description="vLLM engine actors.")
+    watchdog_s: float = Field(
+        default=600.0, gt=0, description="Fail loudly (with stacks) if nothing progresses this long."
+    )
+    eval_episodes: int = Field(
+        default=2, ge=0, description="Greedy episodes per held-out task in the before/after eval."
+    )
+    warm_start: bool = Field(
+        default=True, description="SFT-warm the built-in tiny model first if no warm model exists."
+    )
+
+
+class FarmConfig(_Strict):
+    """Everything one run needs. Shared settings are set once here and propagated."""
+
+    model: str = Field(
+        default="builtin:tiny",
+        description="HF model id or local path used by engines and learner ('builtin:tiny' here).",
+    )
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+    learner: LearnerConfig = Field(default_factory=lambda: LearnerConfig(model_path="builtin:tiny"))
+    env: EnvSettings = Field(default_factory=EnvSettings)
+    rollout: RolloutSettings = Field(default_factory=RolloutSettings)
+    curriculum: CurriculumSettings = Field(default_factory=CurriculumSettings)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    run: RunSettings = Field(default_factory=RunSettings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _propagate(cls, data: Any) -> Any:
+        """Copy ``model`` into the engine and learner sections (an explicit clash is an error)."""
+        if not isinstance(data, dict):
+            return data
+        model = data.get("model", "builtin:tiny")
+        for section, key in (("engine", "model"), ("learner", "model_path")):
+            sub = dict(data.get(section) or {})
+            if sub.get(key, model) != model:
+                raise ValueError(
+                    f"{section}.{key}={sub[key]!r} differs from model={model!r}: set the model "
+                    f"once, at the top level, and remove {section}.{key}"
+                )
+            sub[key] = model
+            data = {**data, section: sub}
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FarmConfig:
+        if self.learner.lora_r > self.engine.max_lora_rank:
+            raise ValueError(
+                f"learner.lora_r={self.learner.lora_r} exceeds engine.max_lora_rank="
+                f"{self.engine.max_lora_rank}: raise engine.max_lora_rank to at least the rank"
+            )
+        if self.engine.max_loras < self.train.max_staleness + 1:
+            raise ValueError(
+                f"engine.max_loras={self.engine.max_loras} cannot hold max_staleness+1="
+                f"{self.train.max_staleness + 1} versions: raise engine.max_loras"
+            )
+        if self.learner.keep_last < self.engine.max_loras + 1:
+            raise ValueError(
+                f"learner.keep_last={self.learner.keep_last} would delete adapters engines may "
+                f"still read: set it to at least engine.max_loras+1={self.engine.max_loras + 1}"
+            )
+        return self
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names each field and the fix."""
+
+
+def _apply_override(data: dict, assignment: str) -> None:
+    if "=" not in assignment:
+        raise ConfigError(f"override {assignment!r} must look like section.field=value")
+    dotted, raw = assignment.split("=", 1)
+    keys = dotted.strip().split(".")
+    node = data
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {assignment!r}: {key!r} is not a section")
+    node[keys[-1]] = yaml.safe_load(raw)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> FarmConfig:
+    """Read YAML (or defaults), apply ``a.b=value`` overrides, validate."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist (see configs/ for examples)")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    for assignment in overrides or []:
+        _apply_override(data, assignment)
+    try:
+        return FarmConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, path)) from None
+
+
+def _explain(exc: ValidationError, path: Path | None) -> str:
+    where = f"{path}: " if path else ""
+    lines = [f"{where}invalid config ({exc.error_count()} problem(s)):"]
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown field: check the spelling against configs/ or FarmConfig's docs"
+        lines.append(f"  {field}: {message}")
+    return "\n".join(lines)

@@ -1,0 +1,79 @@
+"""The set of rollout-worker actors, resizable while the run goes on.
+
+The driver asks for a worker per group; ``resize`` starts new actors at once and retires extra
+ones after their current group (a retiring worker takes no new work). A worker that died is
+replaced by ``replace``. Callers never see placement.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+
+@dataclass
+class WorkerSlot:
+    name: str
+    handle: object
+    busy: int = 0
+    retiring: bool = False
+
+
+@dataclass
+class WorkerSet:
+    factory: object  # a callable that starts one worker actor given its name
+    slots: list[WorkerSlot] = field(default_factory=list)
+    _names: itertools.count = field(default_factory=itertools.count)
+    restarts: int = 0
+
+    def resize(self, n: int) -> None:
+        active = [s for s in self.slots if not s.retiring]
+        for _ in range(n - len(active)):
+            name = f"rollout-worker-{next(self._names)}"
+            self.slots.append(WorkerSlot(name=name, handle=self.factory(name)))
+        for slot in active[n:] if n < len(active) else []:
+            slot.retiring = True
+        self._reap()
+
+    @property
+    def size(self) -> int:
+        return sum(not s.retiring for s in self.slots)
+
+    def acquire(self) -> WorkerSlot | None:
+        """The least-busy active worker, or None if there are none."""
+        active = [s for s in self.slots if not s.retiring]
+        if not active:
+            return None
+        slot = min(active, key=lambda s: s.busy)
+        slot.busy += 1
+        return slot
+
+    def release(self, slot: WorkerSlot) -> None:
+        slot.busy -= 1
+        self._reap()
+
+    def replace(self, slot: WorkerSlot) -> None:
+        """Swap a dead worker's actor for a fresh one under a new name."""
+        import ray
+
+        self.restarts += 1
+        try:
+            ray.kill(slot.handle)
+        except Exception:  # already dead: nothing to kill
+            pass
+        slot.name = f"rollout-worker-{next(self._names)}"
+        slot.handle = self.factory(slot.name)
+
+    def _reap(self) -> None:
+        import ray
+
+        for slot in [s for s in self.slots if s.retiring and s.busy == 0]:
+            self.slots.remove(slot)
+            ray.kill(slot.handle)
+
+    def shutdown(self) -> None:
+        import ray
+
+        for slot in self.slots:
+            ray.kill(slot.handle)
+        self.slots.clear()

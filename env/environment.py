@@ -1,0 +1,152 @@
+"""``AwsEnv``: the in-process Env API used by rollout workers.
+
+    env = AwsEnv()                                # the default catalog, default reward
+    obs = env.reset(task_id="s3-list-buckets", seed=7)
+    obs = env.step("aws s3api list-buckets")
+    env.state(); env.close()
+
+An ``AwsEnv`` is one episode slot. Its sandbox lives in a worker process of an
+``EnvPool`` (by default one shared pool per process, started on first use, one
+worker): the caller's process never imports moto, never has its environment,
+HOME or working directory touched, and is not blocked by a command that hangs
+(the pool's watchdog kills and replaces a stuck worker). Many ``AwsEnv``s share a
+pool's workers; pass ``pool=EnvPool(workers=N).start()`` to use N cores.
+
+Determinism: ``reset(task_id, seed)`` with the same arguments builds identical
+worlds in every ``AwsEnv`` (same resources, same generated ids), which is what a
+GRPO group of G episodes needs. ``reset(seed=s)`` without a task picks the task
+from the catalog with ``s`` too.
+"""
+
+from __future__ import annotations
+
+import atexit
+import random
+import threading
+import uuid
+from typing import Any
+
+from env.chaos import ChaosConfig
+from env.episode import EpisodeConfig
+from env.models import AwsAction, AwsObservation, EnvState
+from env.pool import EnvPool
+from env.reward import RewardConfig
+from env.worker import ResetPayload
+
+# Bounds on how long a caller waits for the worker (the watchdog enforces them).
+RESET_TIMEOUT_S = 120.0
+STATE_TIMEOUT_S = 30.0
+
+_shared_pool: EnvPool | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_pool() -> EnvPool:
+    """The process-wide default pool (one worker), started on first use."""
+    global _shared_pool
+    with _shared_lock:
+        if _shared_pool is None or _shared_pool.closed:
+            _shared_pool = EnvPool(workers=1).start()
+            atexit.register(_shared_pool.close)
+        return _shared_pool
+
+
+class AwsEnv:
+    """One AWS-task episode slot (see the module docstring).
+
+    ``catalog``: an ``env.catalog.Catalog`` (default: the built-in task files).
+    ``chaos``: True for the default ``ChaosConfig`` with chaos enabled, or a config.
+    """
+
+    def __init__(
+        self,
+        catalog: Any = None,
+        *,
+        reward: RewardConfig | None = None,
+        chaos: bool | ChaosConfig = False,
+        max_steps: int = 15,
+        command_timeout_s: float = 10.0,
+        max_output_chars: int = 16384,
+        pool: EnvPool | None = None,
+    ) -> None:
+        if catalog is None:
+            from env.catalog import load_catalog
+
+            catalog = load_catalog()
+        if isinstance(chaos, bool):
+            chaos = ChaosConfig(enabled=chaos)
+        self.catalog = catalog
+        self.config = EpisodeConfig(
+            max_steps=max_steps,
+            reward=reward or RewardConfig(),
+            chaos=chaos,
+            command_timeout_s=command_timeout_s,
+            max_output_chars=max_output_chars,
+        )
+        self._pool = pool if pool is not None else shared_pool()
+        self._worker = self._pool.assign()
+        self._key = uuid.uuid4().hex
+        self._episode_id: str | None = None
+        self._closed = False
+
+    @property
+    def episode_id(self) -> str | None:
+        return self._episode_id
+
+    def reset(self, task_id: str | None = None, seed: int | None = None) -> AwsObservation:
+        """Start a new episode; a previous one in this slot is discarded.
+
+        Raises ``KeyError`` for an unknown task id (the message lists close matches),
+        ``env.pool.WorkerRequestError`` (code ``setup_failed``) for a broken task.
+        """
+        self._check_open()
+        if seed is None:
+            seed = random.SystemRandom().randrange(2**31)
+        if task_id is None:
+            tasks = list(self.catalog)
+            if not tasks:
+                raise ValueError("the catalog has no tasks to choose from")
+            task = random.Random(seed).choice(tasks)
+        else:
+            task = self.catalog.by_id(task_id)
+        self._episode_id = episode_id = uuid.uuid4().hex
+        payload = ResetPayload(task=task, seed=seed, episode_id=episode_id, config=self.config)
+        return self._pool.call(self._worker, "reset", self._key, payload, RESET_TIMEOUT_S)
+
+    def step(self, command: str | AwsAction) -> AwsObservation:
+        """Run one agent command; never raises for anything the agent may send."""
+        self._check_open()
+        text = command.command if isinstance(command, AwsAction) else command
+        if self._episode_id is None:
+            raise RuntimeError("call reset() before step()")
+        # The worker's own per-command limit is command_timeout_s; grading and chaos
+        # get the rest of this deadline.
+        deadline = self.config.command_timeout_s * 3 + 30.0
+        return self._pool.call(self._worker, "step", self._key, text, deadline)
+
+    def state(self) -> EnvState:
+        self._check_open()
+        if self._episode_id is None:
+            return EnvState(max_steps=self.config.max_steps)
+        return self._pool.call(self._worker, "state", self._key, None, STATE_TIMEOUT_S)
+
+    def close(self) -> None:
+        """Discard the episode and free the slot (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        if not self._pool.closed:
+            try:
+                self._pool.call(self._worker, "close", self._key, None, STATE_TIMEOUT_S)
+            finally:
+                self._pool.release(self._worker)
+
+    def __enter__(self) -> AwsEnv:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this AwsEnv is closed; create a new one")

@@ -1,0 +1,101 @@
+"""``rlfarm bench learner``: how fast the learner updates and publishes, on synthetic groups.
+
+The groups are engine-shaped (prompt mask 0, completion mask 1, behaviour logprobs) with seeded
+random token ids and rewards, so the numbers measure the learner alone: recomputing logprobs,
+the GRPO loss, backward, AdamW, and writing an adapter version with its probe. The first update
+is a warm-up and is not counted.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+from learner.config import LearnerConfig
+from learner.trainer import Learner
+from learner.types import Sample, SampleGroup
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    model: str
+    updates: int = 5
+    groups: int = 4
+    group_size: int = 8
+    prompt_tokens: int = 192
+    completion_tokens: int = 64
+    micro_batch_tokens: int = 8192
+    device: str = "auto"
+    dtype: str = "float32"
+    seed: int = 0
+
+
+def synthetic_groups(
+    options: BenchOptions, vocab_size: int, rng: random.Random
+) -> list[SampleGroup]:
+    groups = []
+    for g in range(options.groups):
+        samples = []
+        for _ in range(options.group_size):
+            n_prompt, n_completion = options.prompt_tokens, options.completion_tokens
+            ids = [rng.randrange(vocab_size) for _ in range(n_prompt + n_completion)]
+            mask = [0] * n_prompt + [1] * n_completion
+            logprobs = [0.0] * n_prompt + [rng.uniform(-3.0, -0.1) for _ in range(n_completion)]
+            samples.append(Sample(ids, mask, logprobs, reward=float(rng.random() < 0.5)))
+        if len({s.reward for s in samples}) == 1:  # keep every group trainable
+            samples[0] = Sample(*_fields(samples[0]), reward=1.0 - samples[0].reward)
+        groups.append(SampleGroup(f"bench-{g}", "bench", samples))
+    return groups
+
+
+def _fields(sample: Sample) -> tuple[list[int], list[int], list[float]]:
+    return sample.token_ids, sample.loss_mask, sample.behaviour_logprobs
+
+
+def run_bench(options: BenchOptions) -> dict:
+    """Run ``updates`` timed train+publish rounds after one warm-up; return the summary."""
+    if options.updates < 1:
+        raise ValueError(f"updates={options.updates}: run at least one timed update")
+    config = LearnerConfig(
+        model_path=options.model,
+        device=options.device,
+        dtype=options.dtype,
+        micro_batch_tokens=options.micro_batch_tokens,
+        keep_last=2,
+        seed=options.seed,
+    )
+    learner = Learner(config)
+    vocab = learner.model.get_input_embeddings().num_embeddings
+    rng = random.Random(options.seed)
+    update_s, publish_s, trained, processed = [], [], 0, 0
+    with tempfile.TemporaryDirectory(prefix="rlfarm-bench-") as out:
+        for i in range(options.updates + 1):
+            groups = synthetic_groups(options, vocab, rng)
+            metrics, adapter = learner.train_and_publish(groups, out)
+            if i == 0 or adapter is None:
+                continue  # warm-up: allocator, kernels and file-system caches
+            update_s.append(metrics.update_s)
+            publish_s.append(metrics.publish_s or 0.0)
+            trained += metrics.trained_tokens
+            processed += sum(len(s.token_ids) for g in groups for s in g.samples)
+    total_update_s = sum(update_s)
+    return {
+        "tokens_per_s": trained / total_update_s,
+        "processed_tokens_per_s": processed / total_update_s,
+        "update_s_p50": statistics.median(update_s),
+        "update_s_max": max(update_s),
+        "publish_s_p50": statistics.median(publish_s),
+        "publish_s_max": max(publish_s),
+        "updates": len(update_s),
+        "samples_per_update": options.groups * options.group_size,
+        "trained_tokens_per_update": trained // len(update_s),
+        "device": str(learner.device),
+        "torch_threads": torch.get_num_threads(),
+        "timestamp": time.time(),
+        "options": asdict(options),
+    }

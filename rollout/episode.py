@@ -1,0 +1,126 @@
+"""The multi-turn episode loop: prompt -> engine -> parse -> env.step -> observation -> ...
+
+One call of ``run_episode`` plays one task from a seeded initial state until the env reports
+success or done, ``max_steps`` turns pass, or the next turn would not fit the context window.
+Every turn records the prompt-side tokens, the sampled tokens with their logprobs and the adapter
+version that produced them, so the learner trains on exactly what was sampled.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+from rollout.chat import Conversation
+from rollout.parse import parse_reply
+from rollout.types import Trajectory, Turn
+from serving.types import SamplingSpec
+
+
+class EnvSession(Protocol):
+    """One env sandbox as the rollout loop sees it (in-process or over HTTP)."""
+
+    async def reset(self, task_id: str, seed: int) -> dict: ...
+
+    async def step(self, command: str) -> dict: ...
+
+    async def close(self) -> None: ...
+
+
+class Generator(Protocol):
+    async def generate(
+        self, prompt_token_ids: list[int], sampling: SamplingSpec, adapter_version: int | None = None
+    ): ...
+
+
+class Prompts(Protocol):
+    """How the env's task and observations are worded for the agent (env/prompts.py)."""
+
+    system: str
+
+    def task(self, observation: dict) -> str: ...
+
+    def observation(self, observation: dict) -> str: ...
+
+
+@dataclass(frozen=True)
+class EpisodeSpec:
+    task_id: str
+    tier: str
+    seed: int
+    group_id: str
+    episode_index: int
+
+
+@dataclass(frozen=True)
+class EpisodeLimits:
+    max_steps: int = 15
+    max_model_len: int = 4096
+    max_new_tokens: int = 96
+    temperature: float = 1.0
+    top_p: float = 1.0
+
+
+async def run_episode(
+    spec: EpisodeSpec,
+    env: EnvSession,
+    engine: Generator,
+    tokenizer,
+    prompts: Prompts,
+    limits: EpisodeLimits,
+) -> Trajectory:
+    """Play one episode. Env and engine errors propagate: the caller decides retry or failure."""
+    traj = Trajectory(
+        task_id=spec.task_id,
+        tier=spec.tier,
+        group_id=spec.group_id,
+        episode_index=spec.episode_index,
+        seed=spec.seed,
+    )
+    first = await env.reset(spec.task_id, spec.seed)
+    conv, prompt_ids = Conversation.start(tokenizer, prompts.system, prompts.task(first))
+    sampling = SamplingSpec(
+        max_tokens=limits.max_new_tokens,
+        temperature=limits.temperature,
+        top_p=limits.top_p,
+        stop_token_ids=(tokenizer.eos_token_id,),
+    )
+    traj.end = "max_steps"
+    for _ in range(limits.max_steps):
+        if len(conv.token_ids) + limits.max_new_tokens > limits.max_model_len:
+            traj.end = "context_limit"
+            break
+        started = time.perf_counter()
+        completion = await engine.generate(list(conv.token_ids), sampling)
+        generated = time.perf_counter()
+        reply = conv.add_completion(completion.token_ids)
+        parsed = parse_reply(reply)
+        if not parsed.bare:
+            traj.format_failures += 1
+        # A reply with no command still goes to the env, which answers with what was wrong.
+        obs = await env.step(parsed.command or reply.strip() or "(empty reply)")
+        traj.turns.append(
+            Turn(
+                prompt_token_ids=prompt_ids,
+                completion_token_ids=list(completion.token_ids),
+                completion_logprobs=list(completion.logprobs),
+                adapter_version=completion.adapter_version,
+                reply=reply,
+                command=parsed.command,
+                reward=float(obs.get("reward") or 0.0),
+                observation=obs,
+                generate_s=generated - started,
+                env_s=time.perf_counter() - generated,
+            )
+        )
+        traj.max_progress = max(traj.max_progress, float(obs.get("partial_progress", 0.0)))
+        traj.hints_used = int(obs.get("hints_used", traj.hints_used))
+        if obs.get("task_achieved"):
+            traj.achieved, traj.end = True, "achieved"
+            break
+        if obs.get("done"):
+            traj.end = "env_done"
+            break
+        prompt_ids = conv.add_user(prompts.observation(obs))
+    return traj
