@@ -37,7 +37,9 @@ class EnvSettings(_Strict):
     )
     step_timeout_s: float = Field(default=30.0, gt=0, description="Bound on one env call.")
     attempts: int = Field(
-        default=2, ge=1, description="Tries per episode (fresh sandbox each) before the group fails."
+        default=2,
+        ge=1,
+        description="Tries per episode (fresh sandbox each) before the group fails.",
     )
     chaos: bool = Field(default=False, description="Inject destructive changes mid-episode.")
 
@@ -64,7 +66,10 @@ class CurriculumSettings(_Strict):
     tiers: list[str] = Field(default=list(TIERS), description="Tiers in order of difficulty.")
     start_tier: str = Field(default="warmup", description="Hardest tier sampled at the start.")
     promote_at: float = Field(
-        default=0.6, gt=0, le=1, description="Success rate on the frontier tier that unlocks the next."
+        default=0.6,
+        gt=0,
+        le=1,
+        description="Success rate on the frontier tier that unlocks the next.",
     )
     window: int = Field(default=32, ge=1, description="Recent episodes the success rate is over.")
     frontier_weight: float = Field(
@@ -91,7 +96,7 @@ class TrainSettings(_Strict):
 
     mode: Literal["async", "sync"] = Field(
         default="async",
-        description="'async': generation never waits for learning; 'sync': lockstep, for comparison.",
+        description="'async': generation never waits for learning; 'sync': lockstep.",
     )
     updates: int = Field(default=20, ge=0, description="Learner updates (adapter versions) to run.")
     groups_per_update: int = Field(default=4, ge=1, description="Groups in one GRPO update.")
@@ -109,7 +114,9 @@ class RunSettings(_Strict):
     seed: int = Field(default=0, description="Seed of task sampling and episode seeds.")
     engines: int = Field(default=1, ge=1, description="vLLM engine actors.")
     watchdog_s: float = Field(
-        default=600.0, gt=0, description="Fail loudly (with stacks) if nothing progresses this long."
+        default=600.0,
+        gt=0,
+        description="Fail loudly (with stacks) if nothing progresses this long.",
     )
     eval_episodes: int = Field(
         default=2, ge=0, description="Greedy episodes per held-out task in the before/after eval."

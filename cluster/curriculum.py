@@ -49,7 +49,9 @@ class CurriculumSampler:
         if not self.by_tier:
             raise ValueError("the curriculum has no tasks: check curriculum.tiers")
         self.order = list(self.by_tier)
-        self.frontier = self.order.index(settings.start_tier) if settings.start_tier in self.order else 0
+        self.frontier = (
+            self.order.index(settings.start_tier) if settings.start_tier in self.order else 0
+        )
         self.recent: dict[str, deque[bool]] = {t: deque(maxlen=settings.window) for t in self.order}
         self.rng = random.Random(seed)
 

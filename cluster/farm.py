@@ -133,7 +133,9 @@ class Farm:
                 inflight.add(asyncio.ensure_future(self._play(*self.sampler.next())))
             if not inflight:
                 break
-            done, inflight = await asyncio.wait(inflight, timeout=0.5, return_when="FIRST_COMPLETED")
+            done, inflight = await asyncio.wait(
+                inflight, timeout=0.5, return_when="FIRST_COMPLETED"
+            )
             for fut in done:
                 await self._enqueue(fut.result())
             await self._apply_control()
@@ -156,7 +158,7 @@ class Farm:
     async def _play(
         self, task: TaskRef, seed: int, version: int | None = None, greedy: bool = False
     ) -> TrajectoryGroup:
-        """One group on the least-busy worker; a dead worker becomes a failed group and is replaced."""
+        """One group on the least-busy worker; a dead worker gives a failed group, is replaced."""
         size = 1 if greedy else self.config.rollout.group_size
         spec = GroupSpec(task.id, task.tier, seed, f"g{uuid.uuid4().hex[:10]}", size)
         limits = self.limits if not greedy else _greedy(self.limits)
@@ -199,7 +201,9 @@ class Farm:
             if group.failed:
                 self.ledger.record(group, "failed", group.error, self.state.updates)
             elif staleness > self.config.train.max_staleness:
-                self.ledger.record(group, "dropped_stale", f"staleness {staleness}", self.state.updates)
+                self.ledger.record(
+                    group, "dropped_stale", f"staleness {staleness}", self.state.updates
+                )
             elif len(set(group.rewards)) == 1:
                 self.ledger.record(group, "dropped_zero_variance", "", self.state.updates)
             else:
@@ -237,7 +241,7 @@ class Farm:
     # ---- evaluation ---------------------------------------------------------------------------
 
     async def evaluate(self, version: int) -> dict:
-        """Greedy episodes on the held-out tasks with adapter ``version``: success/reward by tier."""
+        """Greedy episodes on the held-out tasks under adapter ``version``: success by tier."""
         per_tier: dict[str, list[Trajectory]] = {}
         plays = [
             self._play(task, seed, version=version, greedy=True)
@@ -306,7 +310,11 @@ def _greedy(limits: EpisodeLimits) -> EpisodeLimits:
 
 
 def _learner_resources(engine_cfg) -> dict:
-    return {"num_gpus": 1, "num_cpus": 1} if engine_cfg.resolved_device() == "cuda" else {"num_cpus": 1}
+    return (
+        {"num_gpus": 1, "num_cpus": 1}
+        if engine_cfg.resolved_device() == "cuda"
+        else {"num_cpus": 1}
+    )
 
 
 __all__ = ["Farm", "WorkerSlot", "to_sample_group"]

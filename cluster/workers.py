@@ -7,6 +7,7 @@ replaced by ``replace``. Callers never see placement.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from dataclasses import dataclass, field
 
@@ -57,10 +58,8 @@ class WorkerSet:
         import ray
 
         self.restarts += 1
-        try:
+        with contextlib.suppress(Exception):  # already dead: nothing to kill
             ray.kill(slot.handle)
-        except Exception:  # already dead: nothing to kill
-            pass
         slot.name = f"rollout-worker-{next(self._names)}"
         slot.handle = self.factory(slot.name)
 

@@ -120,7 +120,9 @@ class SessionRegistry:
             if session.episode_id is not None and not self.pool.closed:
                 with contextlib.suppress(Exception):  # the worker may be gone; slot is freed
                     await asyncio.wait_for(
-                        self.pool.acall(session.worker, "close", session.key, None, CLOSE_TIMEOUT_S),
+                        self.pool.acall(
+                            session.worker, "close", session.key, None, CLOSE_TIMEOUT_S
+                        ),
                         CLOSE_TIMEOUT_S,
                     )
         finally:

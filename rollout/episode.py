@@ -30,7 +30,10 @@ class EnvSession(Protocol):
 
 class Generator(Protocol):
     async def generate(
-        self, prompt_token_ids: list[int], sampling: SamplingSpec, adapter_version: int | None = None
+        self,
+        prompt_token_ids: list[int],
+        sampling: SamplingSpec,
+        adapter_version: int | None = None,
     ): ...
 
 

@@ -9,6 +9,7 @@ whole by the caller — a group is never trained on with missing members.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,10 +46,9 @@ class TimedEnv:
         return await self._call("step", self.inner.step(command))
 
     async def close(self) -> None:
-        try:
+        # Closing a broken sandbox is best effort; it is discarded anyway.
+        with contextlib.suppress(Exception):
             await asyncio.wait_for(self.inner.close(), timeout=self.timeout_s)
-        except Exception:  # closing a broken sandbox is best effort; it is discarded anyway
-            pass
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,9 @@ async def run_group(
     ]
     results = await asyncio.gather(
         *(
-            _episode_with_retry(e, new_env, engine, tokenizer, prompts, limits, env_timeout_s, attempts)
+            _episode_with_retry(
+                e, new_env, engine, tokenizer, prompts, limits, env_timeout_s, attempts
+            )
             for e in episodes
         )
     )

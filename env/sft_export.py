@@ -1,0 +1,286 @@
+"""SFT data export: chat rows built by really running every task's canonical solution.
+
+For each task, ``export_sft`` plays the canonical solution in a real ``AwsEnv``
+episode and turns it into rows of ``{"messages": [...], "task_id", "tier", "kind"}``,
+where the last message is the assistant's one ``aws ...`` command and every earlier
+turn is rendered by ``env.prompts`` (the same text the rollout loop shows):
+
+- ``first_step``: system, task -> the first command;
+- ``continuation``: the earlier commands with their real observations -> the next one;
+- ``failure_recovery``: a plausible wrong command (a misspelt operation, or a dropped
+  argument) with the real error it got -> the right command;
+- ``hint_use``: ``aws help --task-hint`` once or more, with the real hint texts -> the
+  next command.
+
+Rows are split into train and validation BY TASK, so no task appears in both. The
+export is deterministic for a seed: task order, split, seeds, the wrong commands and
+hint depths all come from it, and wall-clock timestamps in AWS outputs are replaced
+by a fixed time (ids are already deterministic: the sandbox seeds them per task).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import shlex
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from env.catalog import Catalog, Task, load_catalog, resolve_command
+from env.prompts import HINT_COMMAND, SYSTEM_PROMPT, render_observation, render_task
+
+KINDS = ("first_step", "continuation", "failure_recovery", "hint_use")
+# Whole outputs from the env: placeholders are resolved from the full JSON, the
+# rendered observation is then cut by env.prompts like any other.
+_OUTPUT_CHARS = 100_000
+_MAX_STEPS = 20
+# Wall-clock timestamps (ISO-8601 / `aws s3 ls` style, and epoch seconds 2020-2033).
+_ISO_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2})?")
+_EPOCH_TIME = re.compile(r"(?<![\w.])1[5-9]\d{8}(?:\.\d+)?(?![\w.])")
+_FIXED_ISO = "2025-01-01T00:00:00Z"
+_FIXED_EPOCH = "1735689600.0"
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One command the assistant sent and the user turn that answered it."""
+
+    command: str
+    observation: str
+
+
+class ExportError(RuntimeError):
+    """A canonical solution did not run as the catalog says (a catalog bug)."""
+
+
+def stable_text(text: str) -> str:
+    """``text`` with wall-clock timestamps replaced by a fixed time."""
+    return _EPOCH_TIME.sub(_FIXED_EPOCH, _ISO_TIME.sub(_FIXED_ISO, text))
+
+
+def _render(obs: Any) -> str:
+    return render_observation(
+        command_success=obs.command_success,
+        output=stable_text(obs.output),
+        error=stable_text(obs.error),
+        hint_text=obs.hint_text,
+        task_achieved=obs.task_achieved,
+    )
+
+
+def _messages(task: Task, turns: Sequence[Turn], answer: str) -> list[dict[str, str]]:
+    messages = [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": render_task(task)},
+    ]
+    for turn in turns:
+        messages.append({"role": "assistant", "content": turn.command})
+        messages.append({"role": "user", "content": turn.observation})
+    messages.append({"role": "assistant", "content": answer})
+    return messages
+
+
+def _row(task: Task, kind: str, turns: Sequence[Turn], answer: str) -> dict[str, Any]:
+    return {
+        "messages": _messages(task, turns, answer),
+        "task_id": task.id,
+        "tier": task.tier,
+        "kind": kind,
+    }
+
+
+def wrong_variants(command: str) -> list[tuple[str, str]]:
+    """Plausible mistakes for ``command``: (label, wrong command), most instructive first.
+
+    Dropped options (a required one gives "arguments are required"), then a misspelt
+    operation (the CLI answers with an invalid-choice error).
+    """
+    argv = shlex.split(command)
+    out = []
+    for i in range(3, len(argv)):
+        if argv[i].startswith("--"):
+            has_value = i + 1 < len(argv) and not argv[i + 1].startswith("--")
+            rest = argv[:i] + argv[i + 1 + has_value :]
+            out.append((f"missing {argv[i]}", shlex.join(rest)))
+    op = argv[2]
+    typo = op[:-1] if op.endswith("s") else op + "s"
+    out.append(("misspelt operation", shlex.join([*argv[:2], typo, *argv[3:]])))
+    return out
+
+
+class TaskPlayer:
+    """Plays one task in an ``AwsEnv`` slot: canonical runs, wrong turns, hints."""
+
+    def __init__(self, env: Any, task: Task, seed: int) -> None:
+        self.env, self.task, self.seed = env, task, seed
+
+    def canonical(self) -> list[Turn]:
+        """The canonical solution's turns (commands resolved, observations rendered)."""
+        self.env.reset(task_id=self.task.id, seed=self.seed)
+        turns: list[Turn] = []
+        outputs: list[str] = []
+        for template in self.task.solution_steps(self.seed):
+            command = resolve_command(template, outputs)
+            obs = self.env.step(command)
+            if not obs.command_success:
+                raise ExportError(f"task {self.task.id}: {command!r} failed: {obs.error}")
+            outputs.append(obs.output)
+            turns.append(Turn(command, _render(obs)))
+        if not obs.task_achieved:
+            raise ExportError(f"task {self.task.id}: canonical solution did not achieve it")
+        return turns
+
+    def failed_turn(self, prefix: Sequence[Turn], command: str) -> Turn | None:
+        """A wrong version of ``command`` that really fails after ``prefix``, with its error."""
+        for _label, wrong in wrong_variants(command):
+            self.env.reset(task_id=self.task.id, seed=self.seed)
+            for turn in prefix:
+                self.env.step(turn.command)
+            obs = self.env.step(wrong)
+            if not obs.command_success:
+                return Turn(wrong, _render(obs))
+        return None
+
+    def hint_turns(self, depth: int) -> list[Turn]:
+        """``depth`` hint requests at the start of an episode, with the real hint texts."""
+        self.env.reset(task_id=self.task.id, seed=self.seed)
+        return [Turn(HINT_COMMAND, _render(self.env.step(HINT_COMMAND))) for _ in range(depth)]
+
+
+def task_rows(player: TaskPlayer, rng: random.Random) -> Iterator[dict[str, Any]]:
+    """All rows for one task (see the module docstring for the kinds)."""
+    task = player.task
+    turns = player.canonical()
+    yield _row(task, "first_step", [], turns[0].command)
+    for k in range(1, len(turns)):
+        yield _row(task, "continuation", turns[:k], turns[k].command)
+    k = rng.randrange(len(turns))
+    failed = player.failed_turn(turns[:k], turns[k].command)
+    if failed is not None:
+        yield _row(task, "failure_recovery", [*turns[:k], failed], turns[k].command)
+    depth = rng.randint(1, len(task.hints))
+    yield _row(task, "hint_use", player.hint_turns(depth), turns[0].command)
+
+
+def split_tasks(tasks: Sequence[Task], val_fraction: float, seed: int) -> tuple[set[str], set[str]]:
+    """(train ids, val ids): a seeded shuffle of the tasks, cut by ``val_fraction``."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    ids = sorted(t.id for t in tasks)
+    random.Random(seed).shuffle(ids)
+    n_val = round(len(ids) * val_fraction)
+    if val_fraction > 0 and len(ids) > 1:
+        n_val = min(max(n_val, 1), len(ids) - 1)
+    return set(ids[n_val:]), set(ids[:n_val])
+
+
+def export_rows(catalog: Catalog, env: Any, seed: int = 0) -> Iterator[dict[str, Any]]:
+    """Rows for every task of ``catalog``, played in ``env`` (an ``AwsEnv``)."""
+    for task in catalog:
+        # One rng per task: adding a task does not change the rows of the others.
+        rng = random.Random(f"{seed}:{task.id}")
+        yield from task_rows(TaskPlayer(env, task, seed=rng.randrange(1 << 16)), rng)
+
+
+def _write(path: Path, rows: Iterable[dict[str, Any]]) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = 0
+    with path.open("w") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            n += 1
+    return n
+
+
+def export_sft(
+    out: Path,
+    *,
+    val_out: Path | None = None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    catalog: Catalog | None = None,
+    env: Any = None,
+) -> dict[str, int]:
+    """Write train rows to ``out`` and validation rows to ``val_out``.
+
+    ``val_out`` defaults to ``<out stem>.val.jsonl`` beside ``out``. ``env`` defaults
+    to a fresh ``AwsEnv`` on its own one-worker pool. Returns row and task counts.
+    """
+    out = Path(out)
+    val_out = Path(val_out) if val_out else out.with_name(f"{out.stem}.val.jsonl")
+    if val_out.resolve() == out.resolve():
+        raise ValueError(f"--val-out must differ from --out (both are {out})")
+    catalog = catalog if catalog is not None else load_catalog()
+    train_ids, val_ids = split_tasks(list(catalog), val_fraction, seed)
+    if env is None:
+        return _export_with_own_env(out, val_out, val_fraction, seed, catalog)
+    rows = list(export_rows(catalog, env, seed))
+    return {
+        "train_rows": _write(out, (r for r in rows if r["task_id"] in train_ids)),
+        "val_rows": _write(val_out, (r for r in rows if r["task_id"] in val_ids)),
+        "train_tasks": len(train_ids),
+        "val_tasks": len(val_ids),
+    }
+
+
+def _export_with_own_env(
+    out: Path, val_out: Path, val_fraction: float, seed: int, catalog: Catalog
+) -> dict[str, int]:
+    from env.environment import AwsEnv
+    from env.pool import EnvPool
+
+    pool = EnvPool(workers=1).start()
+    try:
+        with AwsEnv(
+            catalog, pool=pool, max_steps=_MAX_STEPS, max_output_chars=_OUTPUT_CHARS
+        ) as env:
+            return export_sft(
+                out, val_out=val_out, val_fraction=val_fraction, seed=seed, catalog=catalog, env=env
+            )
+    finally:
+        pool.close()
+
+
+# ---------------------------------------------------------------------------------
+# CLI: `rlfarm env export-sft --out FILE [--val-out FILE] [--val-fraction F] [--seed S]`
+
+
+def register_export(env_subparsers: argparse._SubParsersAction) -> None:
+    """Add ``export-sft`` to the ``rlfarm env`` subcommands."""
+    p = env_subparsers.add_parser(
+        "export-sft", help="write SFT chat rows (JSONL) from the tasks' canonical solutions"
+    )
+    p.add_argument("--out", type=Path, required=True, help="train JSONL file to write")
+    p.add_argument(
+        "--val-out", type=Path, default=None, help="validation JSONL (default: <out>.val.jsonl)"
+    )
+    p.add_argument(
+        "--val-fraction", type=float, default=0.1, help="share of TASKS held out for validation"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed for the split and the episodes")
+    p.add_argument("--catalog", type=Path, default=None, help="task file or directory")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    if not 0.0 <= args.val_fraction < 1.0:
+        print(f"error: --val-fraction must be in [0, 1), got {args.val_fraction}", file=sys.stderr)
+        return 2
+    counts = export_sft(
+        args.out,
+        val_out=args.val_out,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        catalog=load_catalog(args.catalog),
+    )
+    val_out = args.val_out or args.out.with_name(f"{args.out.stem}.val.jsonl")
+    print(
+        f"wrote {counts['train_rows']} rows ({counts['train_tasks']} tasks) to {args.out} and "
+        f"{counts['val_rows']} rows ({counts['val_tasks']} tasks) to {val_out}"
+    )
+    return 0

@@ -1,0 +1,73 @@
+"""``LearnerActor``: the ``Learner`` in a Ray actor, so the cluster can place it on its own GPU.
+
+The actor is a thin pass-through; all behaviour lives in ``learner/trainer.py`` (testable without
+Ray). Results are the plain dataclasses from ``learner/types.py`` and ``serving/types.py``, which
+Ray pickles across processes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import ray
+
+from learner.config import LearnerConfig
+from learner.types import SampleGroup, UpdateMetrics
+from serving.types import AdapterVersion
+
+
+@ray.remote
+class LearnerActor:
+    def __init__(self, config: LearnerConfig, torch_threads: int | None = None) -> None:
+        import torch
+
+        from learner.trainer import Learner
+
+        if torch_threads is not None:
+            torch.set_num_threads(torch_threads)
+        self.learner = Learner(config)
+
+    def train_step(self, groups: Sequence[SampleGroup]) -> UpdateMetrics:
+        return self.learner.train_step(groups)
+
+    def publish(self, out_dir: str) -> AdapterVersion:
+        return self.learner.publish(out_dir)
+
+    def train_and_publish(
+        self, groups: Sequence[SampleGroup], out_dir: str
+    ) -> tuple[UpdateMetrics, AdapterVersion | None]:
+        return self.learner.train_and_publish(groups, out_dir)
+
+    def save_checkpoint(self, path: str, extra: dict[str, Any] | None = None) -> str:
+        return str(self.learner.save_checkpoint(path, extra))
+
+    def load_checkpoint(self, path: str) -> dict[str, Any]:
+        return self.learner.load_checkpoint(path)
+
+    def state(self) -> dict[str, int]:
+        """Where the learner is: updates done, newest published version, groups consumed."""
+        return {
+            "step": self.learner.step,
+            "version": self.learner.version,
+            "data_cursor": self.learner.data_cursor,
+        }
+
+
+def learner_num_gpus(config: LearnerConfig) -> int:
+    """GPUs to reserve for the actor: one for a CUDA device, none for CPU; 'auto' asks Ray
+    whether the cluster has any."""
+    if config.device == "cpu":
+        return 0
+    if config.device.startswith("cuda"):
+        return 1
+    return 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
+
+
+def create_learner_actor(
+    config: LearnerConfig, torch_threads: int | None = None, **options: Any
+) -> ray.actor.ActorHandle:
+    """Start a ``LearnerActor`` with the right GPU reservation; ``options`` go to ``.options``."""
+    options.setdefault("num_gpus", learner_num_gpus(config))
+    options.setdefault("num_cpus", 1)
+    return LearnerActor.options(**options).remote(config, torch_threads)
