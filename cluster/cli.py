@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from cluster.main import add_train_arguments
     from env.catalog import register_tasks
+    from env.sft_export import register_export
     from learner.commands import register as register_learner
     from learner.commands import register_bench as register_learner_bench
 
@@ -95,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     scale.set_defaults(func=_cmd_scale)
 
     register_tasks(sub)
+    env_group = sub.add_parser("env", help="the AWS agent environment").add_subparsers(
+        dest="env_command", required=True
+    )
+    register_export(env_group)
     register_learner(sub, resolve_model=_resolve)
 
     bench = sub.add_parser("bench", help="throughput benchmarks").add_subparsers(

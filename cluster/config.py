@@ -124,6 +124,13 @@ class RunSettings(_Strict):
     warm_start: bool = Field(
         default=True, description="SFT-warm the built-in tiny model first if no warm model exists."
     )
+    warm_start_steps: int = Field(
+        default=600, ge=1, description="SFT optimizer steps of the tiny model's warm start."
+    )
+    warm_start_kinds: list[str] = Field(
+        default=["first_step", "continuation", "failure_recovery", "hint_use"],
+        description="Kinds of exported SFT rows the warm start trains on.",
+    )
 
 
 class FarmConfig(_Strict):

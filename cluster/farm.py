@@ -59,7 +59,7 @@ class Farm:
 
         from cluster.control import start_control
         from env.catalog import load_catalog
-        from learner.actor import LearnerActor
+        from learner.actor import create_learner_actor
         from learner.config import LearnerConfig
         from rollout.worker import rollout_worker_class
         from serving.config import EngineConfig
@@ -70,7 +70,7 @@ class Farm:
         engine_cfg = EngineConfig(**(cfg.engine.model_dump() | {"model": self.model_path}))
         learner_cfg = LearnerConfig(**(cfg.learner.model_dump() | {"model_path": self.model_path}))
         self.pool = EnginePool.start(engine_cfg, num_engines=cfg.run.engines)
-        self.learner = LearnerActor.options(**_learner_resources(engine_cfg)).remote(learner_cfg)
+        self.learner = create_learner_actor(learner_cfg, torch_threads=1)
         worker_cls = rollout_worker_class()
         env_settings = cfg.env.model_dump()
         self.workers = WorkerSet(
@@ -96,7 +96,7 @@ class Farm:
             temperature=cfg.rollout.temperature,
             top_p=cfg.rollout.top_p,
         )
-        ray.get(self.learner.ready.remote(), timeout=600)
+        ray.get(self.learner.state.remote(), timeout=600)  # the learner has loaded its model
 
     # ---- the loop -----------------------------------------------------------------------------
 
@@ -189,12 +189,12 @@ class Farm:
         if not group.failed:
             self.sampler.observe(group.tier, [t.achieved for t in group.trajectories])
 
-    async def _collect(self, n: int, wait: bool) -> list[TrajectoryGroup]:
+    async def _collect(self, n: int, wait: bool) -> list[tuple[TrajectoryGroup, int]]:
         """Take up to ``n`` trainable groups from the queue; record every other group's fate.
 
         ``wait``: block until ``n`` trainable groups came (async); else take what is queued (sync).
         """
-        batch: list[TrajectoryGroup] = []
+        batch: list[tuple[TrajectoryGroup, int]] = []
         while len(batch) < n and (wait or not self.queue.empty()):
             group = await self.queue.get()
             staleness = self.state.version - group.min_version
@@ -208,11 +208,11 @@ class Farm:
                 self.ledger.record(group, "dropped_zero_variance", "", self.state.updates)
             else:
                 self.state.staleness[staleness] = self.state.staleness.get(staleness, 0) + 1
-                batch.append(group)
+                batch.append((group, staleness))
         return batch
 
-    async def _update(self, batch: list[TrajectoryGroup]) -> None:
-        samples = [to_sample_group(g) for g in batch]
+    async def _update(self, batch: list[tuple[TrajectoryGroup, int]]) -> None:
+        samples = [to_sample_group(g) for g, _ in batch]
         update_ref = self.learner.train_and_publish.remote(samples, str(self.run_dir / "adapters"))
         learner_metrics, adapter = await update_ref
         swap_s = None
@@ -222,8 +222,8 @@ class Farm:
             swap_s = time.perf_counter() - started
             self.state.version = adapter.version
         self.state.updates += 1
-        for group in batch:
-            self.ledger.record(group, "trained", "", self.state.updates)
+        for group, staleness in batch:
+            self.ledger.record(group, "trained", "", self.state.updates, staleness)
         self.watchdog.beat()
         health = await self.pool.health()
         self.metrics.log_update(

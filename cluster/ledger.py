@@ -29,7 +29,14 @@ class Ledger:
         """Count episodes as started before they run, so a lost group shows as imbalance."""
         self.started += episodes
 
-    def record(self, group: TrajectoryGroup, fate: str, reason: str = "", step: int = -1) -> None:
+    def record(
+        self,
+        group: TrajectoryGroup,
+        fate: str,
+        reason: str = "",
+        step: int = -1,
+        staleness: int | None = None,
+    ) -> None:
         if fate not in FATES:
             raise ValueError(f"unknown fate {fate!r}; one of {FATES}")
         for traj in group.trajectories:
@@ -45,6 +52,7 @@ class Ledger:
                 "turns": len(traj.turns),
                 "versions": sorted(set(traj.versions)),
                 "learner_step": step,
+                "staleness": staleness,
             }
             self._file.write(json.dumps(line) + "\n")
             self.counts[fate] += 1

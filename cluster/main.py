@@ -42,6 +42,8 @@ def init_ray(config: FarmConfig, address: str | None) -> None:
 
     from cluster.control import NAMESPACE
 
+    if ray.is_initialized():  # e.g. a test session or a notebook that started Ray already
+        return
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, namespace=NAMESPACE, log_to_driver=True)

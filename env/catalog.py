@@ -600,7 +600,11 @@ def register_tasks(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd_tasks_list(args: argparse.Namespace) -> int:
-    catalog = load_catalog(args.catalog)
+    try:
+        catalog = load_catalog(args.catalog)
+    except CatalogError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     tasks = catalog.by_tier(args.tier) if args.tier else list(catalog)
     if args.json:
         rows = [

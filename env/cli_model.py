@@ -117,7 +117,7 @@ def _option_spec(arg: Any) -> OptionSpec:
         count = "*"
     else:
         count = 1
-    positional = bool(getattr(arg, "positional_arg", False))
+    positional = bool(getattr(arg, "positional_arg", False)) or not arg.cli_name.startswith("-")
     name = arg.cli_name if positional or arg.cli_name.startswith("--") else f"--{arg.cli_name}"
     return OptionSpec(
         name=name,

@@ -51,6 +51,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from env.chaos import ChaosConfig
+from env.commands import add_serve_arguments
 from env.episode import EpisodeConfig
 from env.models import AwsAction, AwsObservation, EnvState, ErrorBody
 from env.pool import EnvPool, PoolClosed, WorkerLost, WorkerRequestError
@@ -184,7 +185,8 @@ class EnvService:
         try:
             return self.catalog.by_id(task_id)
         except KeyError as exc:
-            raise ApiError(404, "unknown_task", str(exc.args[0]) + " (GET /tasks)") from None
+            message = f"{exc.args[0]}; this server's tasks are listed at GET /tasks"
+            raise ApiError(404, "unknown_task", message) from None
 
     async def reset(self, session: Session, body: ResetBody) -> AwsObservation:
         seed = body.seed if body.seed is not None else random.SystemRandom().randrange(2**31)
@@ -244,8 +246,10 @@ class EnvService:
             raise ApiError(500, "internal", exc.message) from None
 
     async def reap_forever(self) -> None:
+        # Check often enough that a session never outlives its timeout by much.
+        interval = min(self.settings.reap_interval_s, self.settings.idle_timeout_s / 4)
         while True:
-            await asyncio.sleep(self.settings.reap_interval_s)
+            await asyncio.sleep(interval)
             try:
                 closed = await self.registry.reap_idle()
             except Exception:
@@ -304,9 +308,20 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
-        if any(e.get("type") == "json_invalid" for e in errors):
+        not_json = any(
+            e.get("type") == "json_invalid"
+            or (tuple(e.get("loc", ())) == ("body",) and isinstance(e.get("input"), bytes))
+            for e in errors
+        )
+        if not_json:
             return _error_response(
-                ApiError(400, "invalid_json", "the request body is not valid JSON", _plain(errors))
+                ApiError(
+                    400,
+                    "invalid_json",
+                    "the request body is not valid JSON (send a JSON object with "
+                    "Content-Type: application/json)",
+                    _plain(errors),
+                )
             )
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in errors
@@ -484,22 +499,6 @@ async def _ws_error(ws: WebSocket, code: str, message: str, detail: Any = None) 
 
 # ---------------------------------------------------------------------------------
 # Entry points
-
-
-def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``serve`` flags, shared by ``rlfarm env serve`` and ``python -m env.server``."""
-    defaults = ServerSettings()
-    parser.add_argument("--host", default=defaults.host, help="bind address (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=defaults.port)
-    parser.add_argument("--workers", type=int, default=defaults.workers, help="sandbox processes")
-    parser.add_argument("--max-sessions", type=int, default=defaults.max_sessions)
-    parser.add_argument(
-        "--idle-timeout", type=float, default=defaults.idle_timeout_s, help="seconds"
-    )
-    parser.add_argument("--catalog", type=Path, default=None, help="task file or directory")
-    parser.add_argument("--max-steps", type=int, default=defaults.max_steps)
-    parser.add_argument("--chaos", action="store_true", help="enable chaos injection")
-    parser.add_argument("--no-prewarm", action="store_true", help="skip worker warm-up")
 
 
 def settings_from_args(args: argparse.Namespace) -> ServerSettings:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from env.catalog import Catalog, Task, load_catalog, resolve_command
+from env.catalog import Catalog, CatalogError, Task, load_catalog, resolve_command
 from env.prompts import HINT_COMMAND, SYSTEM_PROMPT, render_observation, render_task
 
 KINDS = ("first_step", "continuation", "failure_recovery", "hint_use")
@@ -271,13 +271,17 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if not 0.0 <= args.val_fraction < 1.0:
         print(f"error: --val-fraction must be in [0, 1), got {args.val_fraction}", file=sys.stderr)
         return 2
-    counts = export_sft(
-        args.out,
-        val_out=args.val_out,
-        val_fraction=args.val_fraction,
-        seed=args.seed,
-        catalog=load_catalog(args.catalog),
-    )
+    try:
+        counts = export_sft(
+            args.out,
+            val_out=args.val_out,
+            val_fraction=args.val_fraction,
+            seed=args.seed,
+            catalog=load_catalog(args.catalog),
+        )
+    except (CatalogError, ExportError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     val_out = args.val_out or args.out.with_name(f"{args.out.stem}.val.jsonl")
     print(
         f"wrote {counts['train_rows']} rows ({counts['train_tasks']} tasks) to {args.out} and "

@@ -57,7 +57,12 @@ def worker_main(conn: Connection, prewarm: bool) -> None:
             episodes[key] = episode
             return observation
         if op == "stats":
-            return {"pid": os.getpid(), "episodes": len(episodes), "commands": host.command_count}
+            return {
+                "pid": os.getpid(),
+                "episodes": len(episodes),
+                "commands": host.command_count,
+                "guard_blocked": list(host.guard.blocked),
+            }
         if op == "close":
             episode = episodes.pop(key, None)
             if episode is not None:

@@ -58,7 +58,11 @@ def register(subparsers: argparse._SubParsersAction, resolve_model: ModelResolve
     sft.add_argument("--max-length", type=int, default=1024, help="longest conversation, tokens")
     sft.add_argument("--lora-r", type=int, default=8)
     sft.add_argument("--lora-alpha", type=float, default=16.0)
-    sft.add_argument("--merge", action="store_true", help="lora: save a merged full model")
+    sft.add_argument(
+        "--merge",
+        action="store_true",
+        help="lora: save a merged full model (what GRPO's model_path needs)",
+    )
     sft.add_argument("--eval-data", type=Path, default=None, help="held-out JSONL: exact match")
     sft.add_argument("--seed", type=int, default=0)
     sft.add_argument("--json", action="store_true", help="print the result as one JSON object")

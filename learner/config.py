@@ -38,7 +38,10 @@ class LearnerConfig(BaseModel):
         description="LR after warm-up: constant, or decayed to 0 at total_steps (linear/cosine).",
     )
     total_steps: int | None = Field(
-        None, gt=0, description="Optimizer steps of the whole run; needed by linear/cosine decay."
+        None,
+        gt=0,
+        description="Optimizer steps of the whole run (updates x minibatches); needed by "
+        "linear/cosine decay.",
     )
     clip_eps_low: float = Field(
         0.2, gt=0.0, lt=1.0, description="PPO ratio clip below: ratio >= 1 - clip_eps_low."
@@ -86,6 +89,11 @@ class LearnerConfig(BaseModel):
         "(rows x longest row). A single longer episode runs alone.",
     )
     grad_clip: float = Field(1.0, gt=0.0, description="Max global gradient L2 norm.")
+    gradient_checkpointing: bool = Field(
+        False,
+        description="Recompute activations in backward: far less memory for long multi-turn "
+        "episodes on big models, about a third more compute.",
+    )
     keep_last: int = Field(
         4,
         ge=1,

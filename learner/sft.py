@@ -23,6 +23,7 @@ import json
 import math
 import re
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from transformers import TrainerCallback
 
 Mode = Literal["auto", "full", "lora"]
 # Below this size a full fine-tune is cheap and a randomly initialised model needs one.
@@ -219,7 +221,7 @@ def choose_mode(mode: Mode, num_params: int) -> Literal["full", "lora"]:
 def run_sft(options: SftOptions) -> SftResult:
     """Fine-tune ``options.model`` on ``options.data`` and write the result to ``options.out``."""
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
     started = time.perf_counter()
@@ -268,6 +270,9 @@ def run_sft(options: SftOptions) -> SftResult:
             processing_class=tokenizer,
             peft_config=peft_config,
         )
+        # Progress goes to stderr so stdout carries only the command's own result (--json).
+        trainer.remove_callback(PrinterCallback)
+        trainer.add_callback(_StderrLogs())
         output = trainer.train()
         trained = trainer.model
     after = exact_match(trained, tokenizer, held_out) if held_out else None
@@ -283,6 +288,14 @@ def run_sft(options: SftOptions) -> SftResult:
         exact_match_before=before,
         exact_match_after=after,
     )
+
+
+class _StderrLogs(TrainerCallback):
+    """Trainer log lines (loss, lr, ...) on stderr, one JSON object each."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs:
+            print(json.dumps({"step": state.global_step, **logs}), file=sys.stderr)
 
 
 def _total_steps(options: SftOptions, examples: int) -> int:

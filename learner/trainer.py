@@ -110,6 +110,11 @@ class Learner:
         self.device = resolve_device(config.device)
         seed_everything(config.seed)
         self.tokenizer = AutoTokenizer.from_pretrained(config.model_path)
+        if self.tokenizer.chat_template is None:
+            raise ValueError(
+                f"{config.model_path} has no chat template: rollouts, SFT and the adapter probe "
+                "render prompts with the tokenizer's own template; use a chat/instruct model"
+            )
         base = AutoModelForCausalLM.from_pretrained(config.model_path, dtype=DTYPES[config.dtype])
         missing = [m for m in config.target_modules if not _has_module(base, m)]
         if missing:
@@ -126,6 +131,13 @@ class Learner:
             task_type="CAUSAL_LM",
         )
         self.model = get_peft_model(base, lora).to(self.device)
+        if config.gradient_checkpointing:
+            # Recompute activations in backward; inputs must require grad for the frozen
+            # embedding's output to carry gradient into the checkpointed blocks.
+            self.model.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
+            self.model.enable_input_require_grads()
         self.model.train()
         self.pad_id = _pad_id(self.tokenizer)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
@@ -151,8 +163,13 @@ class Learner:
         started = time.perf_counter()
         if not groups:
             raise ValueError("train_step got no groups: pass at least one SampleGroup")
-        self.data_cursor += len(groups)
         trained, skipped = self._rows(groups)
+        if trained and not any(r.sample.num_trained_tokens for g in trained for r in g):
+            raise ValueError(
+                "every loss_mask in this batch is 0, so nothing can train: the cluster must mark "
+                "the tokens the engine sampled with loss_mask=1"
+            )
+        self.data_cursor += len(groups)
         stats = _Stats()
         if trained:
             if self.config.minibatches > 1:
@@ -205,11 +222,8 @@ class Learner:
     def _optimizer_step(self, rows: list[_Row], stats: _Stats) -> None:
         cfg = self.config
         total_tokens = sum(r.sample.num_trained_tokens for r in rows)
-        if total_tokens == 0:
-            raise ValueError(
-                "a batch of non-zero-variance groups has no trained tokens (every loss_mask is "
-                "0): the cluster must mark the engine-sampled tokens with loss_mask=1"
-            )
+        if total_tokens == 0:  # a mini-batch of empty completions: nothing to step on
+            return
         plan = plan_micro_batches([len(r.sample.token_ids) for r in rows], cfg.micro_batch_tokens)
         self.optimizer.zero_grad(set_to_none=True)
         for idx in plan:

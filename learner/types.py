@@ -21,16 +21,22 @@ Alignment contract (the one thing to get right):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 
 @dataclass(frozen=True)
 class Sample:
-    """One episode, flattened into the token stream the engine produced (see module docstring).
+    """One episode, flattened into the token stream the engine produced.
 
-    ``reward`` is the episode return; GRPO assigns one advantage to every trained token of the
-    episode. ``adapter_version`` is the oldest adapter version that sampled any of its tokens
-    (0 = the base model), used to measure staleness.
+    - ``token_ids``: every token of the conversation, in order, exactly as the engine saw them.
+    - ``loss_mask[i]``: 1 if the engine sampled ``token_ids[i]`` (it trains), 0 for prompt,
+      template and observation tokens (never trained). ``loss_mask[0]`` must be 0.
+    - ``behaviour_logprobs[i]``: the engine's log p(token_ids[i] | token_ids[:i]) at its sampling
+      temperature where ``loss_mask[i] == 1``; 0.0 elsewhere (ignored).
+    - ``reward``: the episode return; GRPO gives every trained token of the episode the same
+      advantage.
+    - ``adapter_version``: the oldest adapter version that sampled any of its tokens (0 = the
+      base model), used to measure staleness.
     """
 
     token_ids: list[int]
@@ -91,7 +97,11 @@ class UpdateMetrics:
 
     ``skipped_zero_variance`` groups had identical rewards, so every advantage was zero and they
     carry no signal; they are counted, not trained. When every group is skipped no optimizer
-    step happens and ``stepped`` is False.
+    step happens and ``stepped`` is False. Loss pieces, importance weights and clip fractions are
+    token-means over trained tokens; ``importance_weight_*`` are the untruncated pi_old / mu
+    ratios (``importance_truncated_fraction`` of tokens exceeded the cap). ``tokens_per_s``
+    counts trained (mask-1) tokens per second of ``update_s``; ``max_staleness`` is the learner's
+    newest published version minus the oldest ``adapter_version`` in the batch.
     """
 
     step: int
@@ -119,6 +129,4 @@ class UpdateMetrics:
     publish_s: float | None = None
 
     def as_dict(self) -> dict[str, float | int | bool | None]:
-        from dataclasses import asdict
-
         return asdict(self)

@@ -45,10 +45,12 @@ class EnvPrompts:
 class LocalSession:
     """One in-process ``AwsEnv`` slot; its blocking calls run on the worker's thread pool."""
 
-    def __init__(self, env_pool, executor: ThreadPoolExecutor, max_steps: int, chaos: bool):
+    def __init__(
+        self, catalog, env_pool, executor: ThreadPoolExecutor, max_steps: int, chaos: bool
+    ) -> None:
         from env.environment import AwsEnv
 
-        self._env = AwsEnv(pool=env_pool, max_steps=max_steps, chaos=chaos)
+        self._env = AwsEnv(catalog, pool=env_pool, max_steps=max_steps, chaos=chaos)
         self._executor = executor
 
     async def _run(self, fn, *args):
@@ -70,7 +72,7 @@ class HttpSession:
     def __init__(self, url: str, timeout_s: float) -> None:
         from env.client import AsyncEnvClient
 
-        self._client = AsyncEnvClient(url, timeout=timeout_s)
+        self._client = AsyncEnvClient(url, timeout_s=timeout_s)
 
     async def reset(self, task_id: str, seed: int) -> dict:
         return (await self._client.reset(task_id=task_id, seed=seed)).model_dump()
@@ -104,13 +106,17 @@ class RolloutWorker:
         self._executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix=f"{name}-env")
         self._env_pool = None
         if env_settings["backend"] == "local":
+            from env.catalog import load_catalog
             from env.pool import EnvPool
 
+            self._catalog = load_catalog()
             self._env_pool = EnvPool(workers=1).start()
 
     def _new_env(self, max_steps: int):
         if self._env_pool is not None:
-            return LocalSession(self._env_pool, self._executor, max_steps, self.settings["chaos"])
+            return LocalSession(
+                self._catalog, self._env_pool, self._executor, max_steps, self.settings["chaos"]
+            )
         return HttpSession(self.settings["url"], self.settings["step_timeout_s"])
 
     async def play(

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
 import pytest
@@ -104,7 +105,7 @@ def run_canonical(env: AwsEnv, task: Task, seed: int) -> list[float]:
 
 
 def assert_monotone_to_one(task_id: str, trace: list[float]) -> None:
-    assert all(a <= b for a, b in zip(trace, trace[1:], strict=False)), (task_id, trace)
+    assert all(a <= b for a, b in itertools.pairwise(trace)), (task_id, trace)
     assert trace[-1] == 1.0, (task_id, trace)
     assert all(p < 1.0 for p in trace[:-1]), (task_id, trace)
 

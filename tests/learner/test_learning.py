@@ -38,7 +38,7 @@ def warm_model(tiny_model_dir, tmp_path_factory):
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     options = SftOptions(
         data=data, out=work / "model", model=str(tiny_model_dir), mode="full",
-        max_steps=40, lr=3e-3, batch_size=4, seed=0,
+        max_steps=60, lr=3e-3, batch_size=4, seed=0,
     )  # fmt: skip
     run_sft(options)
     return work / "model"
@@ -70,8 +70,9 @@ def test_grpo_raises_mean_reward_from_chance_to_well_above(warm_model):
             groups.append(SampleGroup(f"g{g}", "one-turn", samples))
         metrics = learner.train_step(groups)
         history.append(metrics.reward_mean)
-        # on-policy samples: the learner agrees with the sampler up to LoRA dropout noise
-        assert 0.8 < metrics.importance_weight_mean < 1.2
+        if metrics.stepped:  # on-policy: the learner agrees with the sampler up to LoRA dropout
+            assert 0.8 < metrics.importance_weight_mean < 1.2
+    print("reward per update:", history)
     start, end = statistics.mean(history[:3]), statistics.mean(history[-5:])
     assert start < 0.45, f"the warm start should make every answer about equally likely: {history}"
     assert end > 0.75, f"GRPO should prefer {BEST!r} by now: {history}"

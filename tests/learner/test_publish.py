@@ -95,3 +95,16 @@ def test_bfloat16_base_still_publishes_float32_adapters(tiny_model_dir, tmp_path
     adapter = learner.publish(tmp_path)
     tensors = load_file(f"{adapter.path}/adapter_model.safetensors")
     assert all(t.dtype == torch.float32 for t in tensors.values())
+
+
+def test_train_and_publish_reports_publish_time_and_staleness(tiny_model_dir, tmp_path):
+    learner = Learner(LearnerConfig(model_path=str(tiny_model_dir), device="cpu"))
+    rng = random.Random(1)
+    metrics, first = learner.train_and_publish([random_group(rng, "g", [0.0, 1.0])], tmp_path)
+    assert first is not None and first.version == 1 and metrics.publish_s > 0
+    assert metrics.max_staleness == 0
+    metrics, second = learner.train_and_publish([random_group(rng, "g", [0.0, 1.0])], tmp_path)
+    assert second.version == 2
+    assert metrics.max_staleness == 1  # samples made by version 0, learner at version 1
+    metrics, nothing = learner.train_and_publish([random_group(rng, "g", [1.0, 1.0])], tmp_path)
+    assert nothing is None and not metrics.stepped and learner.version == 2

@@ -193,3 +193,25 @@ def test_minibatches_make_the_clip_active(tiny_model_dir):
     assert metrics.clip_fraction == pytest.approx(
         metrics.clip_fraction_low + metrics.clip_fraction_high
     )
+
+
+def test_gradient_checkpointing_gives_the_same_update(tiny_model_dir):
+    groups = [random_group(random.Random(7), "g", [0.0, 1.0, 0.5])]
+    results = []
+    for checkpointing in (False, True):
+        learner = Learner(
+            make_config(tiny_model_dir, lora_dropout=0.0, gradient_checkpointing=checkpointing)
+        )
+        metrics = learner.train_step(groups)
+        results.append((metrics.loss, [p.detach().clone() for p in learner.params]))
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-5)
+    for a, b in zip(results[0][1], results[1][1], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_a_batch_with_nothing_to_train_is_refused_before_anything_changes(learner):
+    untrained = [Sample([1, 2, 3], [0, 0, 0], [0.0, 0.0, 0.0], reward=r) for r in (0.0, 1.0)]
+    cursor = learner.data_cursor
+    with pytest.raises(ValueError, match="loss_mask=1"):
+        learner.train_step([SampleGroup("g", "t", untrained)])
+    assert learner.data_cursor == cursor

@@ -13,22 +13,6 @@ from tests.serving.reference import Reference
 
 
 @pytest.fixture(scope="session")
-def tiny_model_path() -> Path:
-    from cluster.models import build_default_model
-
-    return build_default_model()
-
-
-@pytest.fixture(scope="session")
-def ray_runtime():
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
-    yield ray
-
-
-@pytest.fixture(scope="session")
 def engine_config(tiny_model_path) -> EngineConfig:
     return EngineConfig(
         model=str(tiny_model_path), max_loras=2, max_model_len=1024, max_num_seqs=32

@@ -1,0 +1,100 @@
+"""Make the run's model ready: a hub id or path is used as is; the built-in tiny model is built and,
+if ``run.warm_start``, SFT-warmed on the env's exported demonstrations first.
+
+The warm start exports SFT rows (``env.sft_export``) for the *training* tasks only — the tasks the
+farm holds out for its before/after evaluation are never shown to the model — and fine-tunes the
+whole tiny model (its weights start random) with ``learner.sft``. The result is cached under
+``$RLFARM_HOME/models/`` keyed by the base model and the recipe, and written atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from cluster.config import FarmConfig
+
+
+def prepare_model(config: FarmConfig, log=print) -> str:
+    from cluster.models import build_default_model, resolve_model
+
+    if config.model != "builtin:tiny" or not config.run.warm_start:
+        return resolve_model(config.model)
+    base = build_default_model()
+    return str(warm_start(base, config, log))
+
+
+def _train_catalog(config: FarmConfig):
+    from cluster.curriculum import TaskRef, split_holdout
+    from env.catalog import Catalog, load_catalog
+
+    catalog = load_catalog()
+    refs = [TaskRef(t.id, t.tier) for t in catalog.tasks]
+    train, _ = split_holdout(refs, config.curriculum.holdout_fraction, config.run.seed)
+    keep = {t.id for t in train if t.tier in config.curriculum.tiers}
+    return Catalog([t for t in catalog.tasks if t.id in keep])
+
+
+def warm_start(base: Path, config: FarmConfig, log=print) -> Path:
+    """The SFT-warmed copy of ``base`` (built on first use, then cached)."""
+    from env.sft_export import export_sft
+    from learner.sft import SftOptions, run_sft
+
+    catalog = _train_catalog(config)
+    recipe = {
+        "base": base.name,
+        "tasks": sorted(t.id for t in catalog.tasks),
+        "steps": config.run.warm_start_steps,
+        "kinds": sorted(config.run.warm_start_kinds),
+        "seed": config.run.seed,
+    }
+    key = hashlib.sha256(json.dumps(recipe).encode()).hexdigest()[:12]
+    target = base.parent / f"{base.name}-sft-{key}"
+    if (target / "config.json").exists():
+        log(f"warm model: {target} (cached)")
+        return target
+    log(f"warm start: exporting demonstrations for {len(catalog.tasks)} training tasks")
+    with tempfile.TemporaryDirectory(prefix="rlfarm-warm-") as tmp:
+        data = Path(tmp) / "sft.jsonl"
+        counts = export_sft(data, val_fraction=0.1, seed=config.run.seed, catalog=catalog)
+        kept = _keep_kinds(data, set(config.run.warm_start_kinds))
+        log(f"warm start: {kept} rows; SFT for {config.run.warm_start_steps} steps")
+        staging = Path(tmp) / "model"
+        result = run_sft(
+            SftOptions(
+                data=data,
+                out=staging,
+                model=str(base),
+                mode="full",
+                max_steps=config.run.warm_start_steps,
+                eval_data=data.with_name(f"{data.stem}.val.jsonl"),
+                seed=config.run.seed,
+            )
+        )
+        log(
+            f"warm start: {result.seconds:.0f}s, held-out exact match "
+            f"{result.exact_match_before} -> {result.exact_match_after}"
+        )
+        (staging / "rlfarm_warm_start.json").write_text(
+            json.dumps({"recipe": recipe, "exports": counts, "sft": _plain(result)}, indent=1)
+        )
+        partial = target.with_name(target.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(staging, partial)
+        partial.rename(target)
+    return target
+
+
+def _keep_kinds(path: Path, kinds: set[str]) -> int:
+    rows = [line for line in path.read_text().splitlines() if json.loads(line)["kind"] in kinds]
+    path.write_text("".join(line + "\n" for line in rows))
+    return len(rows)
+
+
+def _plain(result) -> dict:
+    from dataclasses import asdict
+
+    return json.loads(json.dumps(asdict(result), default=str))

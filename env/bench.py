@@ -1,0 +1,279 @@
+"""``rlfarm bench env``: env step latency, against a subprocess ``aws`` baseline, and scaling.
+
+Everything is measured side by side in one run, on the same fixed command mix:
+
+1. step latency: ``AwsEnv.step`` on a one-worker pool, one command at a time (policy
+   check, in-process awscli on moto, grading, reward, and the pipe to the worker);
+2. subprocess baseline: the same commands run as real ``aws`` processes (the venv's
+   ``aws``) against a moto server on 127.0.0.1 (``ThreadedMotoServer``), the way an
+   env that shells out would run them;
+3. throughput: steps per second with 1 and with 2 worker processes, each kept busy
+   by several concurrent episodes; ``scaling_2_workers`` is their ratio.
+
+Also reported: each worker's resident memory before and after hosting many open
+episodes, to size servers (``worker_rss_mb_per_episode``).
+
+The JSON (``--json``) has at least ``step_latency_ms_p50``, ``subprocess_latency_ms_p50``,
+``speedup_vs_subprocess`` and ``scaling_2_workers``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from env.catalog import Catalog, Task
+from env.commands import add_bench_arguments
+from env.environment import AwsEnv
+from env.pool import EnvPool
+from env.reward import RewardConfig
+
+BUCKET = "bench-bucket"
+COMMAND_MIX: tuple[str, ...] = (
+    "aws s3api list-buckets",
+    "aws s3 ls",
+    f"aws s3api head-bucket --bucket {BUCKET}",
+    f"aws s3api put-object --bucket {BUCKET} --key reports/latest.csv",
+    f"aws s3api list-objects-v2 --bucket {BUCKET}",
+    "aws sqs list-queues",
+    "aws sns list-topics",
+    "aws dynamodb list-tables",
+    "aws iam list-roles",
+    "aws sts get-caller-identity",
+)
+MAX_STEPS = 10
+
+
+def bench_task() -> Task:
+    """A task whose check never passes, so episodes run their full length."""
+    return Task.model_validate(
+        {
+            "id": "bench-never-done",
+            "tier": "beginner",
+            "description": "Benchmark episode: run the command mix.",
+            "setup": [f"aws s3api create-bucket --bucket {BUCKET}"],
+            "solution": ["aws s3api create-bucket --bucket bench-finish"],
+            "checks": [
+                {
+                    "name": "finish bucket",
+                    "call": {
+                        "service": "s3",
+                        "operation": "HeadBucket",
+                        "params": {"Bucket": "bench-finish"},
+                    },
+                }
+            ],
+            "hints": ["S3", "CreateBucket", "aws s3api create-bucket --bucket bench-finish"],
+        }
+    )
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+class _Driver:
+    """Steps one env through the command mix forever, resetting when an episode ends."""
+
+    def __init__(self, env: AwsEnv, offset: int) -> None:
+        self.env, self.i, self.seed = env, offset, offset
+        env.reset("bench-never-done", seed=self.seed)
+
+    def step(self) -> float:
+        started = time.perf_counter()
+        obs = self.env.step(COMMAND_MIX[self.i % len(COMMAND_MIX)])
+        elapsed = time.perf_counter() - started
+        if not obs.command_success:
+            raise RuntimeError(f"bench command failed: {obs.error}")
+        self.i += 1
+        if obs.done:
+            self.seed += 1000
+            self.env.reset("bench-never-done", seed=self.seed)
+        return elapsed
+
+
+def measure_step_latency(catalog: Catalog, steps: int, prewarm: bool = True) -> dict[str, float]:
+    with (
+        EnvPool(workers=1, prewarm=prewarm) as pool,
+        AwsEnv(catalog, pool=pool, max_steps=MAX_STEPS) as env,
+    ):
+        driver = _Driver(env, 0)
+        for _ in range(2 * len(COMMAND_MIX)):  # warm-up: first use of each command
+            driver.step()
+        times = [driver.step() * 1000.0 for _ in range(steps)]
+    return {
+        "step_latency_ms_p50": _percentile(times, 0.5),
+        "step_latency_ms_p95": _percentile(times, 0.95),
+        "step_latency_ms_mean": statistics.fmean(times),
+        "steps_measured": len(times),
+    }
+
+
+def measure_subprocess(runs_per_command: int) -> dict[str, float]:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        aws = str(Path(sys.executable).with_name("aws"))
+        with tempfile.TemporaryDirectory() as home:
+            env = {
+                "PATH": os.environ.get("PATH", ""),
+                "HOME": home,
+                "AWS_ACCESS_KEY_ID": "testing",
+                "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_DEFAULT_REGION": "us-east-1",
+                "AWS_CONFIG_FILE": os.path.join(home, "config"),
+                "AWS_SHARED_CREDENTIALS_FILE": os.path.join(home, "credentials"),
+            }
+
+            def run(command: str) -> float:
+                argv = [aws, *command.split()[1:], "--endpoint-url", endpoint]
+                started = time.perf_counter()
+                subprocess.run(argv, env=env, capture_output=True, check=True, timeout=120)
+                return time.perf_counter() - started
+
+            run(f"aws s3api create-bucket --bucket {BUCKET}")
+            times = [
+                run(command) * 1000.0 for _ in range(runs_per_command) for command in COMMAND_MIX
+            ]
+    finally:
+        server.stop()
+    return {
+        "subprocess_latency_ms_p50": _percentile(times, 0.5),
+        "subprocess_latency_ms_p95": _percentile(times, 0.95),
+        "subprocess_runs": len(times),
+    }
+
+
+def measure_throughput(
+    catalog: Catalog, workers: int, envs_per_worker: int, duration_s: float, prewarm: bool = True
+) -> float:
+    """Steps per second with ``workers`` processes kept busy for ``duration_s``."""
+    with EnvPool(workers=workers, prewarm=prewarm) as pool:
+        envs = [
+            AwsEnv(catalog, pool=pool, max_steps=MAX_STEPS)
+            for _ in range(workers * envs_per_worker)
+        ]
+        drivers = [_Driver(env, i) for i, env in enumerate(envs)]
+        for d in drivers:  # warm-up
+            for _ in range(len(COMMAND_MIX)):
+                d.step()
+        counts = [0] * len(drivers)
+        stop = threading.Event()
+
+        def loop(index: int) -> None:
+            while not stop.is_set():
+                drivers[index].step()
+                counts[index] += 1
+
+        threads = [threading.Thread(target=loop, args=(i,)) for i in range(len(drivers))]
+        started = time.perf_counter()
+        for t in threads:
+            t.start()
+        time.sleep(duration_s)
+        stop.set()
+        for t in threads:
+            t.join()
+        elapsed = time.perf_counter() - started
+        for env in envs:
+            env.close()
+    return sum(counts) / elapsed
+
+
+def measure_memory(catalog: Catalog, episodes: int, prewarm: bool = True) -> dict[str, float]:
+    """Worker RSS with no episodes, then with ``episodes`` open ones (Linux /proc)."""
+    with EnvPool(workers=1, prewarm=prewarm) as pool:
+        pid = pool.worker_pid(0)
+        idle = _rss_mb(pid)
+        envs = [AwsEnv(catalog, pool=pool, max_steps=MAX_STEPS) for _ in range(episodes)]
+        for i, env in enumerate(envs):
+            _Driver(env, i).step()
+        loaded = _rss_mb(pid)
+        for env in envs:
+            env.close()
+    return {
+        "worker_rss_mb_idle": idle,
+        "worker_rss_mb_loaded": loaded,
+        "worker_rss_mb_per_episode": (loaded - idle) / episodes,
+        "memory_episodes": episodes,
+    }
+
+
+def _rss_mb(pid: int | None) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return float("nan")
+
+
+def run_bench(
+    steps: int = 300,
+    subprocess_runs: int = 3,
+    duration_s: float = 8.0,
+    envs_per_worker: int = 4,
+    memory_episodes: int = 100,
+    prewarm: bool = True,
+) -> dict[str, Any]:
+    """All measurements; ``prewarm=False`` only to make smoke tests quicker."""
+    catalog = Catalog([bench_task()])
+    RewardConfig().check_finishing_dominates(MAX_STEPS, 3)
+    result: dict[str, Any] = {
+        "command_mix": list(COMMAND_MIX),
+        "cpu_count": os.cpu_count(),
+    }
+    result.update(measure_step_latency(catalog, steps, prewarm))
+    result.update(measure_subprocess(subprocess_runs))
+    result["speedup_vs_subprocess"] = (
+        result["subprocess_latency_ms_p50"] / result["step_latency_ms_p50"]
+    )
+    one = measure_throughput(catalog, 1, envs_per_worker, duration_s, prewarm)
+    two = measure_throughput(catalog, 2, envs_per_worker, duration_s, prewarm)
+    result["throughput_steps_per_s_1_worker"] = one
+    result["throughput_steps_per_s_2_workers"] = two
+    result["scaling_2_workers"] = two / one
+    result.update(measure_memory(catalog, memory_episodes, prewarm))
+    return result
+
+
+def bench_from_args(args: argparse.Namespace) -> int:
+    result = run_bench(
+        steps=args.steps,
+        subprocess_runs=args.subprocess_runs,
+        duration_s=args.duration,
+        envs_per_worker=args.envs_per_worker,
+        memory_episodes=args.memory_episodes,
+    )
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for key, value in result.items():
+            if key != "command_mix":
+                shown = f"{value:.2f}" if isinstance(value, float) else value
+                print(f"{key:36} {shown}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m env.bench", description=__doc__.split("\n")[0])
+    add_bench_arguments(parser)
+    return bench_from_args(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

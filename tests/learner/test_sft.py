@@ -1,0 +1,144 @@
+"""SFT warm start: assistant-only masks from the tokenizer's own template, data validation, and
+a real trl run that raises held-out exact-command match for the built-in tiny model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from learner.sft import (
+    SftOptions,
+    assistant_token_mask,
+    choose_mode,
+    exact_match,
+    load_conversations,
+    run_sft,
+)
+from tests.learner.sft_data import write_split
+
+CONVERSATION = [
+    {"role": "system", "content": "You are an AWS CLI agent."},
+    {"role": "user", "content": "List my buckets."},
+    {"role": "assistant", "content": "aws s3 ls"},
+    {"role": "user", "content": "Output: bucket-a"},
+    {"role": "assistant", "content": "aws s3 ls s3://bucket-a"},
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def masked_text(tokenizer, ids, mask) -> list[str]:
+    """The masked-in spans as text, one string per contiguous run."""
+    runs, current = [], []
+    for token, bit in zip(ids, mask, strict=True):
+        if bit:
+            current.append(token)
+        elif current:
+            runs.append(tokenizer.decode(current))
+            current = []
+    if current:
+        runs.append(tokenizer.decode(current))
+    return runs
+
+
+def test_only_assistant_content_and_end_of_turn_are_trained(tokenizer):
+    ids, mask = assistant_token_mask(tokenizer, CONVERSATION)
+    rendered = tokenizer.apply_chat_template(CONVERSATION, tokenize=True, return_dict=True)
+    assert ids == list(rendered["input_ids"])  # the tokenizer's own rendering, untouched
+    assert masked_text(tokenizer, ids, mask) == [
+        "aws s3 ls<|im_end|>",
+        "aws s3 ls s3://bucket-a<|im_end|>",
+    ]
+
+
+def test_prefix_rendering_finds_the_same_mask_without_generation_markers(tokenizer):
+    """Templates without {% generation %} markers (most hub models) get the same mask by
+    rendering conversation prefixes with add_generation_prompt."""
+    plain = tokenizer.chat_template.replace("{% generation %}", "").replace(
+        "{% endgeneration %}", ""
+    )
+    assert plain != tokenizer.chat_template
+    marked = assistant_token_mask(tokenizer, CONVERSATION)
+    tokenizer_plain = AutoTokenizer.from_pretrained(tokenizer.name_or_path)
+    tokenizer_plain.chat_template = plain
+    assert assistant_token_mask(tokenizer_plain, CONVERSATION) == marked
+
+
+def test_bad_data_gets_errors_that_name_the_line(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl:1: the last message must be the assistant"):
+        load_conversations(path)
+    path.write_text('{"messages": [{"role": "user", "content": "hi"}, \n')
+    with pytest.raises(ValueError, match=r"bad.jsonl:1: not valid JSON"):
+        load_conversations(path)
+    path.write_text('{"prompt": "x"}\n')
+    with pytest.raises(ValueError, match="non-empty 'messages' list"):
+        load_conversations(path)
+    path.write_text('{"messages": [{"role": "robot", "content": "x"}]}\n')
+    with pytest.raises(ValueError, match="role"):
+        load_conversations(path)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_conversations(tmp_path / "missing.jsonl")
+
+
+def test_mode_follows_model_size_unless_explicit():
+    assert choose_mode("auto", 4_000_000) == "full"
+    assert choose_mode("auto", 3_000_000_000) == "lora"
+    assert choose_mode("lora", 4_000_000) == "lora"
+
+
+def test_full_sft_raises_held_out_exact_match(tiny_model_dir, tmp_path):
+    train, held_out = write_split(tmp_path)
+    result = run_sft(
+        SftOptions(
+            data=train, out=tmp_path / "model", model=str(tiny_model_dir), mode="full",
+            max_steps=100, lr=3e-3, batch_size=16, eval_data=held_out, seed=0,
+        )
+    )  # fmt: skip
+    assert result.mode == "full" and result.steps == 100
+    assert result.exact_match_before == 0.0
+    assert result.exact_match_after >= 0.5, result
+    # the output is a base model directory that scores the same when loaded back
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "model")
+    conversations = [json.loads(line)["messages"] for line in held_out.read_text().splitlines()]
+    assert exact_match(model, tokenizer, conversations) == result.exact_match_after
+
+
+def test_lora_sft_writes_an_adapter(tiny_model_dir, tmp_path):
+    train, _ = write_split(tmp_path)
+    result = run_sft(
+        SftOptions(
+            data=train, out=tmp_path / "adapter", model=str(tiny_model_dir), mode="lora",
+            max_steps=2, batch_size=4,
+        )
+    )  # fmt: skip
+    assert result.mode == "lora"
+    files = {p.name for p in (tmp_path / "adapter").iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= files
+
+
+def test_lora_sft_with_merge_writes_a_base_model_for_grpo(tiny_model_dir, tmp_path):
+    from learner.config import LearnerConfig
+    from learner.trainer import Learner
+
+    train, _ = write_split(tmp_path)
+    run_sft(
+        SftOptions(
+            data=train, out=tmp_path / "merged", model=str(tiny_model_dir), mode="lora",
+            merge=True, max_steps=2, batch_size=4,
+        )
+    )  # fmt: skip
+    files = {p.name for p in (tmp_path / "merged").iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= files
+    learner = Learner(LearnerConfig(model_path=str(tmp_path / "merged"), device="cpu"))
+    assert (
+        learner.tokenizer.chat_template
+        == AutoTokenizer.from_pretrained(tiny_model_dir).chat_template
+    )
