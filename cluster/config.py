@@ -64,6 +64,9 @@ class CurriculumSettings(_Strict):
     """Which tasks are sampled: start easy, promote a tier once the agent succeeds there."""
 
     tiers: list[str] = Field(default=list(TIERS), description="Tiers in order of difficulty.")
+    tasks: list[str] | None = Field(
+        default=None, description="Only these task ids (default: every task of the tiers)."
+    )
     start_tier: str = Field(default="warmup", description="Hardest tier sampled at the start.")
     promote_at: float = Field(
         default=0.6,
@@ -177,6 +180,17 @@ class FarmConfig(_Strict):
             raise ValueError(
                 f"engine.max_loras={self.engine.max_loras} cannot hold max_staleness+1="
                 f"{self.train.max_staleness + 1} versions: raise engine.max_loras"
+            )
+        if self.learner.temperature != self.rollout.temperature:
+            raise ValueError(
+                f"learner.temperature={self.learner.temperature} differs from "
+                f"rollout.temperature={self.rollout.temperature}: the learner must score tokens "
+                "at the temperature they were sampled at; set both to the same value"
+            )
+        if self.rollout.top_p != 1.0:
+            raise ValueError(
+                f"rollout.top_p={self.rollout.top_p}: truncated sampling makes the engine's "
+                "behaviour logprobs differ from the learner's; set rollout.top_p: 1.0"
             )
         if self.learner.keep_last < self.engine.max_loras + 1:
             raise ValueError(

@@ -22,6 +22,21 @@ class TaskRef:
     tier: str
 
 
+def select_tasks(catalog_tasks, settings: CurriculumSettings) -> list[TaskRef]:
+    """The tasks a run uses: those of ``settings.tiers``, narrowed to ``settings.tasks`` if set."""
+    refs = [TaskRef(t.id, t.tier) for t in catalog_tasks if t.tier in settings.tiers]
+    if settings.tasks is None:
+        return refs
+    known = {t.id for t in refs}
+    unknown = [t for t in settings.tasks if t not in known]
+    if unknown:
+        raise ValueError(
+            f"curriculum.tasks names {unknown}, which are not tasks of tiers {settings.tiers}; "
+            "see `rlfarm tasks list`"
+        )
+    return [t for t in refs if t.id in set(settings.tasks)]
+
+
 def split_holdout(
     tasks: list[TaskRef], fraction: float, seed: int
 ) -> tuple[list[TaskRef], list[TaskRef]]:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cluster.config import FarmConfig
-from cluster.curriculum import CurriculumSampler, TaskRef, split_holdout
+from cluster.curriculum import CurriculumSampler, TaskRef, select_tasks, split_holdout
 from cluster.ledger import Ledger
 from cluster.metrics import Metrics, Watchdog
 from cluster.workers import WorkerSet, WorkerSlot
@@ -79,7 +79,7 @@ class Farm:
             )
         )
         self.workers.resize(cfg.env.workers)
-        tasks = [TaskRef(t.id, t.tier) for t in load_catalog().tasks]
+        tasks = select_tasks(load_catalog().tasks, cfg.curriculum)
         self.train_tasks, self.heldout = split_holdout(
             tasks, cfg.curriculum.holdout_fraction, cfg.run.seed
         )

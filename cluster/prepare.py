@@ -28,13 +28,13 @@ def prepare_model(config: FarmConfig, log=print) -> str:
 
 
 def _train_catalog(config: FarmConfig):
-    from cluster.curriculum import TaskRef, split_holdout
+    from cluster.curriculum import select_tasks, split_holdout
     from env.catalog import Catalog, load_catalog
 
     catalog = load_catalog()
-    refs = [TaskRef(t.id, t.tier) for t in catalog.tasks]
+    refs = select_tasks(catalog.tasks, config.curriculum)
     train, _ = split_holdout(refs, config.curriculum.holdout_fraction, config.run.seed)
-    keep = {t.id for t in train if t.tier in config.curriculum.tiers}
+    keep = {t.id for t in train}
     return Catalog([t for t in catalog.tasks if t.id in keep])
 
 

@@ -75,6 +75,10 @@ class Engine:
             max_num_seqs=cfg.max_num_seqs,
             seed=cfg.seed,
             tensor_parallel_size=cfg.tensor_parallel_size,
+            # Sampled-token logprobs of the distribution actually sampled from (after
+            # temperature): the learner's importance weights compare against exactly that.
+            # Prompt logprobs (the swap probe) are the same in either mode.
+            logprobs_mode="processed_logprobs",
         )
         if cfg.resolved_device() == "cpu":
             # vLLM's default multiprocess worker dies with SIGILL when started inside a Ray actor

@@ -7,12 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from serving.tiny_model import ensure_tiny_model
-
 # The development machine has 2 cores shared by several people; one is plenty for a 4M model.
 torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir() -> Path:
-    return ensure_tiny_model()
+def tiny_model_dir(tiny_model_path) -> Path:
+    """The farm's default tiny model (tests/conftest.py), shared by every package's tests."""
+    return tiny_model_path

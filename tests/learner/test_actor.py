@@ -4,20 +4,9 @@ from __future__ import annotations
 
 import random
 
-import pytest
-
 from learner.config import LearnerConfig
 from serving.types import read_manifest
 from tests.learner.samples import random_group
-
-
-@pytest.fixture(scope="module")
-def ray_runtime():
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
 
 
 def test_learner_actor_trains_publishes_and_checkpoints(ray_runtime, tiny_model_dir, tmp_path):
