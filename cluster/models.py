@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 # The system prompt opens every conversation: weighting it in the tokenizer corpus makes BPE learn
 # its words as whole tokens, which cuts every training row and rollout prompt by ~100 tokens.
 SYSTEM_PROMPT_WEIGHT = 200
