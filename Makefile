@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.rlfarm-installed
 
-.PHONY: setup test lint
+.PHONY: setup test run lint
 
 setup: $(STAMP)
 
@@ -19,6 +19,11 @@ $(STAMP): pyproject.toml
 
 test: setup
 	$(PY) -m pytest -q
+
+# The main job on the built-in defaults: build the tiny model, SFT-warm it (cached after the first
+# run), evaluate on held-out tasks, run GRPO with async rollouts, evaluate again.
+run: setup
+	$(VENV)/bin/rlfarm train --config configs/local.yaml
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from cluster.main import add_train_arguments
     from env.catalog import register_tasks
+    from env.commands import register_bench as register_env_bench
+    from env.commands import register_env_group, register_serve
     from env.sft_export import register_export
     from learner.commands import register as register_learner
     from learner.commands import register_bench as register_learner_bench
@@ -96,9 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     scale.set_defaults(func=_cmd_scale)
 
     register_tasks(sub)
-    env_group = sub.add_parser("env", help="the AWS agent environment").add_subparsers(
-        dest="env_command", required=True
-    )
+    env_group = register_env_group(sub)
+    register_serve(env_group)
     register_export(env_group)
     register_learner(sub, resolve_model=_resolve)
 
@@ -106,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="bench_command", required=True
     )
     register_learner_bench(bench, resolve_model=_resolve)
+    register_env_bench(bench)
     hotswap = bench.add_parser("hotswap", help="adapter swap latency under load")
     hotswap.add_argument("--json", action="store_true", help="print one JSON object")
     hotswap.add_argument("--versions", type=int, default=10, help="adapter versions to publish")

@@ -103,8 +103,15 @@ def train(args: argparse.Namespace) -> int:
 
     init_ray(config, args.address)
     model_path = prepare_model(config)
-    summary = asyncio.run(run(config, model_path))
+    try:
+        summary = asyncio.run(run(config, model_path))
+    except KeyboardInterrupt:
+        # The watchdog interrupts the main thread after dumping stacks; say so and fail.
+        print("rlfarm: run interrupted (watchdog or Ctrl-C); see events.log", file=sys.stderr)
+        return 3
     print(json.dumps({k: summary[k] for k in ("before", "after", "ledger")}, indent=1))
+    run_dir = Path(config.run.out_dir) / config.run.name
+    print(f"summary: {run_dir / 'summary.json'}  reward curve: {run_dir / 'reward_curve.png'}")
     return 0
 
 

@@ -50,9 +50,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--subprocess-runs", type=int, default=3, help="runs of the mix through `aws`"
     )
-    parser.add_argument(
-        "--duration", type=float, default=8.0, help="seconds per throughput measurement"
-    )
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per throughput round")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating throughput rounds")
     parser.add_argument("--envs-per-worker", type=int, default=4, help="concurrent episodes")
     parser.add_argument(
         "--memory-episodes", type=int, default=100, help="open episodes for the memory probe"

@@ -312,7 +312,7 @@ class EnvPool:
             now = time.monotonic()
             for worker in self._workers:
                 if worker.stuck_for(now) > 0 and not self.closed:
-                    worker.replace("stopped answering within its deadline and was killed")
+                    worker.replace("did not answer within its deadline and was killed")
 
 
 def start_worker_process(prewarm: bool) -> tuple[Connection, subprocess.Popen]:

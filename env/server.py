@@ -435,8 +435,9 @@ def _add_websocket(app: FastAPI, service: EnvService) -> None:
         try:
             session = service.open_session("ws")
         except ApiError as exc:
-            await _ws_error(ws, "CAPACITY_REACHED", exc.message, exc.detail)
-            await ws.close(code=1013)
+            with contextlib.suppress(Exception):  # the client may hang up first
+                await _ws_error(ws, "CAPACITY_REACHED", exc.message, exc.detail)
+                await ws.close(code=1013)
             return
         try:
             while True:
@@ -448,7 +449,7 @@ def _add_websocket(app: FastAPI, service: EnvService) -> None:
         finally:
             with contextlib.suppress(UnknownSession):
                 await service.registry.close(session.id)
-        with contextlib.suppress(RuntimeError):
+        with contextlib.suppress(Exception):  # the client may already be gone
             await ws.close()
 
 
@@ -525,6 +526,9 @@ def serve(settings: ServerSettings) -> None:
         port=settings.port,
         log_level="info",
         backlog=4096,
+        # Longer than clients' own keep-alive expiry (httpx: 5 s), so the server never
+        # closes a pooled connection just as a client reuses it.
+        timeout_keep_alive=75,
     )
 
 

@@ -66,6 +66,7 @@ def test_bench_env_reports_the_required_numbers() -> None:
         envs_per_worker=2,
         memory_episodes=5,
         prewarm=False,
+        rounds=1,
     )
     for key in (
         "step_latency_ms_p50",
