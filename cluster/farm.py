@@ -22,6 +22,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from cluster.config import FarmConfig
 from cluster.curriculum import CurriculumSampler, TaskRef, select_tasks, split_holdout
 from cluster.ledger import Ledger
@@ -67,6 +69,8 @@ class Farm:
 
         cfg = self.config
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        # The exact config of this run, beside its outputs (eval and resume read it back).
+        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
         engine_cfg = EngineConfig(**(cfg.engine.model_dump() | {"model": self.model_path}))
         learner_cfg = LearnerConfig(**(cfg.learner.model_dump() | {"model_path": self.model_path}))
         self.pool = EnginePool.start(engine_cfg, num_engines=cfg.run.engines)

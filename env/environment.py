@@ -29,7 +29,7 @@ from typing import Any
 from env.chaos import ChaosConfig
 from env.episode import EpisodeConfig
 from env.models import AwsAction, AwsObservation, EnvState
-from env.pool import EnvPool
+from env.pool import EnvPool, PoolClosed, WorkerLost
 from env.reward import RewardConfig
 from env.worker import ResetPayload
 
@@ -93,6 +93,11 @@ class AwsEnv:
     def episode_id(self) -> str | None:
         return self._episode_id
 
+    @property
+    def worker_index(self) -> int:
+        """Which worker of the pool hosts this slot's episodes."""
+        return self._worker
+
     def reset(self, task_id: str | None = None, seed: int | None = None) -> AwsObservation:
         """Start a new episode; a previous one in this slot is discarded.
 
@@ -138,6 +143,8 @@ class AwsEnv:
         if not self._pool.closed:
             try:
                 self._pool.call(self._worker, "close", self._key, None, STATE_TIMEOUT_S)
+            except (WorkerLost, PoolClosed):
+                pass  # the episode died with its worker: nothing left to free there
             finally:
                 self._pool.release(self._worker)
 

@@ -22,6 +22,7 @@ import itertools
 import logging
 import os
 import queue
+import shutil
 import socket
 import subprocess
 import sys
@@ -83,6 +84,7 @@ class _Worker:
         self.process: Any = None
         self.conn: Any = None
         self.pid: int | None = None
+        self.private_dir: str | None = None  # the worker's temp dir, removed if we kill it
         threading.Thread(target=self._send_loop, daemon=True, name=f"env-send-{index}").start()
 
     # -- life cycle ------------------------------------------------------------------
@@ -93,7 +95,7 @@ class _Worker:
             process.kill()
             raise RuntimeError(f"env worker {self.index} did not start in {READY_TIMEOUT_S:g} s")
         try:
-            tag, pid = parent.recv()
+            tag, pid, private_dir = parent.recv()
         except (EOFError, OSError):
             process.kill()
             raise RuntimeError(
@@ -104,6 +106,7 @@ class _Worker:
             raise RuntimeError(f"env worker {self.index} sent {tag!r} instead of 'ready'")
         with self.lock:
             self.process, self.conn, self.pid = process, parent, pid
+            self.private_dir = private_dir
             self.last_activity = time.monotonic()
             generation = self.generation
         threading.Thread(
@@ -125,6 +128,8 @@ class _Worker:
         if process is not None:
             process.kill()
             process.wait(5)
+            if self.private_dir:
+                shutil.rmtree(self.private_dir, ignore_errors=True)
         if conn is not None:
             conn.close()
         for item in failed:

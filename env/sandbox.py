@@ -171,6 +171,12 @@ class MotoHost:
         self.guard.install()
         self._prewarm(prewarm)
 
+    def cleanup(self) -> None:
+        """Remove the private temporary directory (the worker is exiting)."""
+        import shutil
+
+        shutil.rmtree(self.private_dir, ignore_errors=True)
+
     def _scrub_process(self) -> None:
         home = self.private_dir / "home"
         work = self.private_dir / "work"

@@ -16,7 +16,9 @@ sandbox's world switching correct (see ``env.sandbox``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
@@ -41,11 +43,11 @@ class ResetPayload:
 def worker_main(conn: Connection, prewarm: bool) -> None:
     """Entry point of a worker process."""
     from env.episode import Episode
-    from env.sandbox import DEFAULT_PREWARM, MotoHost, SetupError
+    from env.sandbox import DEFAULT_PREWARM, MotoHost
 
     host = MotoHost.get(prewarm=DEFAULT_PREWARM if prewarm else ())
     episodes: dict[str, Episode] = {}
-    conn.send(("ready", os.getpid()))
+    conn.send(("ready", os.getpid(), str(host.private_dir)))
 
     def handle(op: str, key: str, payload: Any) -> Any:
         if op == "reset":
@@ -77,13 +79,23 @@ def worker_main(conn: Connection, prewarm: bool) -> None:
             return episode.state()
         raise ValueError(f"unknown worker op {op!r}")
 
+    try:
+        _serve(conn, handle)
+    finally:
+        host.cleanup()
+
+
+def _serve(conn: Connection, handle: Any) -> None:
+    from env.sandbox import SetupError
+
     while True:
         try:
             request_id, op, key, payload = conn.recv()
         except (EOFError, OSError):
             return
         if op == "shutdown":
-            conn.send((request_id, True, None))
+            with contextlib.suppress(OSError):
+                conn.send((request_id, True, None))
             return
         try:
             reply: tuple[Any, ...] = (request_id, True, handle(op, key, payload))
@@ -95,10 +107,18 @@ def worker_main(conn: Connection, prewarm: bool) -> None:
             reply = (request_id, False, ("invalid", str(exc)))
         except Exception as exc:  # report, keep serving other episodes
             reply = (request_id, False, ("internal", f"{type(exc).__name__}: {exc}"))
-        conn.send(reply)
+        try:
+            conn.send(reply)
+        except (OSError, EOFError):
+            return  # the pool is gone
+        except Exception as exc:  # a result that cannot be pickled: report, keep serving
+            conn.send((request_id, False, ("internal", f"unsendable result: {exc}")))
 
 
 def main() -> None:
+    # The pool owns this process's lifetime; a Ctrl+C in the caller's terminal reaches the
+    # whole process group, and the caller shuts its workers down itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     parser = argparse.ArgumentParser(description="rlfarm sandbox worker (started by EnvPool)")
     parser.add_argument("--fd", type=int, required=True, help="inherited socket to serve")
     parser.add_argument("--no-prewarm", action="store_true", help="skip start-up warming")

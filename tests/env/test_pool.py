@@ -26,15 +26,15 @@ def test_a_dead_worker_is_replaced_and_other_episodes_go_on(pool: EnvPool) -> No
     with AwsEnv(catalog, pool=pool) as doomed, AwsEnv(catalog, pool=pool) as survivor:
         doomed.reset(TASK.id, seed=0)
         survivor.reset(TASK.id, seed=0)
-        victim = pool.worker_pid(doomed._worker)
-        assert victim != pool.worker_pid(survivor._worker)
+        victim = pool.worker_pid(doomed.worker_index)
+        assert victim != pool.worker_pid(survivor.worker_index)
         os.kill(victim, signal.SIGKILL)  # a worker this test's pool started
         with pytest.raises(WorkerLost, match="reset"):
             doomed.step("aws s3 ls")
         assert survivor.step("aws s3api create-bucket --bucket target-bucket").task_achieved
         doomed.reset(TASK.id, seed=0)  # the slot works again, on the fresh worker
         assert doomed.step("aws s3 ls").command_success
-        assert pool.worker_pid(doomed._worker) != victim
+        assert pool.worker_pid(doomed.worker_index) != victim
 
 
 def test_a_stuck_worker_is_killed_after_its_deadline(pool: EnvPool) -> None:

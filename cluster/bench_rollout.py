@@ -1,0 +1,437 @@
+"""``rlfarm bench rollout``: the sequential baseline vs the farm in sync and in async mode.
+
+One run, one model (the warm tiny model), one task list and seed, one machine, stage after stage:
+
+(a) ``cluster.sequential_baseline``: transformers ``generate`` one turn at a time behind a lock,
+    the env in-process, no learning;
+(b) the real ``Farm`` (vLLM engines, GRPO+LoRA learner, rollout workers) in ``sync`` mode for N
+    updates; (c) the same farm in ``async`` mode for N updates, the learner training throughout;
+then, optionally, sweeps of env workers and of G on the async farm, drawn as PNG curves.
+
+The farm stages share one ``Farm`` (engines, learner and workers are started once, as a real run
+does); each stage is a further ``main_loop`` with a new update target, and is measured by deltas of
+``farm.state``, ``farm.ledger`` and the engines' busy time over that stage's wall time. A warm-up
+update runs first, unmeasured, so that no stage pays the engine's and learner's first-use costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from cluster.config import ConfigError, FarmConfig, load_config
+
+DEFAULT_CONFIG = Path(__file__).parents[1] / "configs" / "local.yaml"
+
+# The narrow warm start of the farm's integration test: the tiny model learns it in about a
+# minute (cached after), and its sampled replies then solve these tasks sometimes but not always,
+# so groups carry a learning signal and the async learner is not starved of trainable groups.
+NARROW_TASKS = [
+    "run.warm_start_steps=40",
+    "run.warm_start_kinds=[first_step]",
+    "curriculum.tiers=[warmup]",
+    "curriculum.start_tier=warmup",
+    "curriculum.tasks=[s3-list-buckets,iam-list-users,sqs-list-queues,sns-list-topics]",
+    "curriculum.holdout_fraction=0.0",
+    "run.eval_episodes=0",
+]
+# --quick: the smallest farm that still exercises every stage (tests use it; speed is meaningless).
+QUICK = [
+    "rollout.group_size=4",
+    "rollout.max_steps=3",
+    "rollout.max_new_tokens=24",
+    "train.groups_per_update=2",
+    "env.workers=1",
+    "env.groups_per_worker=2",
+]
+
+TARGETS = {"sync_vs_sequential": 30.0, "async_vs_sync": 1.6, "engine_idle_async": 0.10}
+
+
+def register_bench(bench_subparsers) -> None:
+    """Add ``rollout`` to ``rlfarm bench``."""
+    p = bench_subparsers.add_parser(
+        "rollout", help="sequential baseline vs farm sync vs farm async, with sweeps"
+    )
+    p.add_argument("--json", action="store_true", help="print only one JSON object on stdout")
+    p.add_argument("--updates", type=int, default=None, help="measured updates per farm mode")
+    p.add_argument("--quick", action="store_true", help="tiny sizes (tests): 2 updates, G=4")
+    p.add_argument("--no-sweep", action="store_true", help="skip the env-worker and G sweeps")
+    p.add_argument("--out", type=Path, default=Path("runs/bench-rollout"), help="output dir")
+    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="base farm config (YAML)")
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+        help="override one config field after the bench's own settings (repeatable)",
+    )  # fmt: skip
+    p.add_argument("--baseline-groups", type=int, default=None, help="groups the baseline plays")
+    p.add_argument("--sweep-workers", type=_int_list, default=None, help="e.g. 1,2,4,8")
+    p.add_argument("--sweep-group-sizes", type=_int_list, default=None, help="e.g. 4,8,16")
+    p.add_argument("--sweep-updates", type=int, default=None, help="updates per sweep point")
+    p.set_defaults(func=main)
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give integers separated by commas") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give one or more integers >= 1")
+    return values
+
+
+def bench_settings(args: argparse.Namespace) -> dict:
+    """Sizes of every stage: defaults bound each stage to a few minutes on 2 cores."""
+    quick = args.quick
+    return {
+        "updates": args.updates or (2 if quick else 6),
+        "warmup_updates": 0 if quick else 1,
+        "baseline_groups": args.baseline_groups or (1 if quick else 2),
+        "sweep_workers": args.sweep_workers or ([1, 2] if quick else [1, 2, 4, 8]),
+        "sweep_group_sizes": args.sweep_group_sizes or ([2, 4] if quick else [4, 8, 16]),
+        "sweep_updates": args.sweep_updates or (1 if quick else 3),
+        "sweep": not args.no_sweep,
+    }
+
+
+def bench_config(args: argparse.Namespace) -> FarmConfig:
+    out = Path(args.out)
+    overrides = [
+        *NARROW_TASKS,
+        *(QUICK if args.quick else []),
+        f"run.out_dir={out}",
+        # A fresh control-actor name per run: the name is global on the Ray cluster.
+        f"run.name=farm-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
+        *args.overrides,
+    ]
+    return load_config(args.config, overrides)
+
+
+def _log(message: str) -> None:
+    print(f"[bench rollout {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# ---- the farm stages ----------------------------------------------------------------------------
+
+
+def _reconfigured(config: FarmConfig, changes: dict) -> FarmConfig:
+    """A validated copy of ``config`` with ``{section: {field: value}}`` changed."""
+    data = config.model_dump(mode="json")
+    for section, fields in changes.items():
+        data[section] = {**data[section], **fields}
+    return FarmConfig.model_validate(data)
+
+
+async def _farm_stage(farm, updates: int, mode: str, workers: int, group_size: int) -> dict:
+    """Run ``updates`` more updates in ``mode``; return that stage's rates from deltas."""
+    from cluster.metrics import Watchdog
+
+    farm.config = _reconfigured(
+        farm.config,
+        {
+            "train": {"mode": mode, "updates": farm.state.updates + updates},
+            "env": {"workers": workers},
+            "rollout": {"group_size": group_size},
+        },
+    )
+    # The operator's knob is the source of truth for the worker count (main_loop applies it).
+    await farm.control.set_env_workers.remote(workers)
+    farm.workers.resize(workers)
+    # New worker actors load a tokenizer and start a sandbox process: wait for them before the
+    # clock starts, so a sweep point measures rollouts, not actor start-up.
+    await asyncio.gather(*(slot.handle.ping.remote() for slot in farm.workers.slots))
+    # main_loop is written for one call per Farm: it stops its watchdog thread and sets
+    # ``stopping`` on exit. A stage is one more call, so it gets a fresh watchdog and flag.
+    farm.stopping = False
+    farm.watchdog = Watchdog(farm.config.run.watchdog_s, farm.run_dir)
+    state, ledger_before = farm.state, farm.ledger.summary()
+    before = (state.updates, state.episodes_played, state.generated_tokens, state.env_steps)
+    staleness_before = dict(state.staleness)
+    rows_before = len(farm.metrics.history)
+    health_before = await farm.pool.health()
+    started = time.perf_counter()
+    await farm.main_loop()
+    wall = time.perf_counter() - started
+    health_after = await farm.pool.health()
+    d_updates, d_episodes, d_tokens, d_steps = (
+        now - then
+        for now, then in zip(
+            (state.updates, state.episodes_played, state.generated_tokens, state.env_steps),
+            before,
+            strict=True,
+        )
+    )
+    rows = farm.metrics.history[rows_before:]
+    ledger_after = farm.ledger.summary()
+    return {
+        "mode": mode,
+        "env_workers": workers,
+        "group_size": group_size,
+        "updates": d_updates,
+        "wall_s": wall,
+        "episodes": d_episodes,
+        "episodes_per_s": d_episodes / wall,
+        "generated_tokens_per_s": d_tokens / wall,
+        "env_steps_per_s": d_steps / wall,
+        "grpo_steps_per_hour": d_updates / (wall / 3600),
+        # Over the last (up to) 256 env steps of the stage: the driver's rolling window.
+        "env_step_ms_p50": rows[-1]["env_step_ms_p50"] if rows else 0.0,
+        "env_step_ms_p99": rows[-1]["env_step_ms_p99"] if rows else 0.0,
+        "engine_idle_fraction": engine_idle_fraction(health_before, health_after),
+        "staleness_histogram": {
+            str(k): v - staleness_before.get(k, 0)
+            for k, v in sorted(state.staleness.items())
+            if v - staleness_before.get(k, 0) > 0
+        },
+        "ledger": {k: ledger_after[k] - ledger_before[k] for k in ledger_after},
+        "final_version": state.version,
+    }
+
+
+def engine_idle_fraction(before: list[dict], after: list[dict]) -> float:
+    """1 - (engine busy time / engine wall time) between two ``EnginePool.health()`` reports.
+
+    Busy means at least one request in flight on that engine; summed over engines.
+    """
+    busy = sum(a["busy_s"] - b["busy_s"] for a, b in zip(after, before, strict=True))
+    up = sum(a["uptime_s"] - b["uptime_s"] for a, b in zip(after, before, strict=True))
+    if up <= 0:
+        return 0.0
+    return min(1.0, max(0.0, 1.0 - busy / up))
+
+
+async def _farm_stages(farm, settings: dict) -> dict:
+    cfg = farm.config
+    workers, size = cfg.env.workers, cfg.rollout.group_size
+    results: dict = {}
+    if settings["warmup_updates"]:
+        _log(f"farm warm-up: {settings['warmup_updates']} update(s), not measured")
+        await _farm_stage(farm, settings["warmup_updates"], "sync", workers, size)
+    for mode in ("sync", "async"):
+        _log(f"farm {mode}: {settings['updates']} updates, {workers} env workers, G={size}")
+        results[mode] = await _farm_stage(farm, settings["updates"], mode, workers, size)
+        _log(f"farm {mode}: {_brief(results[mode])}")
+    if settings["sweep"]:
+        results["sweep_env_workers"] = []
+        for n in settings["sweep_workers"]:
+            row = await _farm_stage(farm, settings["sweep_updates"], "async", n, size)
+            _log(f"sweep env workers={n}: {_brief(row)}")
+            results["sweep_env_workers"].append(row)
+        results["sweep_group_size"] = []
+        for g in settings["sweep_group_sizes"]:
+            row = await _farm_stage(farm, settings["sweep_updates"], "async", workers, g)
+            _log(f"sweep G={g}: {_brief(row)}")
+            results["sweep_group_size"].append(row)
+    return results
+
+
+def _brief(row: dict) -> str:
+    return (
+        f"{row['episodes_per_s']:.2f} ep/s, {row['generated_tokens_per_s']:.0f} tok/s, "
+        f"{row['env_steps_per_s']:.1f} steps/s, {row['grpo_steps_per_hour']:.0f} updates/h, "
+        f"engine idle {row['engine_idle_fraction']:.0%}"
+    )
+
+
+def run_farm(config: FarmConfig, model_path: str, settings: dict) -> dict:
+    import ray
+
+    from cluster.farm import Farm
+
+    farm = Farm(config, model_path)
+    _log("farm: starting engines, learner and rollout workers")
+    farm.setup()
+    try:
+        return asyncio.run(_farm_stages(farm, settings))
+    finally:
+        farm.shutdown()
+        with contextlib.suppress(Exception):  # the control actor outlives Farm.shutdown
+            ray.kill(farm.control)
+
+
+# ---- the whole bench ----------------------------------------------------------------------------
+
+
+def run_rollout_bench(config: FarmConfig, settings: dict, out_dir: Path) -> dict:
+    """All stages in order; returns the JSON-ready result (also written to ``out_dir``)."""
+    from cluster.prepare import prepare_model
+    from cluster.sequential_baseline import run_sequential_baseline
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model_path = prepare_model(config, log=_log)
+    _log(f"sequential baseline: {settings['baseline_groups']} group(s) of G={_g(config)}")
+    sequential = run_sequential_baseline(model_path, config, settings["baseline_groups"], log=_log)
+    _log(f"sequential: {sequential['episodes_per_s']:.3f} ep/s")
+    farm = run_farm(config, model_path, settings)
+    result = summarize(sequential, farm, config, settings, model_path)
+    if settings["sweep"]:
+        result["plots"] = plot_sweeps(farm, out_dir)
+    (out_dir / "result.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def _g(config: FarmConfig) -> int:
+    return config.rollout.group_size
+
+
+def summarize(sequential: dict, farm: dict, config: FarmConfig, settings: dict, model: str) -> dict:
+    sync, asyn = farm["sync"], farm["async"]
+    speedup_sync = sync["episodes_per_s"] / sequential["episodes_per_s"]
+    speedup_async = asyn["grpo_steps_per_hour"] / sync["grpo_steps_per_hour"]
+    result = {
+        "sequential_episodes_per_s": sequential["episodes_per_s"],
+        "sync_episodes_per_s": sync["episodes_per_s"],
+        "async_episodes_per_s": asyn["episodes_per_s"],
+        "sync_grpo_steps_per_hour": sync["grpo_steps_per_hour"],
+        "async_grpo_steps_per_hour": asyn["grpo_steps_per_hour"],
+        "speedup_sync_vs_sequential": speedup_sync,
+        "speedup_async_vs_sync": speedup_async,
+        "speedup_async_vs_sync_episodes": asyn["episodes_per_s"] / sync["episodes_per_s"],
+        "engine_idle_fraction_sync": sync["engine_idle_fraction"],
+        "engine_idle_fraction_async": asyn["engine_idle_fraction"],
+        "staleness_histogram_async": asyn["staleness_histogram"],
+        "targets": {
+            "speedup_sync_vs_sequential >= 30": speedup_sync >= TARGETS["sync_vs_sequential"],
+            "speedup_async_vs_sync >= 1.6": speedup_async >= TARGETS["async_vs_sync"],
+            "engine_idle_fraction_async < 0.10": asyn["engine_idle_fraction"]
+            < TARGETS["engine_idle_async"],
+        },
+        "sequential": sequential,
+        "sync": sync,
+        "async": asyn,
+        "setup": {
+            "model": model,
+            "group_size": config.rollout.group_size,
+            "max_steps": config.rollout.max_steps,
+            "max_new_tokens": config.rollout.max_new_tokens,
+            "temperature": config.rollout.temperature,
+            "env_workers": config.env.workers,
+            "groups_per_worker": config.env.groups_per_worker,
+            "groups_per_update": config.train.groups_per_update,
+            "engines": config.run.engines,
+            "tasks": config.curriculum.tasks,
+            "seed": config.run.seed,
+            "cpu_count": os.cpu_count(),
+            "load_average_1m": os.getloadavg()[0],
+            **settings,
+        },
+    }
+    if settings["sweep"]:
+        result["sweep_env_workers"] = farm["sweep_env_workers"]
+        result["sweep_group_size"] = farm["sweep_group_size"]
+    return result
+
+
+SWEEP_METRICS = (
+    ("episodes_per_s", "episodes/s"),
+    ("generated_tokens_per_s", "generated tokens/s"),
+    ("env_steps_per_s", "env steps/s"),
+    ("engine_idle_fraction", "engine idle fraction"),
+)
+
+
+def plot_sweeps(farm: dict, out_dir: Path) -> dict:
+    """One PNG per sweep: each rate against the swept size. Returns the files' paths."""
+    paths = {}
+    for key, xkey, label in (
+        ("sweep_env_workers", "env_workers", "env workers"),
+        ("sweep_group_size", "group_size", "G (episodes per group)"),
+    ):
+        path = out_dir / f"{key}.png"
+        plot_curves(farm[key], xkey, label, path)
+        paths[key] = str(path)
+    return paths
+
+
+def plot_curves(rows: list[dict], xkey: str, xlabel: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(SWEEP_METRICS), figsize=(4 * len(SWEEP_METRICS), 3.4))
+    xs = [r[xkey] for r in rows]
+    for ax, (metric, title) in zip(axes, SWEEP_METRICS, strict=True):
+        ax.plot(xs, [r[metric] for r in rows], marker="o")
+        ax.set_xlabel(xlabel)
+        ax.set_title(title)
+        ax.set_xticks(xs)
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"rlfarm async farm: sweep of {xlabel}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+@contextlib.contextmanager
+def _stdout_reserved_for_json():
+    """Send everything written to fd 1 (ours, Ray's, vLLM's) to stderr; yield the real stdout.
+
+    With ``--json`` stdout must hold the JSON object alone, but the farm's progress lines and
+    child processes write to stdout; they are redirected at the file-descriptor level.
+    """
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    real = os.fdopen(saved, "w")
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield real
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 1)
+        real.close()
+
+
+def _init_ray(settings: dict, config: FarmConfig) -> None:
+    import ray
+
+    from cluster.control import NAMESPACE
+
+    if ray.is_initialized():
+        return
+    most_workers = max([config.env.workers, *settings["sweep_workers"]])
+    # Logical CPUs: every actor of the largest sweep point fits (they share the real cores).
+    needed = config.run.engines + 1 + most_workers + 2
+    ray.init(
+        num_cpus=max(os.cpu_count() or 1, needed),
+        namespace=NAMESPACE,
+        include_dashboard=False,
+        log_to_driver=False,
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        config = bench_config(args)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    settings = bench_settings(args)
+    out = Path(args.out)
+    with _stdout_reserved_for_json() if args.json else contextlib.nullcontext(sys.stdout) as real:
+        _init_ray(settings, config)
+        result = run_rollout_bench(config, settings, out)
+        if args.json:
+            real.write(json.dumps(result) + "\n")
+            real.flush()
+        else:
+            _print_table(result)
+    _log(f"result: {out / 'result.json'}")
+    return 0
+
+
+def _print_table(result: dict) -> None:
+    for key, value in result.items():
+        if not isinstance(value, dict | list):
+            print(f"{key:>34}: {value:.4g}" if isinstance(value, float) else f"{key:>34}: {value}")
+    for key, ok in result["targets"].items():
+        print(f"{'target ' + key:>48}: {'met' if ok else 'MISSED'}")
+    for name, path in result.get("plots", {}).items():
+        print(f"{name:>34}: {path}")

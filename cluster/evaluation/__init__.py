@@ -1,0 +1,16 @@
+"""``rlfarm eval``: how well a policy does on held-out tasks, in two modes.
+
+- ``dataset``: one greedy reply per held-out SFT row, scored against the row's reference command
+  (``scoring.score_reply``); run by ``dataset.evaluate_rows``.
+- ``live``: greedy episodes of held-out tasks against real sandboxes (``live.evaluate_live``), the
+  engine through the real rollout loop, an OpenAI-compatible endpoint through a message-level loop.
+
+A policy is an engine pinned to one adapter version or an endpoint (``policies``); ``report``
+writes results.json, report.md and bar charts; ``command`` holds the CLI and wires the parts.
+"""
+
+from __future__ import annotations
+
+from cluster.evaluation.command import register
+
+__all__ = ["register"]

