@@ -45,7 +45,11 @@ def _cmd_scale(args: argparse.Namespace) -> int:
 
     from cluster.control import scale
 
-    status = scale(args.run, args.env_workers, address=args.address)
+    try:
+        status = scale(args.run, args.env_workers, address=args.address)
+    except (RuntimeError, ValueError) as exc:
+        print(f"rlfarm scale: {exc}", file=sys.stderr)
+        return 2
     if args.env_workers is not None:
         print(f"run {args.run}: env workers -> {args.env_workers}")
     print(json.dumps(status, indent=1))

@@ -195,12 +195,22 @@ async def _load_adapter(pool, adapter_dir: str, used: set[int]) -> int:
     return adapter.version
 
 
+async def _check_endpoints(targets: list[Target]) -> None:
+    from cluster.evaluation.policies import EndpointPolicy
+
+    for target in targets:
+        policy = EndpointPolicy(target.name, target.endpoint, target.endpoint_model)
+        try:
+            await policy.check()
+        finally:
+            await policy.close()
+
+
 async def _endpoint_results(target, rows, tasks, new_env, config, opts, out_dir) -> dict:
     from cluster.evaluation.policies import EndpointPolicy
 
     policy = EndpointPolicy(target.name, target.endpoint, target.endpoint_model)
     try:
-        await policy.check()
         return await score_policy(policy, rows, tasks, new_env, config, opts, out_dir)
     finally:
         await policy.close()
@@ -217,6 +227,8 @@ def run_eval(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     tasks = heldout_tasks(config)
+    # An unreachable endpoint should fail before minutes of export and engine start-up.
+    asyncio.run(_check_endpoints([t for t in targets if t.endpoint]))
     rows: list[dict] = []
     if opts.mode in ("dataset", "both"):
         rows = spread(heldout_rows([t.id for t in tasks], out_dir, config.run.seed), opts.max_rows)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import struct
+import sys
 from pathlib import Path
 
 import pytest
@@ -63,19 +65,30 @@ def _assert_stage(stage: dict, mode: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def quick_run(ray_runtime, tmp_path_factory):
-    """One quick bench with its sweeps (workers 1,2 and G 2,4): the farm is started once."""
+def quick_run(ray_runtime, tmp_path_factory) -> tuple[int, str, Path]:
+    """One quick bench with its sweeps (workers 1,2 and G 2,4), so the farm starts only once.
+
+    Its stdout (file descriptor 1, where the bench writes its JSON) is captured into a file.
+    """
     out = tmp_path_factory.mktemp("bench-rollout")
     argv = ["--quick", "--json", "--out", str(out), "--updates", "1", "--sweep-updates", "1"]
-    with pytest.MonkeyPatch.context():
-        pass
-    return argv, out
+    captured = out / "stdout.txt"
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with captured.open("w") as sink:
+        os.dup2(sink.fileno(), 1)
+        try:
+            code = _run_cli(argv)
+        finally:
+            sys.stdout.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
+    return code, captured.read_text(), out
 
 
-def test_bench_rollout_quick_prints_one_json_with_every_stage(quick_run, capfd) -> None:
-    argv, out_dir = quick_run
-    assert _run_cli(argv) == 0
-    out = capfd.readouterr().out
+def test_bench_rollout_quick_prints_one_json_with_every_stage(quick_run) -> None:
+    code, out, out_dir = quick_run
+    assert code == 0
     result = json.loads(out)  # stdout holds the JSON object and nothing else
     for key in REQUIRED:
         assert key in result and math.isfinite(result[key]), key
@@ -108,7 +121,7 @@ def test_bench_rollout_quick_prints_one_json_with_every_stage(quick_run, capfd) 
 
 
 def test_bench_rollout_sweep_draws_png_curves(quick_run) -> None:
-    _, out_dir = quick_run
+    _, _, out_dir = quick_run
     result = json.loads((out_dir / "result.json").read_text())  # written by the run above
     assert [r["env_workers"] for r in result["sweep_env_workers"]] == [1, 2]
     assert [r["group_size"] for r in result["sweep_group_size"]] == [2, 4]

@@ -1,0 +1,37 @@
+"""`rlfarm scale` reaches a running farm's control actor from another process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from cluster.control import control_name, start_control
+
+
+def test_scale_command_changes_desired_workers_of_a_running_farm(ray_runtime):
+    ray = ray_runtime
+    control = start_control("scale-test", 2)
+    ray.get(control.report.remote({"update": 3, "env_workers": 2}))
+    address = ray.get_runtime_context().gcs_address
+    done = subprocess.run(
+        [sys.executable, "-m", "cluster.cli", "scale", "--run", "scale-test",
+         "--env-workers", "5", "--address", address],
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "env workers -> 5" in done.stdout
+    assert json.loads(done.stdout.split("\n", 1)[1])["update"] == 3  # the farm's status
+    assert ray.get(control.desired_env_workers.remote()) == 5
+    ray.kill(control)
+
+
+def test_scale_names_a_missing_run_clearly(ray_runtime):
+    address = ray_runtime.get_runtime_context().gcs_address
+    done = subprocess.run(
+        [sys.executable, "-m", "cluster.cli", "scale", "--run", "nope", "--address", address],
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "no running farm named 'nope'" in done.stderr
+    assert control_name("nope") == "rlfarm-control-nope"

@@ -1,0 +1,117 @@
+"""`rlfarm eval --endpoint URL --endpoint-model NAME` against the real `rlfarm serve` (vLLM's
+OpenAI server with a LoRA adapter): both modes through the message-level path, and the error an
+unreachable endpoint gives before any work is done."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from cluster.config import load_config
+from cluster.evaluation import register
+from cluster.evaluation.scoring import score_reply
+from tests.serving.reference import Reference
+
+pytestmark = pytest.mark.vllm
+
+TASKS = "[s3-list-buckets,iam-list-users,sqs-list-queues,sns-list-topics]"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="rlfarm")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+@pytest.fixture(scope="module")
+def config_file(tmp_path_factory) -> Path:
+    config = load_config(
+        None,
+        [
+            "curriculum.tiers=[warmup]",
+            "curriculum.start_tier=warmup",
+            f"curriculum.tasks={TASKS}",
+            "curriculum.holdout_fraction=0.5",
+            "rollout.max_steps=2",
+            "rollout.max_new_tokens=16",
+        ],
+    )
+    path = tmp_path_factory.mktemp("config") / "eval.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    return path
+
+
+@pytest.fixture(scope="module")
+def endpoint(tiny_model_path, tmp_path_factory):
+    adapter = Reference(tiny_model_path, tmp_path_factory.mktemp("adapter")).make_adapter(seed=5)
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cluster.cli", "serve", "--adapter", str(adapter),
+         "--name", "trained", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(1)
+        else:
+            pytest.fail("vLLM OpenAI server did not come up in 300 s")
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def test_endpoint_dataset_and_live_eval(endpoint, config_file, tmp_path):
+    argv = ["eval", "--endpoint", f"{endpoint}/v1", "--endpoint-model", "trained",
+            "--config", str(config_file), "--max-rows", "3", "--out", str(tmp_path)]  # fmt: skip
+    assert _cli(argv) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert list(results) == ["trained"]
+    dataset, live = results["trained"]["dataset"]["all"], results["trained"]["live"]["all"]
+    assert dataset["n"] == 3 and dataset["errors"] == 0 and dataset["latency_s"] > 0
+    for row in map(json.loads, (tmp_path / "trained.dataset.jsonl").read_text().splitlines()):
+        expected = score_reply(row["reply"], row["reference"])
+        assert row["score"] == json.loads(json.dumps(expected.__dict__))
+    # Two held-out tasks, one greedy episode each, played turn by turn through the endpoint.
+    assert live["episodes"] == 2 and live["failed"] == 0
+    episodes = [json.loads(x) for x in (tmp_path / "trained.live.jsonl").read_text().splitlines()]
+    assert all(1 <= e["steps"] <= 2 and len(e["commands"]) == e["steps"] for e in episodes)
+    assert "## Live eval" in (tmp_path / "report.md").read_text()
+
+
+def test_unreachable_endpoint_fails_before_any_work(config_file, tmp_path, capsys):
+    url = f"http://127.0.0.1:{_free_port()}"
+    argv = ["eval", "--endpoint", url, "--endpoint-model", "m", "--config", str(config_file),
+            "--out", str(tmp_path)]  # fmt: skip
+    assert _cli(argv) == 2
+    assert "did not answer" in capsys.readouterr().err
+    assert not (tmp_path / "heldout_sft.jsonl").exists()
