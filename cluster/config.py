@@ -116,6 +116,9 @@ class RunSettings(_Strict):
     out_dir: str = Field(default="runs", description="Directory of run outputs.")
     seed: int = Field(default=0, description="Seed of task sampling and episode seeds.")
     engines: int = Field(default=1, ge=1, description="vLLM engine actors.")
+    learner_gpu_share: float = Field(
+        default=1.0, gt=0, le=1, description="Fraction of a GPU Ray reserves for the learner."
+    )
     watchdog_s: float = Field(
         default=600.0,
         gt=0,

@@ -74,7 +74,10 @@ class Farm:
         engine_cfg = EngineConfig(**(cfg.engine.model_dump() | {"model": self.model_path}))
         learner_cfg = LearnerConfig(**(cfg.learner.model_dump() | {"model_path": self.model_path}))
         self.pool = EnginePool.start(engine_cfg, num_engines=cfg.run.engines)
-        self.learner = create_learner_actor(learner_cfg, torch_threads=1)
+        learner_options = {}
+        if engine_cfg.resolved_device() == "cuda":
+            learner_options["num_gpus"] = cfg.run.learner_gpu_share
+        self.learner = create_learner_actor(learner_cfg, torch_threads=1, **learner_options)
         worker_cls = rollout_worker_class()
         env_settings = cfg.env.model_dump()
         self.workers = WorkerSet(

@@ -27,6 +27,13 @@ class EngineConfig(BaseModel):
     )
     max_lora_rank: int = Field(default=8, ge=1, description="Largest LoRA rank accepted.")
     tensor_parallel_size: int = Field(default=1, ge=1, description="GPUs per engine (GPU only).")
+    gpu_share: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="Fraction of a GPU Ray reserves per engine when tensor_parallel_size is 1 "
+        "(e.g. 0.5 to share one GPU with the learner; pair with gpu_memory_utilization).",
+    )
     gpu_memory_utilization: float = Field(
         default=0.85, gt=0, le=1, description="Fraction of GPU memory vLLM may use (GPU only)."
     )
@@ -58,6 +65,11 @@ class EngineConfig(BaseModel):
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ValueError(
                 f"engine.dtype={self.dtype!r}: use 'auto', 'float32', 'bfloat16' or 'float16'"
+            )
+        if self.tensor_parallel_size > 1 and self.gpu_share != 1.0:
+            raise ValueError(
+                "engine.gpu_share applies to single-GPU engines; with tensor_parallel_size>1 "
+                "remove gpu_share (each engine takes whole GPUs)"
             )
         if self.resolved_device() == "cpu" and self.tensor_parallel_size != 1:
             raise ValueError(

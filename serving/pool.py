@@ -44,7 +44,10 @@ class EnginePool:
 
         actor = engine_actor_class()
         if config.resolved_device() == "cuda":
-            options = {"num_gpus": config.tensor_parallel_size, "num_cpus": 1}
+            gpus = (
+                config.tensor_parallel_size if config.tensor_parallel_size > 1 else config.gpu_share
+            )
+            options = {"num_gpus": gpus, "num_cpus": 1}
         else:
             options = {"num_cpus": 1}
         handles = [
