@@ -265,8 +265,9 @@ def run_rollout_bench(config: FarmConfig, settings: dict, out_dir: Path) -> dict
 
     out_dir.mkdir(parents=True, exist_ok=True)
     model_path = prepare_model(config, log=_log)
-    _log(f"sequential baseline: {settings['baseline_groups']} group(s) of G={_g(config)}")
-    sequential = run_sequential_baseline(model_path, config, settings["baseline_groups"], log=_log)
+    groups, size = settings["baseline_groups"], config.rollout.group_size
+    _log(f"sequential baseline: {groups} group(s) of G={size}")
+    sequential = run_sequential_baseline(model_path, config, groups, log=_log)
     _log(f"sequential: {sequential['episodes_per_s']:.3f} ep/s")
     farm = run_farm(config, model_path, settings)
     result = summarize(sequential, farm, config, settings, model_path)
@@ -274,10 +275,6 @@ def run_rollout_bench(config: FarmConfig, settings: dict, out_dir: Path) -> dict
         result["plots"] = plot_sweeps(farm, out_dir)
     (out_dir / "result.json").write_text(json.dumps(result, indent=1))
     return result
-
-
-def _g(config: FarmConfig) -> int:
-    return config.rollout.group_size
 
 
 def summarize(sequential: dict, farm: dict, config: FarmConfig, settings: dict, model: str) -> dict:

@@ -84,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_cmd_serve)
 
     from cluster.main import add_train_arguments
+    from cluster.evaluation import register as register_eval
     from env.catalog import register_tasks
     from env.commands import register_bench as register_env_bench
     from env.commands import register_env_group, register_serve
@@ -102,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     scale.set_defaults(func=_cmd_scale)
 
     register_tasks(sub)
+    register_eval(sub)
     env_group = register_env_group(sub)
     register_serve(env_group)
     register_export(env_group)

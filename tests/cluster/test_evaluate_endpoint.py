@@ -92,7 +92,8 @@ def endpoint(tiny_model_path, tmp_path_factory):
 
 def test_endpoint_dataset_and_live_eval(endpoint, config_file, tmp_path):
     argv = ["eval", "--endpoint", f"{endpoint}/v1", "--endpoint-model", "trained",
-            "--config", str(config_file), "--max-rows", "3", "--out", str(tmp_path)]  # fmt: skip
+            "--config", str(config_file), "--max-rows", "3", "--episodes", "1",
+            "--out", str(tmp_path)]  # fmt: skip
     assert _cli(argv) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     assert list(results) == ["trained"]
