@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 
@@ -24,3 +32,50 @@ def ray_runtime():
         # Logical CPUs: every test actor fits on a 2-core box (they share the real cores).
         ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False, namespace=NAMESPACE)
     yield ray
+
+
+@dataclass(frozen=True)
+class ServedAdapter:
+    url: str
+    adapter: Path
+    name: str
+
+
+@pytest.fixture(scope="session")
+def served_adapter(tiny_model_path, tmp_path_factory):
+    """`rlfarm serve --adapter DIR` (vLLM's OpenAI server) on a free port, for the session."""
+    from tests.serving.reference import Reference
+
+    adapter = Reference(tiny_model_path, tmp_path_factory.mktemp("served")).make_adapter(seed=71)
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cluster.cli", "serve", "--adapter", str(adapter),
+         "--name", "trained", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(1)
+        else:
+            pytest.fail("vLLM OpenAI server did not come up in 300 s")
+        yield ServedAdapter(url=url, adapter=adapter, name="trained")
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -6,32 +6,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 
 from cluster.config import load_config
 from cluster.evaluation import register
 from cluster.evaluation.scoring import score_reply
-from tests.serving.reference import Reference
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.vllm
 
 TASKS = "[s3-list-buckets,iam-list-users,sqs-list-queues,sns-list-topics]"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _cli(argv: list[str]) -> int:
@@ -59,39 +46,8 @@ def config_file(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def endpoint(tiny_model_path, tmp_path_factory):
-    adapter = Reference(tiny_model_path, tmp_path_factory.mktemp("adapter")).make_adapter(seed=5)
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cluster.cli", "serve", "--adapter", str(adapter),
-         "--name", "trained", "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    try:
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(1)
-        else:
-            pytest.fail("vLLM OpenAI server did not come up in 300 s")
-        yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-def test_endpoint_dataset_and_live_eval(endpoint, config_file, tmp_path):
-    argv = ["eval", "--endpoint", f"{endpoint}/v1", "--endpoint-model", "trained",
+def test_endpoint_dataset_and_live_eval(served_adapter, config_file, tmp_path):
+    argv = ["eval", "--endpoint", f"{served_adapter.url}/v1", "--endpoint-model", "trained",
             "--config", str(config_file), "--max-rows", "3", "--episodes", "1",
             "--out", str(tmp_path)]  # fmt: skip
     assert _cli(argv) == 0
@@ -110,7 +66,7 @@ def test_endpoint_dataset_and_live_eval(endpoint, config_file, tmp_path):
 
 
 def test_unreachable_endpoint_fails_before_any_work(config_file, tmp_path, capsys):
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     argv = ["eval", "--endpoint", url, "--endpoint-model", "m", "--config", str(config_file),
             "--out", str(tmp_path)]  # fmt: skip
     assert _cli(argv) == 2
