@@ -130,12 +130,9 @@ def _reconfigured(config: FarmConfig, changes: dict) -> FarmConfig:
 
 async def _farm_stage(farm, updates: int, mode: str, workers: int, group_size: int) -> dict:
     """Run ``updates`` more updates in ``mode``; return that stage's rates from deltas."""
-    from cluster.metrics import Watchdog
-
     farm.config = _reconfigured(
         farm.config,
         {
-            "train": {"mode": mode, "updates": farm.state.updates + updates},
             "env": {"workers": workers},
             "rollout": {"group_size": group_size},
         },
@@ -146,17 +143,13 @@ async def _farm_stage(farm, updates: int, mode: str, workers: int, group_size: i
     # New worker actors load a tokenizer and start a sandbox process: wait for them before the
     # clock starts, so a sweep point measures rollouts, not actor start-up.
     await asyncio.gather(*(slot.handle.ping.remote() for slot in farm.workers.slots))
-    # main_loop is written for one call per Farm: it stops its watchdog thread and sets
-    # ``stopping`` on exit. A stage is one more call, so it gets a fresh watchdog and flag.
-    farm.stopping = False
-    farm.watchdog = Watchdog(farm.config.run.watchdog_s, farm.run_dir)
     state, ledger_before = farm.state, farm.ledger.summary()
     before = (state.updates, state.episodes_played, state.generated_tokens, state.env_steps)
     staleness_before = dict(state.staleness)
     rows_before = len(farm.metrics.history)
     health_before = await farm.pool.health()
     started = time.perf_counter()
-    await farm.main_loop()
+    await farm.main_loop(updates=updates, mode=mode)
     wall = time.perf_counter() - started
     health_after = await farm.pool.health()
     d_updates, d_episodes, d_tokens, d_steps = (

@@ -83,8 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.set_defaults(func=_cmd_serve)
 
-    from cluster.main import add_train_arguments
+    from cluster.bench_rollout import register_bench as register_rollout_bench
     from cluster.evaluation import register as register_eval
+    from cluster.main import add_train_arguments
     from env.catalog import register_tasks
     from env.commands import register_bench as register_env_bench
     from env.commands import register_env_group, register_serve
@@ -114,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     register_learner_bench(bench, resolve_model=_resolve)
     register_env_bench(bench)
+    register_rollout_bench(bench)
     hotswap = bench.add_parser("hotswap", help="adapter swap latency under load")
     hotswap.add_argument("--json", action="store_true", help="print one JSON object")
     hotswap.add_argument("--versions", type=int, default=10, help="adapter versions to publish")

@@ -94,7 +94,7 @@ class Farm:
         self.ledger = Ledger(self.run_dir / "ledger.jsonl")
         self.metrics = Metrics(self.run_dir, cfg)
         self.control = start_control(cfg.run.name, cfg.env.workers)
-        self.watchdog = Watchdog(cfg.run.watchdog_s, self.run_dir)
+        self.watchdog = Watchdog(cfg.run.watchdog_s, self.run_dir)  # armed by main_loop
         self.queue: asyncio.Queue[TrajectoryGroup] = asyncio.Queue(maxsize=cfg.train.queue_size)
         self.limits = EpisodeLimits(
             max_steps=cfg.rollout.max_steps,
@@ -107,17 +107,26 @@ class Farm:
 
     # ---- the loop -----------------------------------------------------------------------------
 
-    async def main_loop(self) -> dict:
+    async def main_loop(self, updates: int | None = None, mode: str | None = None) -> dict:
+        """Run learner updates until ``train.updates`` in total (or ``updates`` more) are done.
+
+        May be called again on the same farm (a benchmark runs stages in different modes).
+        """
         cfg = self.config.train
+        mode = mode or cfg.mode
+        target = cfg.updates if updates is None else self.state.updates + updates
+        self.metrics.total_updates = target
+        self.stopping = False
+        self.watchdog = Watchdog(self.config.run.watchdog_s, self.run_dir)
         self.watchdog.start()
         producer = None
-        if cfg.mode == "async":
+        if mode == "async":
             producer = asyncio.ensure_future(self._produce())
         try:
-            while self.state.updates < cfg.updates:
-                if cfg.mode == "sync":
+            while self.state.updates < target:
+                if mode == "sync":
                     await self._play_batch(cfg.groups_per_update)
-                batch = await self._collect(cfg.groups_per_update, wait=cfg.mode == "async")
+                batch = await self._collect(cfg.groups_per_update, wait=mode == "async")
                 if batch:
                     await self._update(batch)
                 await self._apply_control()
@@ -135,8 +144,8 @@ class Farm:
         """Keep workers x groups_per_worker groups in flight; finished groups go to the queue."""
         inflight: set[asyncio.Future] = set()
         while not self.stopping or inflight:
-            target = 0 if self.stopping else self.workers.size * self.config.env.groups_per_worker
-            while len(inflight) < target:
+            target = 0 if self.stopping else self._admission_target()
+            while len(inflight) + self.queue.qsize() < target:
                 inflight.add(asyncio.ensure_future(self._play(*self.sampler.next())))
             if not inflight:
                 break
@@ -146,6 +155,14 @@ class Farm:
             for fut in done:
                 await self._enqueue(fut.result())
             await self._apply_control()
+
+    def _admission_target(self) -> int:
+        """Groups to keep in flight or queued: enough to keep every worker busy, but no more than
+        the learner can take before they go stale ((max_staleness + 1) batches) — anything beyond
+        that would be generated only to be dropped, on the cores the learner needs."""
+        train = self.config.train
+        busy_workers = self.workers.size * self.config.env.groups_per_worker
+        return min(busy_workers, (train.max_staleness + 1) * train.groups_per_update)
 
     async def _enqueue(self, group: TrajectoryGroup) -> None:
         """Queue a finished group; a full queue holds the producer back (bounded memory)."""
