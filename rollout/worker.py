@@ -84,8 +84,8 @@ class HttpSession:
         await self._client.close()
 
 
-class _PinnedEngine:
-    """The engine pool with every request pinned to one adapter version (None = newest)."""
+class PinnedEngine:
+    """An engine (pool) with every request pinned to one adapter version (None = newest)."""
 
     def __init__(self, pool, version: int | None) -> None:
         self.pool, self.version = pool, version
@@ -125,7 +125,7 @@ class RolloutWorker:
         return await run_group(
             spec,
             lambda: self._new_env(limits.max_steps),
-            _PinnedEngine(self.engine_pool, adapter_version),
+            PinnedEngine(self.engine_pool, adapter_version),
             self.tokenizer,
             self.prompts,
             limits,

@@ -18,6 +18,7 @@ from rollout.episode import EnvSession, EpisodeLimits, Generator, Prompts
 from rollout.group import EnvCallError, GroupSpec, TimedEnv, run_group
 from rollout.parse import parse_reply
 from rollout.types import Trajectory
+from rollout.worker import PinnedEngine
 from serving.types import SamplingSpec
 
 # An endpoint that does not answer one request in this long is treated as down for that request:
@@ -69,21 +70,10 @@ class EnginePolicy:
     ) -> EpisodeRecord:
         spec = GroupSpec(task_id, tier, seed, f"eval-{uuid.uuid4().hex[:8]}", size=1)
         group = await run_group(
-            spec, new_env, _Pinned(self.generator, self.version), self.tokenizer, prompts,
+            spec, new_env, PinnedEngine(self.generator, self.version), self.tokenizer, prompts,
             limits, env_timeout_s=env_timeout_s,
         )  # fmt: skip
         return record_from_trajectory(group.trajectories[0])
-
-
-@dataclass
-class _Pinned:
-    """Routes every request of an episode to one adapter version, whatever the caller asks."""
-
-    inner: Generator
-    version: int
-
-    async def generate(self, prompt_token_ids, sampling: SamplingSpec, adapter_version=None):
-        return await self.inner.generate(prompt_token_ids, sampling, self.version)
 
 
 def record_from_trajectory(traj: Trajectory) -> EpisodeRecord:
