@@ -148,7 +148,10 @@ class Farm:
             while len(inflight) + self.queue.qsize() < target:
                 inflight.add(asyncio.ensure_future(self._play(*self.sampler.next())))
             if not inflight:
-                break
+                if self.stopping:
+                    break
+                await asyncio.sleep(0.05)  # the queue alone fills the cap: wait for the learner
+                continue
             done, inflight = await asyncio.wait(
                 inflight, timeout=0.5, return_when="FIRST_COMPLETED"
             )

@@ -71,16 +71,23 @@ def test_async_farm_swaps_scales_survives_a_killed_worker_and_balances(
     engine_before = asyncio.run(farm.pool.health())[0]
     operator_log: dict = {}
 
+    async def wait_for(condition) -> bool:
+        while not condition():
+            if farm.stopping and farm.state.updates >= farm_config.train.updates:
+                return False  # the run ended first; the assertions below will say so
+            await asyncio.sleep(0.1)
+        return True
+
     async def operator():
         # After the first update: scale env workers 1 -> 2, then kill a rollout worker mid-group.
-        while farm.state.updates < 1:
-            await asyncio.sleep(0.2)
+        if not await wait_for(lambda: farm.state.updates >= 1):
+            return
         await farm.control.set_env_workers.remote(2)
-        while farm.workers.size < 2:
-            await asyncio.sleep(0.2)
+        if not await wait_for(lambda: farm.workers.size >= 2):
+            return
         operator_log["scaled_at_update"] = farm.state.updates
-        while not any(s.busy for s in farm.workers.slots):
-            await asyncio.sleep(0.1)
+        if not await wait_for(lambda: any(s.busy for s in farm.workers.slots)):
+            return
         victim = next(s for s in farm.workers.slots if s.busy)
         operator_log["killed"] = victim.name
         ray.kill(victim.handle)
@@ -122,6 +129,7 @@ def test_async_farm_swaps_scales_survives_a_killed_worker_and_balances(
     assert ledger["started"] == len(rows) == sum(v for k, v in ledger.items() if k != "started")
 
     # The scale change took effect mid-run, without a restart.
+    assert "killed" in operator_log, f"the run ended before the operator acted: {operator_log}"
     assert operator_log["scaled_at_update"] >= 1
     assert max(m["env_workers"] for m in metrics) == 2
 
