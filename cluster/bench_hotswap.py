@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cluster.metrics import percentile
 from serving.config import EngineConfig
 from serving.types import SamplingSpec
 
@@ -39,11 +40,6 @@ async def _client(pool, prompt: list[int], stream: _Stream, sampling: SamplingSp
         finally:
             stream.total += 1
         stream.first_seen.setdefault(out.adapter_version, time.perf_counter())
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def _run(pool, learner, versions: int, concurrency: int, gap_s: float) -> dict:
@@ -81,7 +77,7 @@ async def _run(pool, learner, versions: int, concurrency: int, gap_s: float) -> 
     )
     return {
         "swap_latency_s_p50": statistics.median(latencies),
-        "swap_latency_s_p99": _percentile(latencies, 0.99),
+        "swap_latency_s_p99": percentile(latencies, 0.99),
         "swap_latency_s_max": max(latencies),
         "load_and_verify_s_p50": statistics.median(load_s),
         "requests_total": stream.total,

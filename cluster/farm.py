@@ -28,7 +28,7 @@ from cluster.config import FarmConfig
 from cluster.curriculum import CurriculumSampler, TaskRef, select_tasks, split_holdout
 from cluster.ledger import Ledger
 from cluster.metrics import Metrics, Watchdog
-from cluster.workers import WorkerSet, WorkerSlot
+from cluster.workers import WorkerSet
 from rollout.episode import EpisodeLimits
 from rollout.group import GroupSpec
 from rollout.types import Trajectory, TrajectoryGroup
@@ -342,6 +342,3 @@ def _learner_resources(engine_cfg) -> dict:
         if engine_cfg.resolved_device() == "cuda"
         else {"num_cpus": 1}
     )
-
-
-__all__ = ["Farm", "WorkerSlot", "to_sample_group"]

@@ -16,7 +16,7 @@ from pathlib import Path
 from rollout.types import TrajectoryGroup
 
 
-def _percentile(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: float) -> float:
     if not values:
         return 0.0
     ordered = sorted(values)
@@ -76,9 +76,9 @@ class Metrics:
             "generated_tokens_per_s": self._counts["tokens"] / elapsed,
             "env_steps_per_s": self._counts["env_steps"] / elapsed,
             "episodes_per_s": self._counts["episodes"] / elapsed,
-            "env_step_ms_p50": _percentile(list(self._window["env_ms"]), 0.5),
-            "env_step_ms_p99": _percentile(list(self._window["env_ms"]), 0.99),
-            "generate_ms_p50": _percentile(list(self._window["gen_ms"]), 0.5),
+            "env_step_ms_p50": percentile(list(self._window["env_ms"]), 0.5),
+            "env_step_ms_p99": percentile(list(self._window["env_ms"]), 0.99),
+            "generate_ms_p50": percentile(list(self._window["gen_ms"]), 0.5),
             "engine_idle_fraction": idle,
             "queue_depth": queue_depth,
             "env_workers": workers,

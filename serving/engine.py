@@ -12,7 +12,6 @@ the learner's numbers, so an adapter that silently did not land stops the run.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import os
 import time
@@ -286,8 +285,3 @@ def engine_actor_class():
     import ray
 
     return ray.remote(Engine)
-
-
-async def gather_with_timeout(coros, timeout_s: float):
-    """Run coroutines concurrently; a stuck engine must not hang the farm, so bound the wait."""
-    return await asyncio.wait_for(asyncio.gather(*coros), timeout=timeout_s)
