@@ -137,6 +137,16 @@ class RunSettings(_Strict):
         default=["first_step", "continuation", "failure_recovery", "hint_use"],
         description="Kinds of exported SFT rows the warm start trains on.",
     )
+    warm_start_variants: int = Field(
+        default=8,
+        ge=0,
+        le=64,
+        description=(
+            "Renamed copies of each training task the warm start also demonstrates (new resource "
+            "names, same logic), so the model learns to read names from the task instead of "
+            "memorising them; 0 trains on the tasks as written only."
+        ),
+    )
 
 
 class FarmConfig(_Strict):

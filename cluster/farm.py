@@ -268,7 +268,8 @@ class Farm:
     # ---- evaluation ---------------------------------------------------------------------------
 
     async def evaluate(self, version: int) -> dict:
-        """Greedy episodes on the held-out tasks under adapter ``version``: success by tier."""
+        """Greedy episodes on the held-out tasks under adapter ``version``, by tier: success,
+        reward, mean max progress (the graders' partial credit), hints and format failures."""
         per_tier: dict[str, list[Trajectory]] = {}
         plays = [
             self._play(task, seed, version=version, greedy=True)
@@ -282,6 +283,9 @@ class Farm:
                 "episodes": len(trajs),
                 "success": sum(t.achieved for t in trajs) / len(trajs),
                 "reward": sum(t.total_reward for t in trajs) / len(trajs),
+                "progress": sum(t.max_progress for t in trajs) / len(trajs),
+                "hints_per_episode": sum(t.hints_used for t in trajs) / len(trajs),
+                "format_failures_per_episode": sum(t.format_failures for t in trajs) / len(trajs),
                 "failed": sum(t.end == "failed" for t in trajs),
             }
             for tier, trajs in sorted(per_tier.items())

@@ -93,6 +93,23 @@ async def run(config: FarmConfig, model_path: str) -> dict:
         farm.shutdown()
 
 
+def summary_table(summary: dict) -> str:
+    """Held-out results before -> after GRPO, one line per tier, for the terminal."""
+    lines = [
+        f"held-out ({summary['heldout_tasks']} tasks, greedy), before -> after "
+        f"{summary['updates']} GRPO updates:",
+        f"{'tier':<14}{'success':>16}{'reward':>18}{'progress':>16}",
+    ]
+    for tier, before in summary["before"].items():
+        after = summary["after"].get(tier, {})
+        cells = [
+            f"{before.get(key, 0):.2f} -> {after.get(key, 0):.2f}"
+            for key in ("success", "reward", "progress")
+        ]
+        lines.append(f"{tier:<14}{cells[0]:>16}{cells[1]:>18}{cells[2]:>16}")
+    return "\n".join(lines)
+
+
 def train(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config, args.overrides)
@@ -109,7 +126,8 @@ def train(args: argparse.Namespace) -> int:
         # The watchdog interrupts the main thread after dumping stacks; say so and fail.
         print("rlfarm: run interrupted (watchdog or Ctrl-C); see events.log", file=sys.stderr)
         return 3
-    print(json.dumps({k: summary[k] for k in ("before", "after", "ledger")}, indent=1))
+    print(summary_table(summary))
+    print(f"ledger: {json.dumps(summary['ledger'])} (balanced: {summary['ledger_balanced']})")
     run_dir = Path(config.run.out_dir) / config.run.name
     print(f"summary: {run_dir / 'summary.json'}  reward curve: {run_dir / 'reward_curve.png'}")
     return 0

@@ -2,8 +2,10 @@
 if ``run.warm_start``, SFT-warmed on the env's exported demonstrations first.
 
 The warm start exports SFT rows (``env.sft_export``) for the *training* tasks only — the tasks the
-farm holds out for its before/after evaluation are never shown to the model — and fine-tunes the
-whole tiny model (its weights start random) with ``learner.sft``. The result is cached under
+farm holds out for its before/after evaluation are never shown to the model — plus renamed variants
+of them (``env.task_variants``: same logic, fresh resource names, so names are read from the task
+rather than memorised), and fine-tunes the whole tiny model (its weights start random) with
+``learner.sft``. The result is cached under
 ``$RLFARM_HOME/models/`` keyed by the base model and the recipe, and written atomically.
 """
 
@@ -16,6 +18,10 @@ import tempfile
 from pathlib import Path
 
 from cluster.config import FarmConfig
+
+# Bump when the export or SFT changes in a way the recipe's fields do not show, so cached warm
+# models are rebuilt.
+WARM_START_RECIPE = 2
 
 
 def prepare_model(config: FarmConfig, log=print) -> str:
@@ -49,7 +55,9 @@ def warm_start(base: Path, config: FarmConfig, log=print) -> Path:
         "tasks": sorted(t.id for t in catalog.tasks),
         "steps": config.run.warm_start_steps,
         "kinds": sorted(config.run.warm_start_kinds),
+        "variants": config.run.warm_start_variants,
         "seed": config.run.seed,
+        "recipe": WARM_START_RECIPE,
     }
     key = hashlib.sha256(json.dumps(recipe).encode()).hexdigest()[:12]
     target = base.parent / f"{base.name}-sft-{key}"
@@ -59,7 +67,13 @@ def warm_start(base: Path, config: FarmConfig, log=print) -> Path:
     log(f"warm start: exporting demonstrations for {len(catalog.tasks)} training tasks")
     with tempfile.TemporaryDirectory(prefix="rlfarm-warm-") as tmp:
         data = Path(tmp) / "sft.jsonl"
-        counts = export_sft(data, val_fraction=0.1, seed=config.run.seed, catalog=catalog)
+        counts = export_sft(
+            data,
+            val_fraction=0.1,
+            seed=config.run.seed,
+            catalog=catalog,
+            variants=config.run.warm_start_variants,
+        )
         kept = _keep_kinds(data, set(config.run.warm_start_kinds))
         log(f"warm start: {kept} rows; SFT for {config.run.warm_start_steps} steps")
         staging = Path(tmp) / "model"

@@ -33,6 +33,7 @@ from typing import Any
 
 from env.catalog import Catalog, CatalogError, Task, load_catalog, resolve_command
 from env.prompts import HINT_COMMAND, SYSTEM_PROMPT, render_observation, render_task
+from env.task_variants import task_variants
 
 KINDS = ("first_step", "continuation", "failure_recovery", "hint_use")
 # Whole outputs from the env: placeholders are resolved from the full JSON, the
@@ -187,6 +188,35 @@ def export_rows(catalog: Catalog, env: Any, seed: int = 0) -> Iterator[dict[str,
         yield from task_rows(TaskPlayer(env, task, seed=rng.randrange(1 << 16)), rng)
 
 
+def with_variants(catalog: Catalog, task_ids: set[str], count: int, seed: int) -> Catalog:
+    """``catalog`` plus ``count`` renamed variants (``env.task_variants``) of each ``task_ids``."""
+    variants = [v for t in catalog if t.id in task_ids for v in task_variants(t, count, seed)]
+    return Catalog([*catalog, *variants])
+
+
+def variant_rows(
+    catalog: Catalog, sources: dict[str, str], env: Any, seed: int
+) -> Iterator[dict[str, Any]]:
+    """``export_rows`` over a catalog with variants, each row tagged with its ``source_task``.
+
+    A variant whose renamed solution fails or does not achieve its checks is skipped (a rename
+    broke an AWS naming rule); an original task that fails is a catalog bug and raises.
+    """
+    for task in catalog:
+        source = sources.get(task.id, task.id)
+        try:
+            rows = list(export_rows(Catalog([task]), env, seed))
+        except Exception:
+            # Setup or solution of a renamed copy can fail in any way the env reports a bad
+            # call; the original's failure is a catalog bug and propagates.
+            if source == task.id:
+                raise
+            continue
+        for row in rows:
+            row["source_task"] = source
+            yield row
+
+
 def _write(path: Path, rows: Iterable[dict[str, Any]]) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     n = 0
@@ -205,11 +235,14 @@ def export_sft(
     seed: int = 0,
     catalog: Catalog | None = None,
     env: Any = None,
+    variants: int = 0,
 ) -> dict[str, int]:
     """Write train rows to ``out`` and validation rows to ``val_out``.
 
     ``val_out`` defaults to ``<out stem>.val.jsonl`` beside ``out``. ``env`` defaults
-    to a fresh ``AwsEnv`` on its own one-worker pool. Returns row and task counts.
+    to a fresh ``AwsEnv`` on its own one-worker pool (it must know the variants' ids when
+    ``variants`` > 0). ``variants``: renamed copies of each TRAIN task to play too; validation
+    tasks are only ever played as written. Returns row and task counts.
     """
     out = Path(out)
     val_out = Path(val_out) if val_out else out.with_name(f"{out.stem}.val.jsonl")
@@ -217,19 +250,32 @@ def export_sft(
         raise ValueError(f"--val-out must differ from --out (both are {out})")
     catalog = catalog if catalog is not None else load_catalog()
     train_ids, val_ids = split_tasks(list(catalog), val_fraction, seed)
+    expanded = with_variants(catalog, train_ids, variants, seed) if variants else catalog
     if env is None:
-        return _export_with_own_env(out, val_out, val_fraction, seed, catalog)
-    rows = list(export_rows(catalog, env, seed))
+        return _export_with_own_env(out, val_out, val_fraction, seed, catalog, variants, expanded)
+    sources = {t.id: t.id for t in catalog}
+    sources.update(
+        {v.id: t.id for t in catalog if t.id in train_ids for v in task_variants(t, variants, seed)}
+    )
+    rows = list(variant_rows(expanded, sources, env, seed))
+    played = {r["task_id"] for r in rows}
     return {
-        "train_rows": _write(out, (r for r in rows if r["task_id"] in train_ids)),
-        "val_rows": _write(val_out, (r for r in rows if r["task_id"] in val_ids)),
+        "train_rows": _write(out, (r for r in rows if r["source_task"] in train_ids)),
+        "val_rows": _write(val_out, (r for r in rows if r["source_task"] in val_ids)),
         "train_tasks": len(train_ids),
         "val_tasks": len(val_ids),
+        "variant_tasks": len(played) - len(catalog),
     }
 
 
 def _export_with_own_env(
-    out: Path, val_out: Path, val_fraction: float, seed: int, catalog: Catalog
+    out: Path,
+    val_out: Path,
+    val_fraction: float,
+    seed: int,
+    catalog: Catalog,
+    variants: int,
+    expanded: Catalog,
 ) -> dict[str, int]:
     from env.environment import AwsEnv
     from env.pool import EnvPool
@@ -237,17 +283,24 @@ def _export_with_own_env(
     pool = EnvPool(workers=1).start()
     try:
         with AwsEnv(
-            catalog, pool=pool, max_steps=_MAX_STEPS, max_output_chars=_OUTPUT_CHARS
+            expanded, pool=pool, max_steps=_MAX_STEPS, max_output_chars=_OUTPUT_CHARS
         ) as env:
             return export_sft(
-                out, val_out=val_out, val_fraction=val_fraction, seed=seed, catalog=catalog, env=env
+                out,
+                val_out=val_out,
+                val_fraction=val_fraction,
+                seed=seed,
+                catalog=catalog,
+                env=env,
+                variants=variants,
             )
     finally:
         pool.close()
 
 
 # ---------------------------------------------------------------------------------
-# CLI: `rlfarm env export-sft --out FILE [--val-out FILE] [--val-fraction F] [--seed S]`
+# CLI: `rlfarm env export-sft --out FILE [--val-out FILE] [--val-fraction F] [--seed S]
+#      [--variants N]`
 
 
 def register_export(env_subparsers: argparse._SubParsersAction) -> None:
@@ -264,12 +317,21 @@ def register_export(env_subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="seed for the split and the episodes")
     p.add_argument("--catalog", type=Path, default=None, help="task file or directory")
+    p.add_argument(
+        "--variants",
+        type=int,
+        default=0,
+        help="also play N renamed copies of each train task (fresh resource names, same logic)",
+    )
     p.set_defaults(func=_cmd_export)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
     if not 0.0 <= args.val_fraction < 1.0:
         print(f"error: --val-fraction must be in [0, 1), got {args.val_fraction}", file=sys.stderr)
+        return 2
+    if args.variants < 0:
+        print(f"error: --variants must be >= 0, got {args.variants}", file=sys.stderr)
         return 2
     try:
         counts = export_sft(
@@ -278,13 +340,15 @@ def _cmd_export(args: argparse.Namespace) -> int:
             val_fraction=args.val_fraction,
             seed=args.seed,
             catalog=load_catalog(args.catalog),
+            variants=args.variants,
         )
     except (CatalogError, ExportError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     val_out = args.val_out or args.out.with_name(f"{args.out.stem}.val.jsonl")
+    extra = f" + {counts['variant_tasks']} renamed variants" if args.variants else ""
     print(
-        f"wrote {counts['train_rows']} rows ({counts['train_tasks']} tasks) to {args.out} and "
-        f"{counts['val_rows']} rows ({counts['val_tasks']} tasks) to {val_out}"
+        f"wrote {counts['train_rows']} rows ({counts['train_tasks']} tasks{extra}) to {args.out} "
+        f"and {counts['val_rows']} rows ({counts['val_tasks']} tasks) to {val_out}"
     )
     return 0
