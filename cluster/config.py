@@ -180,6 +180,14 @@ class FarmConfig(_Strict):
                 )
             sub[key] = model
             data = {**data, section: sub}
+        # Engines run LoRA only on the layers the learner trains (much cheaper on CPU).
+        learner = data["learner"]
+        engine = data["engine"]
+        if engine.get("lora_target_modules") is None:
+            modules = learner.get("target_modules")
+            if modules is None:
+                modules = LearnerConfig.model_fields["target_modules"].default_factory()
+            data = {**data, "engine": {**engine, "lora_target_modules": modules}}
         return data
 
     @model_validator(mode="after")
@@ -188,6 +196,13 @@ class FarmConfig(_Strict):
             raise ValueError(
                 f"learner.lora_r={self.learner.lora_r} exceeds engine.max_lora_rank="
                 f"{self.engine.max_lora_rank}: raise engine.max_lora_rank to at least the rank"
+            )
+        missing = set(self.learner.target_modules) - set(self.engine.lora_target_modules or [])
+        if self.engine.lora_target_modules is not None and missing:
+            raise ValueError(
+                f"learner.target_modules has {sorted(missing)} that engine.lora_target_modules "
+                f"lacks: the engines would refuse every adapter; remove engine.lora_target_modules "
+                f"(it defaults to learner.target_modules) or add them"
             )
         if self.engine.max_loras < self.train.max_staleness + 1:
             raise ValueError(

@@ -84,6 +84,7 @@ def warm_start(base: Path, config: FarmConfig, log=print) -> Path:
                 model=str(base),
                 mode="full",
                 max_steps=config.run.warm_start_steps,
+                max_length=config.engine.max_model_len,
                 eval_data=data.with_name(f"{data.stem}.val.jsonl"),
                 seed=config.run.seed,
             )

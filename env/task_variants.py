@@ -10,8 +10,8 @@ breaks a naming rule can never produce a wrong demonstration.
 
 Only lowercase name-like segments are renamed (``[a-z][a-z0-9-]*``, split at ``/`` and ``.``);
 fixed AWS vocabulary ('alias', 'fifo', regions, ...) and values with spaces or punctuation are left
-alone. Names are drawn from a seeded rng, shaped like the original (same number of parts, a number
-where the original had one).
+alone. New names are seeded pronounceable nonsense shaped like the original (same number of parts,
+a number where the original had one), so they can only be copied, never recalled.
 """
 
 from __future__ import annotations
@@ -34,18 +34,15 @@ _KEEP = frozenset(
         "false", "none", "all", "any", "public", "private",
     }
 )  # fmt: skip
-_WORDS = (
-    "amber", "apex", "atlas", "aurora", "beacon", "birch", "blaze", "bolt", "cedar", "cinder",
-    "cobalt", "comet", "coral", "crest", "delta", "drift", "ember", "falcon", "fern", "flint",
-    "forge", "frost", "garnet", "glade", "granite", "harbor", "hazel", "helix", "indigo", "iris",
-    "jade", "juniper", "kepler", "lark", "lumen", "maple", "marble", "meadow", "mesa", "nova",
-    "oak", "onyx", "orbit", "otter", "pebble", "pine", "pixel", "prism", "quartz", "raven",
-    "reef", "ridge", "river", "sable", "sage", "slate", "solar", "spruce", "summit", "tango",
-    "tidal", "topaz", "tundra", "umber", "vale", "vector", "willow", "zephyr", "orders",
-    "ledger", "billing", "audit", "metrics", "events", "uploads", "backups", "reports", "jobs",
-    "users", "sessions", "catalog", "invoices", "payroll", "search", "media", "assets", "notes",
-    "alerts", "tasks", "queue", "store", "cache", "gateway", "worker", "portal", "console",
-)  # fmt: skip
+_CONSONANTS = "bdfgklmnprstvz"
+_VOWELS = "aeiou"
+
+
+def _word(rng: random.Random) -> str:
+    # Pronounceable nonsense (2-3 syllables): a fixed word list lets a model guess names from
+    # the list it memorised; names it has never seen can only be copied from the task.
+    syllables = [rng.choice(_CONSONANTS) + rng.choice(_VOWELS) for _ in range(rng.randint(2, 3))]
+    return "".join(syllables) + (rng.choice(_CONSONANTS) if rng.random() < 0.5 else "")
 
 
 def renamable_names(task: Task) -> list[str]:
@@ -67,7 +64,7 @@ def fresh_name(old: str, rng: random.Random, taken: set[str]) -> str:
             if part.isdigit():
                 new_parts.append(str(rng.randint(1, 10 ** len(part) - 1)).zfill(len(part)))
             else:
-                new_parts.append(rng.choice(_WORDS))
+                new_parts.append(_word(rng))
         name = "-".join(new_parts)
         if name not in taken and name != old:
             taken.add(name)

@@ -28,8 +28,15 @@ def lora_name(version: int) -> str:
     return f"rlfarm-v{version}"
 
 
-def validate_adapter_dir(path: str | Path, max_lora_rank: int, hidden_size: int | None) -> int:
+def validate_adapter_dir(
+    path: str | Path,
+    max_lora_rank: int,
+    hidden_size: int | None,
+    allowed_modules: list[str] | None = None,
+) -> int:
     """Check an adapter directory before handing it to vLLM; return its rank.
+
+    ``allowed_modules``: the peft module names the engine runs LoRA on (None: any).
 
     vLLM's own failure on a malformed adapter surfaces deep inside the engine process; checking
     the files here turns it into an error that names the file and the fix.
@@ -50,6 +57,14 @@ def validate_adapter_dir(path: str | Path, max_lora_rank: int, hidden_size: int 
             f"{config_path}: LoRA rank r={rank} is outside 1..{max_lora_rank}; "
             "raise engine.max_lora_rank or train with a smaller rank"
         )
+    targets = config.get("target_modules")
+    if allowed_modules is not None and isinstance(targets, list):
+        extra = sorted(set(targets) - set(allowed_modules))
+        if extra:
+            raise AdapterError(
+                f"{config_path}: the adapter trains {extra}, but the engine runs LoRA only on "
+                f"{sorted(allowed_modules)}: add them to engine.lora_target_modules"
+            )
     weights = path / "adapter_model.safetensors"
     if not weights.is_file():
         raise AdapterError(f"{path}: no adapter_model.safetensors")

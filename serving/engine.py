@@ -70,6 +70,7 @@ class Engine:
             max_loras=cfg.max_loras,
             max_cpu_loras=cfg.max_loras + 2,
             max_lora_rank=cfg.max_lora_rank,
+            lora_target_modules=cfg.vllm_lora_modules(),
             enable_prefix_caching=cfg.enable_prefix_caching,
             max_num_seqs=cfg.max_num_seqs,
             seed=cfg.seed,
@@ -184,7 +185,9 @@ class Engine:
         from vllm.lora.request import LoRARequest
 
         path = str(Path(path).resolve())
-        validate_adapter_dir(path, self.config.max_lora_rank, self._hidden_size)
+        validate_adapter_dir(
+            path, self.config.max_lora_rank, self._hidden_size, self.config.lora_target_modules
+        )
         try:
             added = await self._llm.add_lora(LoRARequest(lora_name(version), version, path))
         except Exception as exc:

@@ -51,3 +51,14 @@ def test_overrides_are_validated_and_applied():
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_engines_run_lora_only_where_the_learner_trains_it():
+    config = load_config(
+        Path("configs/local.yaml"), ["learner.target_modules=[q_proj,v_proj,gate_proj]"]
+    )
+    assert config.engine.lora_target_modules == ["q_proj", "v_proj", "gate_proj"]
+    # vLLM fuses q/k/v and gate/up into one layer each.
+    assert config.engine.vllm_lora_modules() == ["gate_up_proj", "qkv_proj"]
+    with pytest.raises(ConfigError, match="engine.lora_target_modules"):
+        load_config(Path("configs/local.yaml"), ["engine.lora_target_modules=[o_proj]"])

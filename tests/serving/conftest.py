@@ -14,7 +14,11 @@ from tests.serving.reference import Reference
 @pytest.fixture(scope="session")
 def engine_config(tiny_model_path) -> EngineConfig:
     return EngineConfig(
-        model=str(tiny_model_path), max_loras=2, max_model_len=1024, max_num_seqs=32
+        model=str(tiny_model_path),
+        max_loras=2,
+        max_model_len=1024,
+        max_num_seqs=32,
+        lora_target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
     )
 
 

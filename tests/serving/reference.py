@@ -26,14 +26,20 @@ class Reference:
             self.tokenizer.apply_chat_template(messages, add_generation_prompt=True)["input_ids"]
         )
 
-    def make_adapter(self, seed: int, rank: int = 8, scale: float = 1.0) -> Path:
+    def make_adapter(
+        self,
+        seed: int,
+        rank: int = 8,
+        scale: float = 1.0,
+        modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj"),
+    ) -> Path:
         """A peft LoRA with random (non-zero) A and B, saved in save_pretrained layout."""
         torch.manual_seed(seed)
         base = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=torch.float32)
         config = LoraConfig(
             r=rank,
             lora_alpha=2 * rank,
-            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+            target_modules=list(modules),
             init_lora_weights=False,
         )
         model = get_peft_model(base, config)
@@ -41,7 +47,8 @@ class Reference:
             for name, param in model.named_parameters():
                 if "lora_B" in name:
                     param.mul_(scale)
-        out = self.workdir / f"adapter-seed{seed}-r{rank}"
+        suffix = "" if len(modules) == 4 else "-" + "-".join(modules)
+        out = self.workdir / f"adapter-seed{seed}-r{rank}{suffix}"
         model.save_pretrained(out)
         return out
 

@@ -109,6 +109,12 @@ def test_wrong_adapters_are_errors_not_ignored(pool, reference, versions, run, t
     with pytest.raises(AdapterError, match="rank"):
         run(pool.load_adapter(AdapterVersion(version=versions(), path=str(too_big))))
 
+    # The engine runs LoRA on the attention projections only: an MLP adapter is refused up
+    # front rather than loaded with part of its weights silently ignored.
+    mlp = reference.make_adapter(seed=54, modules=("q_proj", "gate_proj"))
+    with pytest.raises(AdapterError, match="gate_proj"):
+        run(pool.load_adapter(AdapterVersion(version=versions(), path=str(mlp))))
+
     not_lora = tmp_path / "not-lora"
     not_lora.mkdir()
     config = json.loads((good / "adapter_config.json").read_text()) | {"peft_type": "IA3"}
