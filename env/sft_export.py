@@ -9,12 +9,12 @@ turn is rendered by ``env.prompts`` (the same text the rollout loop shows):
 - ``continuation``: the earlier commands with their real observations -> the next one;
 - ``failure_recovery``: a plausible wrong command (a misspelt operation, or a dropped
   argument) with the real error it got -> the right command;
-- ``hint_use``: ``aws help --task-hint`` once or more, with the real hint texts -> the
-  next command.
+- ``hint_use``: ``aws help --task-hint`` once, twice and three times (one row each), with
+  the real hint texts -> the next command.
 
 Rows are split into train and validation BY TASK, so no task appears in both. The
-export is deterministic for a seed: task order, split, seeds, the wrong commands and
-hint depths all come from it, and wall-clock timestamps in AWS outputs are replaced
+export is deterministic for a seed: task order, split, seeds and the wrong commands all
+come from it, and wall-clock timestamps in AWS outputs are replaced
 by a fixed time (ids are already deterministic: the sandbox seeds them per task).
 """
 
@@ -164,8 +164,10 @@ def task_rows(player: TaskPlayer, rng: random.Random) -> Iterator[dict[str, Any]
     failed = player.failed_turn(turns[:k], turns[k].command)
     if failed is not None:
         yield _row(task, "failure_recovery", [*turns[:k], failed], turns[k].command)
-    depth = rng.randint(1, len(task.hints))
-    yield _row(task, "hint_use", player.hint_turns(depth), turns[0].command)
+    # Every hint depth: the last hint spells the command out, so the deepest row teaches
+    # copying it, the shallower ones acting on a partial hint.
+    for depth in range(1, len(task.hints) + 1):
+        yield _row(task, "hint_use", player.hint_turns(depth), turns[0].command)
 
 
 def split_tasks(tasks: Sequence[Task], val_fraction: float, seed: int) -> tuple[set[str], set[str]]:

@@ -99,12 +99,16 @@ def test_each_kind_carries_real_observations(exported: tuple[Path, Path, dict]) 
     for row in by_kind["failure_recovery"]:
         wrong, error, right = (m["content"] for m in row["messages"][-3:])
         assert error.startswith("Error\n") and wrong != right
+    depths: dict[str, set[int]] = {}
     for row in by_kind["hint_use"]:
         asked = [m for m in row["messages"] if m["content"] == HINT_COMMAND]
+        depths.setdefault(row["task_id"], set()).add(len(asked))
         hints = [m for m in row["messages"] if m["content"].startswith("Hint: ")]
         assert asked and len(asked) == len(hints)
         task = SUBSET.by_id(row["task_id"])
         assert hints[0]["content"] == f"Hint: {task.hints[0]}"
+    # Every depth, so the deepest hint (the command itself) is always demonstrated too.
+    assert depths == {t.id: {1, 2, 3} for t in SUBSET}
     # A multi-step id task: the row copies the VPC id it was shown in the previous turn.
     vpc = next(r for r in by_kind["continuation"] if r["task_id"] == "ec2-vpc-with-subnet")[
         "messages"
