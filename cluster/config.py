@@ -137,6 +137,9 @@ class RunSettings(_Strict):
         default=["first_step", "continuation", "failure_recovery", "hint_use"],
         description="Kinds of exported SFT rows the warm start trains on.",
     )
+    warm_start_lr: float = Field(
+        default=1.5e-3, gt=0, description="Peak learning rate of the tiny model's warm start."
+    )
     warm_start_variants: int = Field(
         default=8,
         ge=0,

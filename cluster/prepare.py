@@ -44,11 +44,8 @@ def _train_catalog(config: FarmConfig):
     return Catalog([t for t in catalog.tasks if t.id in keep])
 
 
-def warm_start(base: Path, config: FarmConfig, log=print) -> Path:
-    """The SFT-warmed copy of ``base`` (built on first use, then cached)."""
-    from env.sft_export import export_sft
-    from learner.sft import SftOptions, run_sft
-
+def warm_recipe(base: Path, config: FarmConfig):
+    """(recipe, cache directory, training catalog) of ``config``'s warm start of ``base``."""
     catalog = _train_catalog(config)
     recipe = {
         "base": base.name,
@@ -56,11 +53,20 @@ def warm_start(base: Path, config: FarmConfig, log=print) -> Path:
         "steps": config.run.warm_start_steps,
         "kinds": sorted(config.run.warm_start_kinds),
         "variants": config.run.warm_start_variants,
+        "lr": config.run.warm_start_lr,
         "seed": config.run.seed,
         "recipe": WARM_START_RECIPE,
     }
     key = hashlib.sha256(json.dumps(recipe).encode()).hexdigest()[:12]
-    target = base.parent / f"{base.name}-sft-{key}"
+    return recipe, base.parent / f"{base.name}-sft-{key}", catalog
+
+
+def warm_start(base: Path, config: FarmConfig, log=print) -> Path:
+    """The SFT-warmed copy of ``base`` (built on first use, then cached)."""
+    from env.sft_export import export_sft
+    from learner.sft import SftOptions, run_sft
+
+    recipe, target, catalog = warm_recipe(base, config)
     if (target / "config.json").exists():
         log(f"warm model: {target} (cached)")
         return target
@@ -84,6 +90,7 @@ def warm_start(base: Path, config: FarmConfig, log=print) -> Path:
                 model=str(base),
                 mode="full",
                 max_steps=config.run.warm_start_steps,
+                lr=config.run.warm_start_lr,
                 max_length=config.engine.max_model_len,
                 eval_data=data.with_name(f"{data.stem}.val.jsonl"),
                 seed=config.run.seed,

@@ -34,6 +34,8 @@ def farm_config(tmp_path_factory):
             # sometimes solve a task and sometimes not, so groups carry a learning signal.
             "run.warm_start_steps=40",
             "run.warm_start_kinds=[first_step]",
+            "run.warm_start_lr=1e-3",
+            "run.warm_start_variants=0",
             "curriculum.tiers=[warmup]",
             "curriculum.start_tier=warmup",
             "curriculum.tasks=[s3-list-buckets,iam-list-users,sqs-list-queues,sns-list-topics]",
