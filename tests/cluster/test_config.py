@@ -60,5 +60,5 @@ def test_engines_run_lora_only_where_the_learner_trains_it():
     assert config.engine.lora_target_modules == ["q_proj", "v_proj", "gate_proj"]
     # vLLM fuses q/k/v and gate/up into one layer each.
     assert config.engine.vllm_lora_modules() == ["gate_up_proj", "qkv_proj"]
-    with pytest.raises(ConfigError, match="engine.lora_target_modules"):
+    with pytest.raises(ConfigError, match=r"engine\.lora_target_modules"):
         load_config(Path("configs/local.yaml"), ["engine.lora_target_modules=[o_proj]"])
