@@ -127,6 +127,11 @@ class RunSettings(_Strict):
     eval_episodes: int = Field(
         default=2, ge=0, description="Greedy episodes per held-out task in the before/after eval."
     )
+    learner_threads: int = Field(
+        default=1,
+        ge=1,
+        description="torch threads of the learner actor (CPU training; on a GPU 1 is enough).",
+    )
     warm_start: bool = Field(
         default=True, description="SFT-warm the built-in tiny model first if no warm model exists."
     )

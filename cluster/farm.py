@@ -77,7 +77,9 @@ class Farm:
         learner_options = {}
         if engine_cfg.resolved_device() == "cuda":
             learner_options["num_gpus"] = cfg.run.learner_gpu_share
-        self.learner = create_learner_actor(learner_cfg, torch_threads=1, **learner_options)
+        self.learner = create_learner_actor(
+            learner_cfg, torch_threads=cfg.run.learner_threads, **learner_options
+        )
         worker_cls = rollout_worker_class()
         env_settings = cfg.env.model_dump()
         self.workers = WorkerSet(
