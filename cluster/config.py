@@ -205,8 +205,8 @@ class FarmConfig(_Strict):
                 f"learner.lora_r={self.learner.lora_r} exceeds engine.max_lora_rank="
                 f"{self.engine.max_lora_rank}: raise engine.max_lora_rank to at least the rank"
             )
-        missing = set(self.learner.target_modules) - set(self.engine.lora_target_modules or [])
-        if self.engine.lora_target_modules is not None and missing:
+        allowed = self.engine.lora_target_modules
+        if allowed is not None and (missing := set(self.learner.target_modules) - set(allowed)):
             raise ValueError(
                 f"learner.target_modules has {sorted(missing)} that engine.lora_target_modules "
                 f"lacks: the engines would refuse every adapter; remove engine.lora_target_modules "

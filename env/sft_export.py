@@ -27,6 +27,7 @@ import re
 import shlex
 import sys
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -190,10 +191,19 @@ def export_rows(catalog: Catalog, env: Any, seed: int = 0) -> Iterator[dict[str,
         yield from task_rows(TaskPlayer(env, task, seed=rng.randrange(1 << 16)), rng)
 
 
-def with_variants(catalog: Catalog, task_ids: set[str], count: int, seed: int) -> Catalog:
-    """``catalog`` plus ``count`` renamed variants (``env.task_variants``) of each ``task_ids``."""
-    variants = [v for t in catalog if t.id in task_ids for v in task_variants(t, count, seed)]
-    return Catalog([*catalog, *variants])
+def with_variants(
+    catalog: Catalog, task_ids: set[str], count: int, seed: int
+) -> tuple[Catalog, dict[str, str]]:
+    """``catalog`` plus ``count`` renamed variants (``env.task_variants``) of each ``task_ids``,
+    and every task's source id (its own for the tasks as written)."""
+    sources = {t.id: t.id for t in catalog}
+    variants = []
+    for task in catalog:
+        if task.id in task_ids:
+            for variant in task_variants(task, count, seed):
+                variants.append(variant)
+                sources[variant.id] = task.id
+    return Catalog([*catalog, *variants]), sources
 
 
 def variant_rows(
@@ -205,7 +215,7 @@ def variant_rows(
     broke an AWS naming rule); an original task that fails is a catalog bug and raises.
     """
     for task in catalog:
-        source = sources.get(task.id, task.id)
+        source = sources[task.id]
         try:
             rows = list(export_rows(Catalog([task]), env, seed))
         except Exception:
@@ -252,14 +262,12 @@ def export_sft(
         raise ValueError(f"--val-out must differ from --out (both are {out})")
     catalog = catalog if catalog is not None else load_catalog()
     train_ids, val_ids = split_tasks(list(catalog), val_fraction, seed)
-    expanded = with_variants(catalog, train_ids, variants, seed) if variants else catalog
+    expanded, sources = with_variants(catalog, train_ids, variants, seed)
     if env is None:
-        return _export_with_own_env(out, val_out, val_fraction, seed, catalog, variants, expanded)
-    sources = {t.id: t.id for t in catalog}
-    sources.update(
-        {v.id: t.id for t in catalog if t.id in train_ids for v in task_variants(t, variants, seed)}
-    )
-    rows = list(variant_rows(expanded, sources, env, seed))
+        with _own_env(expanded) as own:
+            rows = list(variant_rows(expanded, sources, own, seed))
+    else:
+        rows = list(variant_rows(expanded, sources, env, seed))
     played = {r["task_id"] for r in rows}
     return {
         "train_rows": _write(out, (r for r in rows if r["source_task"] in train_ids)),
@@ -270,32 +278,18 @@ def export_sft(
     }
 
 
-def _export_with_own_env(
-    out: Path,
-    val_out: Path,
-    val_fraction: float,
-    seed: int,
-    catalog: Catalog,
-    variants: int,
-    expanded: Catalog,
-) -> dict[str, int]:
+@contextmanager
+def _own_env(catalog: Catalog) -> Iterator[Any]:
+    """An ``AwsEnv`` over ``catalog`` on its own one-worker sandbox pool."""
     from env.environment import AwsEnv
     from env.pool import EnvPool
 
     pool = EnvPool(workers=1).start()
     try:
         with AwsEnv(
-            expanded, pool=pool, max_steps=_MAX_STEPS, max_output_chars=_OUTPUT_CHARS
+            catalog, pool=pool, max_steps=_MAX_STEPS, max_output_chars=_OUTPUT_CHARS
         ) as env:
-            return export_sft(
-                out,
-                val_out=val_out,
-                val_fraction=val_fraction,
-                seed=seed,
-                catalog=catalog,
-                env=env,
-                variants=variants,
-            )
+            yield env
     finally:
         pool.close()
 
