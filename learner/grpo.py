@@ -68,6 +68,31 @@ def token_logprobs(
     return torch.nn.functional.pad(picked, (1, 0), value=0.0)
 
 
+def masked_token_logprobs(
+    hidden: torch.Tensor,
+    output_layer: torch.nn.Module,
+    token_ids: torch.Tensor,
+    loss_mask: torch.Tensor,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """``token_logprobs`` computed only where ``loss_mask`` is 1; every other position is 0.
+
+    ``hidden`` is the decoder's last hidden state [B, T, H] and ``output_layer`` the LM head. Only
+    sampled tokens are trained, and in an agent episode they are a small share of the tokens
+    (system prompt, task and env observations are not), so projecting just those positions onto
+    the vocabulary skips most of the [B, T, V] logits, their logsumexp and its backward.
+    """
+    predicts = loss_mask[:, 1:].bool()  # hidden state i predicts token i + 1
+    logits = output_layer(hidden[:, :-1][predicts]).float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    targets = token_ids[:, 1:][predicts].unsqueeze(-1)
+    picked = logits.gather(-1, targets).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    out = torch.zeros(predicts.shape, dtype=picked.dtype, device=picked.device)
+    out = out.masked_scatter(predicts, picked)
+    return torch.nn.functional.pad(out, (1, 0), value=0.0)
+
+
 def truncated_importance_weights(
     old_logprobs: torch.Tensor, behaviour_logprobs: torch.Tensor, cap: float
 ) -> tuple[torch.Tensor, torch.Tensor]:

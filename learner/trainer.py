@@ -140,6 +140,8 @@ class Learner:
             self.model.enable_input_require_grads()
         self.model.train()
         self.pad_id = _pad_id(self.tokenizer)
+        # Models that soft-cap their logits (Gemma 2) need their own forward for logprobs.
+        self._softcapped = getattr(base.config, "final_logit_softcapping", None) is not None
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         # LoRA weights and optimizer state stay float32 whatever the base dtype.
         for p in self.params:
@@ -228,7 +230,7 @@ class Learner:
         self.optimizer.zero_grad(set_to_none=True)
         for idx in plan:
             batch = self._collate([rows[i] for i in idx])
-            logprobs = self._logprobs(batch["input_ids"], batch["attention_mask"])
+            logprobs = self._trained_logprobs(batch)
             # With one mini-batch pi_old is this very forward pass, detached: no extra pass.
             old_lp = batch.get("old_logprobs", logprobs.detach())
             ref_lp = self._reference_logprobs(batch) if cfg.kl_coef > 0 else None
@@ -261,7 +263,7 @@ class Learner:
             lengths = [len(r.sample.token_ids) for r in rows]
             for idx in plan_micro_batches(lengths, self.config.micro_batch_tokens):
                 batch = self._collate([rows[i] for i in idx])
-                logprobs = self._logprobs(batch["input_ids"], batch["attention_mask"]).cpu()
+                logprobs = self._trained_logprobs(batch).cpu()
                 for k, i in enumerate(idx):
                     old[i] = tuple(logprobs[k, : lengths[i]].tolist())
         finally:
@@ -277,7 +279,23 @@ class Learner:
         # The reference policy is the base model: the same weights with the adapter switched
         # off, so no second copy of the model is held.
         with self.model.disable_adapter():
+            return self._trained_logprobs(batch)
+
+    def _trained_logprobs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Logprobs at the batch's trained tokens (0 elsewhere): all the loss reads."""
+        if self._softcapped:  # the model's own forward applies its logit soft-cap
             return self._logprobs(batch["input_ids"], batch["attention_mask"])
+        base = self.model.get_base_model()
+        hidden = base.base_model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        ).last_hidden_state
+        return grpo.masked_token_logprobs(
+            hidden,
+            base.get_output_embeddings(),
+            batch["input_ids"],
+            batch["loss_mask"],
+            self.config.temperature,
+        )
 
     def _logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits

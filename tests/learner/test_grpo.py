@@ -61,6 +61,24 @@ def test_token_logprobs_use_the_sampling_temperature():
     assert out[0, 1].item() == pytest.approx(math.log(math.e / (math.e + 1.0)), abs=1e-6)
 
 
+def test_masked_token_logprobs_equal_the_full_ones_where_trained_with_the_same_gradient():
+    """Projecting only trained positions onto the vocabulary changes nothing the loss reads."""
+    gen = torch.Generator().manual_seed(0)
+    head = torch.nn.Linear(8, 11, bias=False)
+    hidden = torch.randn(3, 7, 8, generator=gen, requires_grad=True)
+    ids = torch.randint(0, 11, (3, 7), generator=gen)
+    mask = torch.tensor(
+        [[0, 0, 1, 1, 0, 1, 1], [0, 0, 0, 0, 0, 0, 1], [0, 1, 1, 1, 1, 1, 1]], dtype=torch.float32
+    )
+    full = grpo.token_logprobs(head(hidden), ids, temperature=0.7)
+    masked = grpo.masked_token_logprobs(hidden, head, ids, mask, temperature=0.7)
+    assert masked.shape == full.shape
+    torch.testing.assert_close(masked * mask, full * mask)
+    assert (masked[mask == 0] == 0).all()
+    grads = [torch.autograd.grad((lp * mask).sum(), hidden)[0] for lp in (full, masked)]
+    torch.testing.assert_close(grads[0], grads[1])
+
+
 # ---------------------------------------------------------------- clipping
 
 

@@ -209,6 +209,22 @@ def test_gradient_checkpointing_gives_the_same_update(tiny_model_dir):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
+def test_trained_positions_only_logits_give_the_same_update_as_full_logits(tiny_model_dir):
+    """The learner projects only trained positions onto the vocabulary; forcing the model's own
+    full-logits forward (the soft-capped-model path) must give the same loss and weights."""
+    groups = [random_group(random.Random(8), "g", [0.0, 1.0, 0.5, 1.0])]
+    results = []
+    for full_logits in (False, True):
+        learner = Learner(make_config(tiny_model_dir, lora_dropout=0.0, kl_coef=0.1))
+        learner._softcapped = full_logits
+        metrics = learner.train_step(groups)
+        results.append((metrics.loss, metrics.kl, [p.detach().clone() for p in learner.params]))
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-5)
+    assert results[0][1] == pytest.approx(results[1][1], rel=1e-4, abs=1e-9)
+    for a, b in zip(results[0][2], results[1][2], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
 def test_a_batch_with_nothing_to_train_is_refused_before_anything_changes(learner):
     untrained = [Sample([1, 2, 3], [0, 0, 0], [0.0, 0.0, 0.0], reward=r) for r in (0.0, 1.0)]
     cursor = learner.data_cursor
