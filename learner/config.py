@@ -88,6 +88,14 @@ class LearnerConfig(BaseModel):
         description="Token budget of one forward/backward micro-batch, counted after padding "
         "(rows x longest row). A single longer episode runs alone.",
     )
+    share_prefix: bool = Field(
+        True,
+        description="Run the tokens all episodes of a group share (system prompt, task, any "
+        "identical first turns) once per micro-batch instead of once per episode: same loss and "
+        "gradients, less compute (with LoRA dropout the rows share one dropout draw on the "
+        "prefix). Not combined with gradient_checkpointing (recomputation cannot replay the "
+        "shared prefix), which then processes every episode whole.",
+    )
     grad_clip: float = Field(1.0, gt=0.0, description="Max global gradient L2 norm.")
     gradient_checkpointing: bool = Field(
         False,

@@ -68,6 +68,7 @@ class _Row:
 
     sample: Sample
     advantage: float
+    group: int = 0
     old_logprobs: tuple[float, ...] | None = None
 
 
@@ -91,6 +92,57 @@ def plan_micro_batches(lengths: Sequence[int], token_budget: int) -> list[list[i
         longest = grown
     if current:
         batches.append(current)
+    return batches
+
+
+# Below this many shared tokens a group's rows are batched with everyone else's instead.
+MIN_SHARED_PREFIX = 16
+
+
+@dataclass(frozen=True)
+class MicroBatch:
+    """Rows (indices into an update's rows) run in one forward/backward. With ``prefix`` > 0 the
+    rows' first ``prefix`` tokens are identical and run once, as a batch of one."""
+
+    rows: list[int]
+    prefix: int = 0
+
+
+def shared_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
+    """Length of the sequences' common prefix, at most the shortest length - 1 (every row keeps
+    at least one token of its own)."""
+    shortest = min(len(s) for s in sequences)
+    length = 0
+    while length < shortest - 1 and all(s[length] == sequences[0][length] for s in sequences):
+        length += 1
+    return length
+
+
+def plan_shared_prefix_batches(
+    groups: Sequence[Sequence[int]], token_ids: Sequence[Sequence[int]], token_budget: int
+) -> list[MicroBatch]:
+    """Micro-batches that run each group's shared prefix once.
+
+    ``groups`` lists row indices per group (the G episodes of one task share its prompt). A group
+    whose common prefix has at least ``MIN_SHARED_PREFIX`` tokens is split by its padded *suffix*
+    size into micro-batches that each carry the prefix; all other rows are planned together
+    as usual (``plan_micro_batches``).
+    """
+    batches: list[MicroBatch] = []
+    unshared: list[int] = []
+    for rows in groups:
+        prefix = shared_prefix_length([token_ids[i] for i in rows]) if len(rows) > 1 else 0
+        if prefix < MIN_SHARED_PREFIX:
+            unshared.extend(rows)
+            continue
+        suffixes = [len(token_ids[i]) - prefix for i in rows]
+        for chunk in plan_micro_batches(suffixes, token_budget):
+            batches.append(MicroBatch([rows[k] for k in chunk], prefix))
+    lengths = [len(token_ids[i]) for i in unshared]
+    batches += [
+        MicroBatch([unshared[k] for k in chunk])
+        for chunk in plan_micro_batches(lengths, token_budget)
+    ]
     return batches
 
 
@@ -142,6 +194,9 @@ class Learner:
         self.pad_id = _pad_id(self.tokenizer)
         # Models that soft-cap their logits (Gemma 2) need their own forward for logprobs.
         self._softcapped = getattr(base.config, "final_logit_softcapping", None) is not None
+        self._shares_prefix = (
+            config.share_prefix and not config.gradient_checkpointing and not self._softcapped
+        )
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         # LoRA weights and optimizer state stay float32 whatever the base dtype.
         for p in self.params:
@@ -216,8 +271,9 @@ class Learner:
                 skipped += 1
                 continue
             advantages = grpo.group_advantages(rewards, self.config.scale_by_std)
+            index = len(trained)
             trained.append(
-                [_Row(s, float(a)) for s, a in zip(group.samples, advantages, strict=True)]
+                [_Row(s, float(a), index) for s, a in zip(group.samples, advantages, strict=True)]
             )
         return trained, skipped
 
@@ -226,14 +282,13 @@ class Learner:
         total_tokens = sum(r.sample.num_trained_tokens for r in rows)
         if total_tokens == 0:  # a mini-batch of empty completions: nothing to step on
             return
-        plan = plan_micro_batches([len(r.sample.token_ids) for r in rows], cfg.micro_batch_tokens)
         self.optimizer.zero_grad(set_to_none=True)
-        for idx in plan:
-            batch = self._collate([rows[i] for i in idx])
-            logprobs = self._trained_logprobs(batch)
+        for micro in self._plan(rows):
+            batch = self._collate([rows[i] for i in micro.rows])
+            logprobs = self._trained_logprobs(batch, micro.prefix)
             # With one mini-batch pi_old is this very forward pass, detached: no extra pass.
             old_lp = batch.get("old_logprobs", logprobs.detach())
-            ref_lp = self._reference_logprobs(batch) if cfg.kl_coef > 0 else None
+            ref_lp = self._reference_logprobs(batch, micro.prefix) if cfg.kl_coef > 0 else None
             parts = grpo.grpo_token_loss(
                 logprobs,
                 old_lp,
@@ -261,10 +316,10 @@ class Learner:
         self.model.eval()
         try:
             lengths = [len(r.sample.token_ids) for r in rows]
-            for idx in plan_micro_batches(lengths, self.config.micro_batch_tokens):
-                batch = self._collate([rows[i] for i in idx])
-                logprobs = self._trained_logprobs(batch).cpu()
-                for k, i in enumerate(idx):
+            for micro in self._plan(rows):
+                batch = self._collate([rows[i] for i in micro.rows])
+                logprobs = self._trained_logprobs(batch, micro.prefix).cpu()
+                for k, i in enumerate(micro.rows):
                     old[i] = tuple(logprobs[k, : lengths[i]].tolist())
         finally:
             self.model.train()
@@ -274,21 +329,48 @@ class Learner:
             i += len(group)
         return rebuilt
 
+    def _plan(self, rows: list[_Row]) -> list[MicroBatch]:
+        budget = self.config.micro_batch_tokens
+        if not self._shares_prefix:
+            lengths = [len(r.sample.token_ids) for r in rows]
+            return [MicroBatch(idx) for idx in plan_micro_batches(lengths, budget)]
+        groups: dict[int, list[int]] = {}
+        for i, row in enumerate(rows):
+            groups.setdefault(row.group, []).append(i)
+        ids = [r.sample.token_ids for r in rows]
+        return plan_shared_prefix_batches(list(groups.values()), ids, budget)
+
     @torch.no_grad()
-    def _reference_logprobs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _reference_logprobs(self, batch: dict[str, torch.Tensor], prefix: int) -> torch.Tensor:
         # The reference policy is the base model: the same weights with the adapter switched
         # off, so no second copy of the model is held.
         with self.model.disable_adapter():
-            return self._trained_logprobs(batch)
+            return self._trained_logprobs(batch, prefix)
 
-    def _trained_logprobs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Logprobs at the batch's trained tokens (0 elsewhere): all the loss reads."""
+    def _trained_logprobs(self, batch: dict[str, torch.Tensor], prefix: int = 0) -> torch.Tensor:
+        """Logprobs at the batch's trained tokens (0 elsewhere): all the loss reads.
+
+        With ``prefix`` > 0 every row starts with the same ``prefix`` tokens: they run once and
+        the rows continue from copies of their keys and values, so gradients from every row
+        flow back into the one shared computation (exactly as if each row had run it).
+        """
+        ids = batch["input_ids"]
         if self._softcapped:  # the model's own forward applies its logit soft-cap
-            return self._logprobs(batch["input_ids"], batch["attention_mask"])
+            return self._logprobs(ids, batch["attention_mask"])
         base = self.model.get_base_model()
-        hidden = base.base_model(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-        ).last_hidden_state
+        decoder = base.base_model
+        if prefix:
+            shared = decoder(input_ids=ids[:1, :prefix], use_cache=True)
+            cache = shared.past_key_values
+            cache.batch_repeat_interleave(ids.shape[0])
+            # Rows are right-padded: under the causal mask no real token sees a pad.
+            own = decoder(input_ids=ids[:, prefix:], past_key_values=cache, use_cache=True)
+            head = shared.last_hidden_state.expand(ids.shape[0], -1, -1)
+            hidden = torch.cat([head, own.last_hidden_state], dim=1)
+        else:
+            hidden = decoder(
+                input_ids=ids, attention_mask=batch["attention_mask"]
+            ).last_hidden_state
         return grpo.masked_token_logprobs(
             hidden,
             base.get_output_embeddings(),

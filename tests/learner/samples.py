@@ -27,3 +27,21 @@ def random_group(rng: random.Random, group_id: str, rewards: list[float]) -> Sam
         logprobs = [rng.uniform(-10.0, -7.5) if m else 0.0 for m in mask]
         samples.append(Sample(ids, mask, logprobs, reward=reward))
     return SampleGroup(group_id, "task", samples)
+
+
+def prompt_group(
+    rng: random.Random, group_id: str, rewards: list[float], prompt_len: int = 24
+) -> SampleGroup:
+    """Like ``random_group``, but the episodes share one prompt of ``prompt_len`` tokens (mask 0)
+    as the G episodes of one task do; then completion, observation, completion of their own."""
+    prompt = [rng.randrange(4000) for _ in range(prompt_len)]
+    samples = []
+    for reward in rewards:
+        segments = [(1, rng.randint(2, 6)), (0, rng.randint(3, 9)), (1, rng.randint(2, 6))]
+        ids, mask = list(prompt), [0] * prompt_len
+        for bit, n in segments:
+            ids += [rng.randrange(4000) for _ in range(n)]
+            mask += [bit] * n
+        logprobs = [rng.uniform(-10.0, -7.5) if m else 0.0 for m in mask]
+        samples.append(Sample(ids, mask, logprobs, reward=reward))
+    return SampleGroup(group_id, "task", samples)

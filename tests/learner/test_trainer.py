@@ -9,10 +9,17 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from learner.trainer import Learner, lr_factor, plan_micro_batches
+from learner.trainer import (
+    Learner,
+    MicroBatch,
+    lr_factor,
+    plan_micro_batches,
+    plan_shared_prefix_batches,
+    shared_prefix_length,
+)
 from learner.types import Sample, SampleGroup
 from tests.learner.engine_standin import sample_completion, to_sample
-from tests.learner.samples import make_config, random_group
+from tests.learner.samples import make_config, prompt_group, random_group
 
 # ---------------------------------------------------------------- pure helpers
 
@@ -26,6 +33,22 @@ def test_micro_batches_respect_the_padded_token_budget():
         assert max(lengths[i] for i in batch) * len(batch) <= 60
     # a row longer than the budget runs alone
     assert plan_micro_batches([100, 10], token_budget=50) == [[0], [1]]
+
+
+def test_shared_prefix_length_keeps_one_own_token_per_row():
+    assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 9]]) == 2
+    assert shared_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2  # identical rows: one token each
+    assert shared_prefix_length([[7, 1], [8, 1]]) == 0
+
+
+def test_shared_prefix_plan_runs_each_groups_prompt_once_per_micro_batch():
+    prompt = list(range(100, 120))  # 20 shared tokens >= MIN_SHARED_PREFIX
+    ids = [prompt + [1] * 10, prompt + [2] * 30, prompt + [3] * 20, [5] * 12, [6] * 40]
+    plan = plan_shared_prefix_batches([[0, 1, 2], [3, 4]], ids, token_budget=60)
+    # group 0 shares 20 tokens; its suffixes (10, 30, 20) are planned by suffix size, longest
+    # first: [30, 20] fits 60, 10 runs in a second batch with the prefix again; group 1 shares
+    # nothing and is planned whole (40 and 12 do not fit 60 together once padded: 2 x 40).
+    assert plan == [MicroBatch([1, 2], 20), MicroBatch([0], 20), MicroBatch([4]), MicroBatch([3])]
 
 
 def test_lr_schedule_warms_up_then_decays():
@@ -223,6 +246,46 @@ def test_trained_positions_only_logits_give_the_same_update_as_full_logits(tiny_
     assert results[0][1] == pytest.approx(results[1][1], rel=1e-4, abs=1e-9)
     for a, b in zip(results[0][2], results[1][2], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("minibatches", [1, 2])
+def test_a_shared_prompt_run_once_gives_the_same_update_as_every_row_whole(
+    tiny_model_dir, minibatches
+):
+    """Groups whose episodes share a prompt: running it once per micro-batch (its keys and values
+    copied to every row) must give the loss, KL, pi_old and weights of running every row whole."""
+    rng = random.Random(9)
+    groups = [
+        prompt_group(rng, "a", [0.0, 1.0, 0.5, 1.0]),
+        prompt_group(rng, "b", [1.0, 0.0, 0.0], prompt_len=30),
+        random_group(rng, "c", [0.0, 1.0]),  # nothing shared: planned the ordinary way
+    ]
+    results = []
+    for share in (True, False):
+        learner = Learner(
+            make_config(
+                tiny_model_dir,
+                lora_dropout=0.0,
+                kl_coef=0.1,
+                share_prefix=share,
+                minibatches=minibatches,
+                micro_batch_tokens=64,  # several micro-batches per group, each with the prompt
+            )
+        )
+        rows = [r for g in learner._rows(groups)[0] for r in g]
+        plan = learner._plan(rows)
+        assert any(m.prefix >= 24 for m in plan) == share
+        first = learner.train_step(groups)
+        second = learner.train_step(groups)  # the adapter is no longer zero: KL and clip live
+        params = [p.detach().clone() for p in learner.params]
+        results.append((first.loss, second.loss, second.kl, second.clip_fraction, params))
+    shared, whole = results
+    for a, b in zip(shared[:4], whole[:4], strict=True):
+        assert a == pytest.approx(b, rel=1e-4, abs=1e-7)
+    assert shared[2] > 0
+    # Two Adam steps of lr 1e-3 move weights by ~2e-3; summation order differs by ~1e-6.
+    for a, b in zip(shared[4], whole[4], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=2e-5)
 
 
 def test_a_batch_with_nothing_to_train_is_refused_before_anything_changes(learner):
