@@ -9,9 +9,12 @@ One run, one model (the warm tiny model), one task list and seed, one machine, s
 then, optionally, sweeps of env workers and of G on the async farm, drawn as PNG curves.
 
 The farm stages share one ``Farm`` (engines, learner and workers are started once, as a real run
-does); each stage is a further ``main_loop`` with a new update target, and is measured by deltas of
-``farm.state``, ``farm.ledger`` and the engines' busy time over that stage's wall time. A warm-up
-update runs first, unmeasured, so that no stage pays the engine's and learner's first-use costs.
+does); each stage is a further ``main_loop`` with a new update target. A stage is measured in
+steady state: its first update (``settle_updates``) is not counted, and the window runs from that
+update's completion to the last one's, using the running totals of the per-update metrics rows
+(episodes, tokens, env steps, engine busy time) and the ledger. So no stage pays first-use costs
+or, in async mode, the one-off filling of the pipeline, and the groups still in flight when a stage
+stops (a real run would train on them) are not charged to it.
 """
 
 from __future__ import annotations
@@ -92,8 +95,8 @@ def bench_settings(args: argparse.Namespace) -> dict:
     """Sizes of every stage: defaults bound each stage to a few minutes on 2 cores."""
     quick = args.quick
     return {
-        "updates": args.updates or (2 if quick else 6),
-        "warmup_updates": 0 if quick else 1,
+        "updates": args.updates or (2 if quick else 8),
+        "settle_updates": 0 if quick else 1,
         "baseline_groups": args.baseline_groups or (1 if quick else 2),
         "sweep_workers": args.sweep_workers or ([1, 2] if quick else [1, 2, 4, 8]),
         "sweep_group_sizes": args.sweep_group_sizes or ([2, 4] if quick else [4, 8, 16]),
@@ -130,8 +133,11 @@ def _reconfigured(config: FarmConfig, changes: dict) -> FarmConfig:
     return FarmConfig.model_validate(data)
 
 
-async def _farm_stage(farm, updates: int, mode: str, workers: int, group_size: int) -> dict:
-    """Run ``updates`` more updates in ``mode``; return that stage's rates from deltas."""
+async def _farm_stage(
+    farm, updates: int, mode: str, workers: int, group_size: int, settle: int = 0
+) -> dict:
+    """Run ``settle + updates`` more updates in ``mode``; return the rates of the last ``updates``
+    (from the completion of the settle updates to the completion of the last one)."""
     farm.config = _reconfigured(
         farm.config,
         {
@@ -145,82 +151,89 @@ async def _farm_stage(farm, updates: int, mode: str, workers: int, group_size: i
     # New worker actors load a tokenizer and start a sandbox process: wait for them before the
     # clock starts, so a sweep point measures rollouts, not actor start-up.
     await asyncio.gather(*(slot.handle.ping.remote() for slot in farm.workers.slots))
-    state, ledger_before = farm.state, farm.ledger.summary()
-    before = (state.updates, state.episodes_played, state.generated_tokens, state.env_steps)
-    staleness_before = dict(state.staleness)
+    state = farm.state
     rows_before = len(farm.metrics.history)
-    health_before = await farm.pool.health()
-    started = time.perf_counter()
-    await farm.main_loop(updates=updates, mode=mode)
-    wall = time.perf_counter() - started
-    health_after = await farm.pool.health()
-    d_updates, d_episodes, d_tokens, d_steps = (
-        now - then
-        for now, then in zip(
-            (state.updates, state.episodes_played, state.generated_tokens, state.env_steps),
-            before,
-            strict=True,
-        )
-    )
+    staleness_before, ledger_before = dict(state.staleness), farm.ledger.summary()
+    health = await farm.pool.health()
+    start = {  # the running totals a metrics row carries, taken now
+        "update": state.updates,
+        "time_s": time.perf_counter() - state.started,
+        "episodes_total": state.episodes_played,
+        "generated_tokens_total": state.generated_tokens,
+        "env_steps_total": state.env_steps,
+        "engine_busy_s": sum(h["busy_s"] for h in health),
+    }
+    await farm.main_loop(updates=settle + updates, mode=mode)
     rows = farm.metrics.history[rows_before:]
-    ledger_after = farm.ledger.summary()
+    end = rows[-1]
     return {
         "mode": mode,
         "env_workers": workers,
         "group_size": group_size,
-        "updates": d_updates,
-        "wall_s": wall,
-        "episodes": d_episodes,
-        "episodes_per_s": d_episodes / wall,
-        "generated_tokens_per_s": d_tokens / wall,
-        "env_steps_per_s": d_steps / wall,
-        "grpo_steps_per_hour": d_updates / (wall / 3600),
+        "settle_updates": settle,
+        **window_rates(rows[settle - 1] if settle else start, end, engines=len(health)),
         # Over the last (up to) 256 env steps of the stage: the driver's rolling window.
-        "env_step_ms_p50": rows[-1]["env_step_ms_p50"] if rows else 0.0,
-        "env_step_ms_p99": rows[-1]["env_step_ms_p99"] if rows else 0.0,
-        "engine_idle_fraction": engine_idle_fraction(health_before, health_after),
+        "env_step_ms_p50": end["env_step_ms_p50"],
+        "env_step_ms_p99": end["env_step_ms_p99"],
+        # The staleness histogram and the ledger cover the whole stage (settle updates and the
+        # groups dropped when it stopped included), so every episode's fate is in them.
         "staleness_histogram": {
             str(k): v - staleness_before.get(k, 0)
             for k, v in sorted(state.staleness.items())
             if v - staleness_before.get(k, 0) > 0
         },
-        "ledger": {k: ledger_after[k] - ledger_before[k] for k in ledger_after},
+        "ledger": {k: v - ledger_before[k] for k, v in farm.ledger.summary().items()},
         "final_version": state.version,
     }
 
 
-def engine_idle_fraction(before: list[dict], after: list[dict]) -> float:
-    """1 - (engine busy time / engine wall time) between two ``EnginePool.health()`` reports.
+def window_rates(start: dict, end: dict, engines: int) -> dict:
+    """Rates between two sets of running totals (metrics rows, or the stage's own start).
 
-    Busy means at least one request in flight on that engine; summed over engines.
+    Engine idle = 1 - engine busy time / (window x engines); busy means at least one request in
+    flight on that engine.
     """
-    busy = sum(a["busy_s"] - b["busy_s"] for a, b in zip(after, before, strict=True))
-    up = sum(a["uptime_s"] - b["uptime_s"] for a, b in zip(after, before, strict=True))
-    if up <= 0:
-        return 0.0
-    return min(1.0, max(0.0, 1.0 - busy / up))
+    wall = end["time_s"] - start["time_s"]
+    if wall <= 0:
+        raise ValueError(f"an empty measuring window ({wall} s): measure at least one update")
+
+    def delta(key: str) -> float:
+        return end[key] - start[key]
+
+    busy = delta("engine_busy_s") / (wall * engines)
+    return {
+        "updates": delta("update"),
+        "wall_s": wall,
+        "episodes": delta("episodes_total"),
+        "episodes_per_s": delta("episodes_total") / wall,
+        "generated_tokens_per_s": delta("generated_tokens_total") / wall,
+        "env_steps_per_s": delta("env_steps_total") / wall,
+        "grpo_steps_per_hour": delta("update") * 3600 / wall,
+        "engine_idle_fraction": min(1.0, max(0.0, 1.0 - busy)),
+    }
 
 
 async def _farm_stages(farm, settings: dict) -> dict:
     cfg = farm.config
     workers, size = cfg.env.workers, cfg.rollout.group_size
     results: dict = {}
-    if settings["warmup_updates"]:
-        _log(f"farm warm-up: {settings['warmup_updates']} update(s), not measured")
-        await _farm_stage(farm, settings["warmup_updates"], "sync", workers, size)
+    settle = settings["settle_updates"]
     for mode in ("sync", "async"):
-        _log(f"farm {mode}: {settings['updates']} updates, {workers} env workers, G={size}")
-        results[mode] = await _farm_stage(farm, settings["updates"], mode, workers, size)
+        _log(
+            f"farm {mode}: {settle} + {settings['updates']} updates (the first {settle} not "
+            f"measured), {workers} env workers, G={size}"
+        )
+        results[mode] = await _farm_stage(farm, settings["updates"], mode, workers, size, settle)
         _log(f"farm {mode}: {_brief(results[mode])}")
     if settings["sweep"]:
         results["sweep_env_workers"] = []
         for n in settings["sweep_workers"]:
-            row = await _farm_stage(farm, settings["sweep_updates"], "async", n, size)
+            row = await _farm_stage(farm, settings["sweep_updates"], "async", n, size, settle)
             _log(f"sweep env workers={n}: {_brief(row)}")
             results["sweep_env_workers"].append(row)
         results["sweep_group_size"] = []
         for g in settings["sweep_group_sizes"]:
-            row = await _farm_stage(farm, settings["sweep_updates"], "async", workers, g)
+            row = await _farm_stage(farm, settings["sweep_updates"], "async", workers, g, settle)
             _log(f"sweep G={g}: {_brief(row)}")
             results["sweep_group_size"].append(row)
     return results

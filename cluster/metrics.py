@@ -80,6 +80,11 @@ class Metrics:
             "env_step_ms_p99": percentile(list(self._window["env_ms"]), 0.99),
             "generate_ms_p50": percentile(list(self._window["gen_ms"]), 0.5),
             "engine_idle_fraction": idle,
+            # Running totals, so any window of updates can be measured from two rows.
+            "episodes_total": state.episodes_played,
+            "generated_tokens_total": state.generated_tokens,
+            "env_steps_total": state.env_steps,
+            "engine_busy_s": busy,
             "queue_depth": queue_depth,
             "env_workers": workers,
             "staleness_histogram": dict(state.staleness),

@@ -82,8 +82,14 @@ class Engine:
         )
         if cfg.resolved_device() == "cpu":
             # vLLM's default multiprocess worker dies with SIGILL when started inside a Ray actor
-            # on CPU; the uniprocess backend is what works there (vLLM's CPU platform may still
-            # host it in its own engine-core process). GPUs keep vLLM's normal executors.
+            # on CPU; the uniprocess backend is what works there. vLLM's CPU platform turns
+            # "uni" back into a separate worker process unless V1 multiprocessing is off, and
+            # that pair of processes busy-waits on each other's shared-memory queue (up to 1 s
+            # of spinning after every message): on a small CPU box a whole core goes to
+            # spinning instead of the learner. Off, the worker runs inside the engine-core
+            # process (AsyncLLM keeps its own engine-core process either way). GPUs keep vLLM's
+            # normal executors.
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
             kwargs["distributed_executor_backend"] = "uni"
             kwargs["kv_cache_memory_bytes"] = int(cfg.cpu_kv_cache_gib * 1024**3)
         else:
