@@ -113,6 +113,7 @@ class Engine:
         """Sample one completion; ``adapter_version=None`` means the newest loaded version."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
 
         version = self.registry.acquire(adapter_version)
         params = SamplingParams(
@@ -122,20 +123,22 @@ class Engine:
             stop_token_ids=list(sampling.stop_token_ids),
             seed=sampling.seed,
             logprobs=0,
+            # Token in, token out: callers decode what they need. No per-step text and no
+            # per-step cumulative copies of the output (one final output per request) spare
+            # the engine's front end work on every generated token.
+            detokenize=False,
+            output_kind=RequestOutputKind.FINAL_ONLY,
         )
         started = time.perf_counter()
         self._enter()
         try:
             final = None
-            first_token_at = None
             async for output in self._llm.generate(
                 TokensPrompt(prompt_token_ids=list(prompt_token_ids)),
                 params,
                 request_id=self._next_request_id(),
                 lora_request=self._lora_request(version),
             ):
-                if first_token_at is None:
-                    first_token_at = time.perf_counter()
                 final = output
         except Exception:
             self._failed += 1
@@ -155,7 +158,7 @@ class Engine:
             adapter_version=version,
             prompt_tokens=len(prompt_token_ids),
             engine_id=self.engine_id,
-            queue_s=(first_token_at or started) - started,
+            queue_s=_first_token_latency(final),
             total_s=time.perf_counter() - started,
         )
 
@@ -294,3 +297,9 @@ def engine_actor_class():
     import ray
 
     return ray.remote(Engine)
+
+
+def _first_token_latency(output) -> float:
+    """Seconds from arrival to the first sampled token, from vLLM's request stats (0 if off)."""
+    stats = getattr(output, "metrics", None)
+    return float(getattr(stats, "first_token_latency", 0.0) or 0.0)
