@@ -10,7 +10,8 @@ Parts (none of them knows about this driver):
 
 ``setup()`` wires them; ``main_loop()`` drives them. In ``async`` mode group producers never wait
 for the learner: finished groups go through a bounded queue, and a group sampled more than
-``max_staleness`` versions before the current one is dropped. ``sync`` mode plays one batch, trains,
+``max_staleness`` versions before the current one is dropped, and the learner starts its next
+update while the engines load the version it just published. ``sync`` mode plays one batch, trains,
 publishes, and only then plays the next (for comparison and debugging).
 """
 
@@ -125,13 +126,10 @@ class Farm:
         if mode == "async":
             producer = asyncio.ensure_future(self._produce())
         try:
-            while self.state.updates < target:
-                if mode == "sync":
-                    await self._play_batch(cfg.groups_per_update)
-                batch = await self._collect(cfg.groups_per_update, wait=mode == "async")
-                if batch:
-                    await self._update(batch)
-                await self._apply_control()
+            if mode == "async":
+                await self._async_updates(target)
+            else:
+                await self._sync_updates(target)
         finally:
             self.stopping = True
             if producer is not None:
@@ -240,10 +238,44 @@ class Farm:
                 batch.append((group, staleness))
         return batch
 
-    async def _update(self, batch: list[tuple[TrajectoryGroup, int]]) -> None:
+    async def _sync_updates(self, target: int) -> None:
+        """Play one batch with the newest version, train on it, load the result, repeat."""
+        while self.state.updates < target:
+            await self._play_batch(self.config.train.groups_per_update)
+            batch = await self._collect(self.config.train.groups_per_update, wait=False)
+            if batch:
+                await self._finish_update(batch, *await self._train(batch))
+            await self._apply_control()
+
+    async def _async_updates(self, target: int) -> None:
+        """Train back to back: while the learner computes update k+1, the engines load version k
+        and the driver books update k, so the learner never waits on weight sync or bookkeeping.
+        The newest published version is the yardstick of staleness from the moment it exists
+        (the groups of update k+1 are judged against it, as the learner's weights already are)."""
+        started = self.state.updates
+        finishing: asyncio.Future | None = None
+        while started < target:
+            batch = await self._collect(self.config.train.groups_per_update, wait=True)
+            training = asyncio.ensure_future(self._train(batch))
+            started += 1
+            if finishing is not None:
+                await finishing  # version k reaches the engines while k + 1 trains
+            await self._apply_control()
+            learner_metrics, adapter = await training
+            if adapter is not None:
+                self.state.version = adapter.version
+            finishing = asyncio.ensure_future(self._finish_update(batch, learner_metrics, adapter))
+        if finishing is not None:
+            await finishing
+
+    async def _train(self, batch: list[tuple[TrajectoryGroup, int]]):
         samples = [to_sample_group(g) for g, _ in batch]
-        update_ref = self.learner.train_and_publish.remote(samples, str(self.run_dir / "adapters"))
-        learner_metrics, adapter = await update_ref
+        return await self.learner.train_and_publish.remote(samples, str(self.run_dir / "adapters"))
+
+    async def _finish_update(
+        self, batch: list[tuple[TrajectoryGroup, int]], learner_metrics, adapter
+    ) -> None:
+        """Load the new version into every engine, then book the update (ledger, metrics)."""
         swap_s = None
         if adapter is not None:
             started = time.perf_counter()
