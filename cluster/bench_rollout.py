@@ -65,7 +65,13 @@ def register_bench(bench_subparsers) -> None:
         "rollout", help="sequential baseline vs farm sync vs farm async, with sweeps"
     )
     p.add_argument("--json", action="store_true", help="print only one JSON object on stdout")
-    p.add_argument("--updates", type=int, default=None, help="measured updates per farm mode")
+    p.add_argument(
+        "--updates", type=int, default=None, help="measured updates per farm mode and round"
+    )
+    p.add_argument(
+        "--rounds", type=int, default=None,
+        help="sync/async rounds, alternating which mode goes first (ABBA), summed per mode",
+    )  # fmt: skip
     p.add_argument("--quick", action="store_true", help="tiny sizes (tests): 2 updates, G=4")
     p.add_argument("--no-sweep", action="store_true", help="skip the env-worker and G sweeps")
     p.add_argument("--out", type=Path, default=Path("runs/bench-rollout"), help="output dir")
@@ -95,7 +101,8 @@ def bench_settings(args: argparse.Namespace) -> dict:
     """Sizes of every stage: defaults bound each stage to a few minutes on 2 cores."""
     quick = args.quick
     return {
-        "updates": args.updates or (2 if quick else 8),
+        "updates": args.updates or (2 if quick else 4),
+        "rounds": args.rounds or (1 if quick else 2),
         "settle_updates": 0 if quick else 1,
         "baseline_groups": args.baseline_groups or (1 if quick else 2),
         "sweep_workers": args.sweep_workers or ([1, 2] if quick else [1, 2, 4, 8]),
@@ -218,13 +225,21 @@ async def _farm_stages(farm, settings: dict) -> dict:
     workers, size = cfg.env.workers, cfg.rollout.group_size
     results: dict = {}
     settle = settings["settle_updates"]
-    for mode in ("sync", "async"):
-        _log(
-            f"farm {mode}: {settle} + {settings['updates']} updates (the first {settle} not "
-            f"measured), {workers} env workers, G={size}"
-        )
-        results[mode] = await _farm_stage(farm, settings["updates"], mode, workers, size, settle)
-        _log(f"farm {mode}: {_brief(results[mode])}")
+    stages: dict[str, list[dict]] = {"sync": [], "async": []}
+    for index in range(settings["rounds"]):
+        # ABBA order: a drift over the run (the policy learns, episodes change length) weighs on
+        # both modes alike instead of favouring the one measured later.
+        for mode in ("sync", "async") if index % 2 == 0 else ("async", "sync"):
+            _log(
+                f"farm {mode} (round {index + 1}/{settings['rounds']}): {settle} + "
+                f"{settings['updates']} updates (the first {settle} not measured), "
+                f"{workers} env workers, G={size}"
+            )
+            stage = await _farm_stage(farm, settings["updates"], mode, workers, size, settle)
+            _log(f"farm {mode}: {_brief(stage)}")
+            stages[mode].append(stage)
+    for mode, parts in stages.items():
+        results[mode] = combine_stages(parts)
     if settings["sweep"]:
         results["sweep_env_workers"] = []
         for n in settings["sweep_workers"]:
@@ -237,6 +252,41 @@ async def _farm_stages(farm, settings: dict) -> dict:
             _log(f"sweep G={g}: {_brief(row)}")
             results["sweep_group_size"].append(row)
     return results
+
+
+def combine_stages(stages: list[dict]) -> dict:
+    """One mode's stages of several rounds as one measurement: totals over the summed windows."""
+    if len(stages) == 1:
+        return stages[0]
+    wall = sum(s["wall_s"] for s in stages)
+    updates = sum(s["updates"] for s in stages)
+    episodes = sum(s["episodes"] for s in stages)
+
+    def total(rate: str) -> float:
+        return sum(s[rate] * s["wall_s"] for s in stages)
+
+    staleness: dict[str, int] = {}
+    for stage in stages:
+        for key, count in stage["staleness_histogram"].items():
+            staleness[key] = staleness.get(key, 0) + count
+    last = stages[-1]
+    return {
+        **{k: last[k] for k in ("mode", "env_workers", "group_size", "settle_updates")},
+        "updates": updates,
+        "wall_s": wall,
+        "episodes": episodes,
+        "episodes_per_s": episodes / wall,
+        "generated_tokens_per_s": total("generated_tokens_per_s") / wall,
+        "env_steps_per_s": total("env_steps_per_s") / wall,
+        "grpo_steps_per_hour": updates * 3600 / wall,
+        "engine_idle_fraction": total("engine_idle_fraction") / wall,
+        "env_step_ms_p50": last["env_step_ms_p50"],
+        "env_step_ms_p99": last["env_step_ms_p99"],
+        "staleness_histogram": dict(sorted(staleness.items())),
+        "ledger": {k: sum(s["ledger"][k] for s in stages) for k in last["ledger"]},
+        "final_version": last["final_version"],
+        "rounds": stages,
+    }
 
 
 def _brief(row: dict) -> str:

@@ -120,6 +120,7 @@ class Farm:
         target = cfg.updates if updates is None else self.state.updates + updates
         self.metrics.total_updates = target
         self.stopping = False
+        self.awaited_groups = 0
         self.watchdog = Watchdog(self.config.run.watchdog_s, self.run_dir)
         self.watchdog.start()
         producer = None
@@ -161,11 +162,17 @@ class Farm:
 
     def _admission_target(self) -> int:
         """Groups to keep in flight or queued: enough to keep every worker busy, but no more than
-        the learner can take before they go stale ((max_staleness + 1) batches) — anything beyond
-        that would be generated only to be dropped, on the cores the learner needs."""
+        the learner can take before they go stale — anything beyond that would be generated only
+        to be dropped, on the cores the learner needs.
+
+        A group started now, at version v, is judged when it is collected: by the batch being
+        collected right now (``awaited_groups`` it still waits for) at staleness 0, or by one of
+        the next ``max_staleness`` batches (collected at versions v+1 .. v+max_staleness) at
+        most ``max_staleness`` stale; a later batch would drop it."""
         train = self.config.train
         busy_workers = self.workers.size * self.config.env.groups_per_worker
-        return min(busy_workers, (train.max_staleness + 1) * train.groups_per_update)
+        fresh = train.max_staleness * train.groups_per_update + self.awaited_groups
+        return min(busy_workers, fresh)
 
     async def _enqueue(self, group: TrajectoryGroup) -> None:
         """Queue a finished group; a full queue holds the producer back (bounded memory)."""
@@ -223,7 +230,9 @@ class Farm:
         """
         batch: list[tuple[TrajectoryGroup, int]] = []
         while len(batch) < n and (wait or not self.queue.empty()):
+            self.awaited_groups = n - len(batch) if wait else 0
             group = await self.queue.get()
+            self.awaited_groups = 0
             staleness = self.state.version - group.min_version
             if group.failed:
                 self.ledger.record(group, "failed", group.error, self.state.updates)

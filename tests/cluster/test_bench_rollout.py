@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.bench_rollout import bench_settings, register_bench, window_rates
+from cluster.bench_rollout import bench_settings, combine_stages, register_bench, window_rates
 
 pytestmark = pytest.mark.vllm
 
@@ -176,3 +176,38 @@ def test_window_rates_between_two_sets_of_running_totals() -> None:
     assert rates["engine_idle_fraction"] == pytest.approx(0.3)
     with pytest.raises(ValueError, match="empty measuring window"):
         window_rates(start, start, engines=1)
+
+
+def test_rounds_of_one_mode_combine_into_totals_over_their_windows() -> None:
+    def stage(wall, updates, episodes, tokens_per_s, idle, stale, trained):
+        return {
+            "mode": "async",
+            "env_workers": 2,
+            "group_size": 8,
+            "settle_updates": 1,
+            "updates": updates,
+            "wall_s": wall,
+            "episodes": episodes,
+            "episodes_per_s": episodes / wall,
+            "generated_tokens_per_s": tokens_per_s,
+            "env_steps_per_s": 10.0,
+            "grpo_steps_per_hour": updates * 3600 / wall,
+            "engine_idle_fraction": idle,
+            "env_step_ms_p50": 5.0,
+            "env_step_ms_p99": 9.0,
+            "staleness_histogram": stale,
+            "final_version": 3,
+            "ledger": {"started": trained + 8, "trained": trained, "dropped_end_of_run": 8},
+        }
+
+    a = stage(10.0, 2, 64, 100.0, 0.2, {"0": 1, "1": 7}, 64)
+    b = stage(30.0, 4, 96, 200.0, 0.0, {"1": 12}, 96)
+    both = combine_stages([a, b])
+    assert both["wall_s"] == 40.0 and both["updates"] == 6 and both["episodes"] == 160
+    assert both["episodes_per_s"] == pytest.approx(4.0)
+    assert both["generated_tokens_per_s"] == pytest.approx((1000 + 6000) / 40)
+    assert both["grpo_steps_per_hour"] == pytest.approx(540.0)
+    assert both["engine_idle_fraction"] == pytest.approx(2.0 / 40)  # 2 idle s of 40
+    assert both["staleness_histogram"] == {"0": 1, "1": 19}
+    assert both["ledger"] == {"started": 176, "trained": 160, "dropped_end_of_run": 16}
+    assert both["rounds"] == [a, b] and combine_stages([a]) is a
