@@ -121,6 +121,7 @@ class Farm:
         self.metrics.total_updates = target
         self.stopping = False
         self.awaited_groups = 0
+        self.loaded_version = self.state.version  # the newest version every engine serves
         self.watchdog = Watchdog(self.config.run.watchdog_s, self.run_dir)
         self.watchdog.start()
         producer = None
@@ -145,16 +146,20 @@ class Farm:
         """Keep workers x groups_per_worker groups in flight; finished groups go to the queue."""
         inflight: set[asyncio.Future] = set()
         while not self.stopping or inflight:
-            target = 0 if self.stopping else self._admission_target()
+            # While a published version is still being loaded, a group started now would open on
+            # the outgoing one and reach the learner a version staler than need be: hold it back
+            # for the swap (tens of ms).
+            swapping = self.loaded_version < self.state.version
+            target = 0 if self.stopping or swapping else self._admission_target()
             while len(inflight) + self.queue.qsize() < target:
                 inflight.add(asyncio.ensure_future(self._play(*self.sampler.next())))
             if not inflight:
                 if self.stopping:
                     break
-                await asyncio.sleep(0.05)  # the queue alone fills the cap: wait for the learner
+                await asyncio.sleep(0.02)  # the cap is full, or a swap is under way
                 continue
             done, inflight = await asyncio.wait(
-                inflight, timeout=0.5, return_when="FIRST_COMPLETED"
+                inflight, timeout=0.02 if swapping else 0.5, return_when="FIRST_COMPLETED"
             )
             for fut in done:
                 await self._enqueue(fut.result())
@@ -291,6 +296,7 @@ class Farm:
             await self.pool.load_adapter(adapter)  # raises if any engine's probe disagrees
             swap_s = time.perf_counter() - started
             self.state.version = adapter.version
+            self.loaded_version = adapter.version
         self.state.updates += 1
         for group, staleness in batch:
             self.ledger.record(group, "trained", "", self.state.updates, staleness)
