@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
 from learner.config import LearnerConfig
 from learner.types import Sample, SampleGroup
@@ -14,18 +15,26 @@ def make_config(model_dir, **overrides) -> LearnerConfig:
     return LearnerConfig(**settings)
 
 
+def _sample(
+    rng: random.Random, segments: list[tuple[int, int]], reward: float, prefix: Sequence[int] = ()
+) -> Sample:
+    """``prefix`` (mask 0), then random ids per ``(mask bit, length)`` segment; random behaviour
+    logprobs on mask-1 tokens."""
+    ids, mask = list(prefix), [0] * len(prefix)
+    for bit, n in segments:
+        ids += [rng.randrange(4000) for _ in range(n)]
+        mask += [bit] * n
+    logprobs = [rng.uniform(-10.0, -7.5) if m else 0.0 for m in mask]
+    return Sample(ids, mask, logprobs, reward=reward)
+
+
 def random_group(rng: random.Random, group_id: str, rewards: list[float]) -> SampleGroup:
     """Engine-shaped samples with random ids: prompt (mask 0), completion (mask 1), then an
     observation (mask 0) and a second completion (mask 1), like a two-turn episode."""
-    samples = []
-    for reward in rewards:
-        segments = [(0, 6), (1, rng.randint(2, 6)), (0, 4), (1, rng.randint(2, 6))]
-        ids, mask = [], []
-        for bit, n in segments:
-            ids += [rng.randrange(4000) for _ in range(n)]
-            mask += [bit] * n
-        logprobs = [rng.uniform(-10.0, -7.5) if m else 0.0 for m in mask]
-        samples.append(Sample(ids, mask, logprobs, reward=reward))
+    samples = [
+        _sample(rng, [(0, 6), (1, rng.randint(2, 6)), (0, 4), (1, rng.randint(2, 6))], reward)
+        for reward in rewards
+    ]
     return SampleGroup(group_id, "task", samples)
 
 
@@ -35,13 +44,11 @@ def prompt_group(
     """Like ``random_group``, but the episodes share one prompt of ``prompt_len`` tokens (mask 0)
     as the G episodes of one task do; then completion, observation, completion of their own."""
     prompt = [rng.randrange(4000) for _ in range(prompt_len)]
-    samples = []
-    for reward in rewards:
-        segments = [(1, rng.randint(2, 6)), (0, rng.randint(3, 9)), (1, rng.randint(2, 6))]
-        ids, mask = list(prompt), [0] * prompt_len
-        for bit, n in segments:
-            ids += [rng.randrange(4000) for _ in range(n)]
-            mask += [bit] * n
-        logprobs = [rng.uniform(-10.0, -7.5) if m else 0.0 for m in mask]
-        samples.append(Sample(ids, mask, logprobs, reward=reward))
+    samples = [
+        _sample(
+            rng, [(1, rng.randint(2, 6)), (0, rng.randint(3, 9)), (1, rng.randint(2, 6))], reward,
+            prompt,
+        )
+        for reward in rewards
+    ]  # fmt: skip
     return SampleGroup(group_id, "task", samples)
