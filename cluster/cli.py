@@ -1,37 +1,21 @@
-"""The ``rlfarm`` command line. Parses arguments first and imports torch/vLLM/Ray only inside
-the chosen command, so ``rlfarm --help`` is instant."""
+"""The ``rlfarm`` command line: every command is registered here, and only here.
+
+Parsing imports nothing heavy: each handler imports torch, vLLM, Ray or moto inside itself, so
+``rlfarm --help`` (and a mistyped flag) answers at once. Handlers are thin; the work lives in the
+package that owns it (``cluster.main`` trains, ``cluster.evaluation`` evaluates, ``benchmarks``
+measures, ``env`` serves and exports, ``learner.sft`` fine-tunes).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
+from cluster.main import add_overrides, add_train_arguments
 
-def _cmd_build_tiny(args: argparse.Namespace) -> int:
-    from cluster.models import build_default_model
-
-    print(build_default_model(home=args.home))
-    return 0
-
-
-def _cmd_serve(args: argparse.Namespace) -> int:
-    from cluster.models import resolve_model
-    from serving.openai_server import exec_server, serve_command
-
-    model = resolve_model(args.model) if args.model else None
-    argv = serve_command(
-        Path(args.adapter), model=model, name=args.name, host=args.host, port=args.port
-    )
-    print("exec:", " ".join(argv), flush=True)
-    exec_server(argv)
-    return 0
-
-
-def _cmd_bench_hotswap(args: argparse.Namespace) -> int:
-    from cluster.bench_hotswap import main
-
-    return main(args)
+# ---- handlers -----------------------------------------------------------------------------------
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -41,9 +25,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_scale(args: argparse.Namespace) -> int:
-    import json
-
-    from cluster.control import scale
+    from cluster.farm.control import scale
 
     try:
         status = scale(args.run, args.env_workers, address=args.address)
@@ -56,19 +38,210 @@ def _cmd_scale(args: argparse.Namespace) -> int:
     return 0
 
 
-def _resolve(model: str) -> str:
-    from cluster.models import resolve_model
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from cluster.evaluation.command import cmd_eval
 
-    return resolve_model(model)
+    return cmd_eval(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="rlfarm", description="Rollout farm for multi-turn LLM RL (GRPO + LoRA)."
+def _cmd_build_tiny(args: argparse.Namespace) -> int:
+    from cluster.model_registry import build_default_model
+
+    print(build_default_model(home=args.home))
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from cluster.model_registry import resolve_model
+    from serving.openai_server import exec_server, serve_command
+
+    model = resolve_model(args.model) if args.model else None
+    argv = serve_command(
+        Path(args.adapter), model=model, name=args.name, host=args.host, port=args.port
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    print("exec:", " ".join(argv), flush=True)
+    exec_server(argv)
+    return 0
 
-    model = sub.add_parser("model", help="the built-in tiny model").add_subparsers(
+
+def _cmd_tasks_list(args: argparse.Namespace) -> int:
+    from env.catalog import CatalogError, load_catalog
+
+    try:
+        catalog = load_catalog(args.catalog)
+    except CatalogError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    tasks = catalog.by_tier(args.tier) if args.tier else list(catalog)
+    if args.json:
+        json.dump([t.summary() for t in tasks], sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    width = max((len(t.id) for t in tasks), default=2)
+    print(f"{'ID':<{width}}  {'TIER':<12}  DESCRIPTION")
+    for t in tasks:
+        desc = " ".join(t.description.split())
+        desc = desc if len(desc) <= 80 else desc[:77] + "..."
+        print(f"{t.id:<{width}}  {t.tier:<12}  {desc}")
+    print(f"{len(tasks)} tasks")
+    return 0
+
+
+def _cmd_env_serve(args: argparse.Namespace) -> int:
+    from env.server import serve, settings_from_args
+
+    serve(settings_from_args(args))
+    return 0
+
+
+def _cmd_export_sft(args: argparse.Namespace) -> int:
+    from env.catalog import CatalogError, load_catalog
+    from env.sft_export import ExportError, export_sft
+
+    if not 0.0 <= args.val_fraction < 1.0:
+        print(f"error: --val-fraction must be in [0, 1), got {args.val_fraction}", file=sys.stderr)
+        return 2
+    if args.variants < 0:
+        print(f"error: --variants must be >= 0, got {args.variants}", file=sys.stderr)
+        return 2
+    try:
+        counts = export_sft(
+            args.out,
+            val_out=args.val_out,
+            val_fraction=args.val_fraction,
+            seed=args.seed,
+            catalog=load_catalog(args.catalog),
+            variants=args.variants,
+        )
+    except (CatalogError, ExportError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    val_out = args.val_out or args.out.with_name(f"{args.out.stem}.val.jsonl")
+    extra = f" + {counts['variant_tasks']} renamed variants" if args.variants else ""
+    print(
+        f"wrote {counts['train_rows']} rows ({counts['train_tasks']} tasks{extra}) to {args.out} "
+        f"and {counts['val_rows']} rows ({counts['val_tasks']} tasks) to {val_out}"
+    )
+    return 0
+
+
+def _cmd_sft(args: argparse.Namespace) -> int:
+    from cluster.model_registry import resolve_model
+    from learner.sft import SftOptions, run_sft
+
+    result = run_sft(
+        SftOptions(
+            data=args.data,
+            out=args.out,
+            model=resolve_model(args.model),
+            mode=args.mode,
+            epochs=args.epochs,
+            max_steps=args.max_steps,
+            lr=args.lr,
+            batch_size=args.batch_size,
+            max_length=args.max_length,
+            lora_r=args.lora_r,
+            lora_alpha=args.lora_alpha,
+            merge=args.merge,
+            seed=args.seed,
+            eval_data=args.eval_data,
+        )
+    )
+    if args.json:
+        print(json.dumps(result.as_dict()))
+        return 0
+    print(f"sft ({result.mode}): {result.steps} steps, loss {result.train_loss:.4f}, "
+          f"{result.seconds:.0f} s -> {result.out}")  # fmt: skip
+    if result.exact_match_after is not None:
+        print(f"held-out exact match: {result.exact_match_before:.3f} -> "
+              f"{result.exact_match_after:.3f}")  # fmt: skip
+    return 0
+
+
+def _cmd_bench_rollout(args: argparse.Namespace) -> int:
+    from benchmarks.rollout import main
+
+    return main(args)
+
+
+def _cmd_bench_hotswap(args: argparse.Namespace) -> int:
+    from benchmarks.hotswap import main
+
+    return main(args)
+
+
+def _cmd_bench_learner(args: argparse.Namespace) -> int:
+    from benchmarks.learner_update import main
+
+    return main(args)
+
+
+def _cmd_bench_env(args: argparse.Namespace) -> int:
+    from benchmarks.env_step import main
+
+    return main(args)
+
+
+# ---- parser -------------------------------------------------------------------------------------
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give integers separated by commas") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give one or more integers >= 1")
+    return values
+
+
+def _add_farm_commands(sub: argparse._SubParsersAction) -> None:
+    train = sub.add_parser("train", help="run the farm (GRPO with async rollouts) from a config")
+    add_train_arguments(train)
+    train.set_defaults(func=_cmd_train)
+
+    scale = sub.add_parser("scale", help="change the env worker count of a running farm")
+    scale.add_argument("--env-workers", type=int, default=None, help="new env worker count")
+    scale.add_argument("--run", default="local", help="the run's run.name (default: local)")
+    scale.add_argument("--address", default="auto", help="Ray cluster address")
+    scale.set_defaults(func=_cmd_scale)
+
+
+def _add_eval_command(sub: argparse._SubParsersAction) -> None:
+    from cluster.evaluation.command import MODES
+    from cluster.evaluation.command import __doc__ as eval_doc
+
+    p = sub.add_parser(
+        "eval", help="dataset and live eval of base/SFT/GRPO models, adapters or endpoints",
+        description=eval_doc, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    what = p.add_argument_group(
+        "what to evaluate (one of --compare, --model/--adapter, --endpoint)"
+    )
+    what.add_argument("--compare", default=None, help="comma list of base,sft,grpo (needs --run)")
+    what.add_argument("--model", default=None, help="model path or hub id ('builtin:tiny' too)")
+    what.add_argument("--adapter", type=Path, default=None, help="LoRA adapter dir on --model")
+    what.add_argument("--endpoint", default=None, help="OpenAI-compatible server URL")
+    what.add_argument("--endpoint-model", default=None, help="model name the endpoint serves")
+    what.add_argument("--name", default=None, help="label of a single target in the report")
+    p.add_argument("--run", type=Path, default=None, help="run dir (runs/NAME) or run name")
+    p.add_argument("--config", type=Path, default=None, help="config (default: the run's own)")
+    add_overrides(p)
+    p.add_argument("--mode", choices=MODES, default="both")
+    p.add_argument("--out", type=Path, default=None, help="output dir (default: <run>/eval)")
+    p.add_argument("--max-rows", type=int, default=None, help="dataset rows to score (spread)")
+    p.add_argument("--max-tokens", type=int, default=64, help="reply budget in the dataset eval")
+    p.add_argument("--episodes", type=int, default=None,
+                   help="greedy episodes per held-out task (default: config)")  # fmt: skip
+    p.add_argument("--dataset-concurrency", type=int, default=1,
+                   help="dataset requests in flight (1: latency is per unloaded call)")  # fmt: skip
+    p.add_argument("--live-concurrency", type=int, default=4, help="episodes in flight")
+    p.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS/local)")
+    p.set_defaults(func=_cmd_eval)
+
+
+def _add_model_commands(sub: argparse._SubParsersAction) -> None:
+    model = sub.add_parser("model", help="the built-in models").add_subparsers(
         dest="model_command", required=True
     )
     tiny = model.add_parser("build-tiny", help="build (or find cached) the built-in tiny model")
@@ -83,45 +256,152 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.set_defaults(func=_cmd_serve)
 
-    from cluster.bench_rollout import register_bench as register_rollout_bench
-    from cluster.evaluation import register as register_eval
-    from cluster.main import add_train_arguments
-    from env.catalog import register_tasks
-    from env.commands import register_bench as register_env_bench
-    from env.commands import register_env_group, register_serve
-    from env.sft_export import register_export
-    from learner.commands import register as register_learner
-    from learner.commands import register_bench as register_learner_bench
+    sft = sub.add_parser(
+        "sft", help="SFT warm start on chat messages JSONL (trl)",
+        description="Fine-tune on {'messages': [...]} JSONL rendered with the model's own chat "
+        "template, loss on assistant tokens only. full: writes a new base model dir (needed for "
+        "the randomly initialised built-in model); lora: writes an adapter (or --merge a model).",
+    )  # fmt: skip
+    sft.add_argument("--data", type=Path, required=True, help="training messages JSONL")
+    sft.add_argument("--out", type=Path, required=True, help="output directory (replaced)")
+    sft.add_argument("--model", default="builtin:tiny", help="base model (default: %(default)s)")
+    sft.add_argument("--mode", choices=["auto", "full", "lora"], default="auto",
+                     help="auto: full for models under 200M parameters, else lora")  # fmt: skip
+    sft.add_argument("--epochs", type=float, default=3.0, help="passes over the data")
+    sft.add_argument("--max-steps", type=int, default=-1, help="optimizer steps; overrides epochs")
+    sft.add_argument("--lr", type=float, default=None, help="default 1e-3 full, 2e-4 lora")
+    sft.add_argument("--batch-size", type=int, default=16)
+    sft.add_argument("--max-length", type=int, default=1024, help="longest conversation, tokens")
+    sft.add_argument("--lora-r", type=int, default=8)
+    sft.add_argument("--lora-alpha", type=float, default=16.0)
+    sft.add_argument(
+        "--merge", action="store_true", help="lora: save a merged model (GRPO's model_path)"
+    )
+    sft.add_argument("--eval-data", type=Path, default=None, help="held-out JSONL: exact match")
+    sft.add_argument("--seed", type=int, default=0)
+    sft.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    sft.set_defaults(func=_cmd_sft)
 
-    train = sub.add_parser("train", help="run the farm (GRPO with async rollouts) from a config")
-    add_train_arguments(train)
-    train.set_defaults(func=_cmd_train)
 
-    scale = sub.add_parser("scale", help="change the env worker count of a running farm")
-    scale.add_argument("--env-workers", type=int, default=None, help="new env worker count")
-    scale.add_argument("--run", default="local", help="the run's run.name (default: local)")
-    scale.add_argument("--address", default="auto", help="Ray cluster address")
-    scale.set_defaults(func=_cmd_scale)
+def _add_env_commands(sub: argparse._SubParsersAction) -> None:
+    from env.server_settings import add_serve_arguments
+    from env.tiers import TIERS
 
-    register_tasks(sub)
-    register_eval(sub)
-    env_group = register_env_group(sub)
-    register_serve(env_group)
-    register_export(env_group)
-    register_learner(sub, resolve_model=_resolve)
+    tasks = sub.add_parser("tasks", help="inspect the AWS task catalog")
+    tasks_sub = tasks.add_subparsers(dest="tasks_command", required=True)
+    lst = tasks_sub.add_parser("list", help="list tasks (a table, or JSON with --json)")
+    lst.add_argument("--tier", choices=TIERS, help="only tasks of this tier")
+    lst.add_argument("--json", action="store_true", help="print a JSON list of task objects")
+    lst.add_argument("--catalog", type=Path, default=None, help="task file or directory")
+    lst.set_defaults(func=_cmd_tasks_list)
 
+    env = sub.add_parser("env", help="the AWS agent environment").add_subparsers(
+        dest="env_command", required=True
+    )
+    serve = env.add_parser(
+        "serve", help="run the OpenEnv-compatible env server (FastAPI, many sessions)"
+    )
+    add_serve_arguments(serve)
+    serve.set_defaults(func=_cmd_env_serve)
+
+    export = env.add_parser(
+        "export-sft", help="write SFT chat rows (JSONL) from the tasks' canonical solutions"
+    )
+    export.add_argument("--out", type=Path, required=True, help="train JSONL file to write")
+    export.add_argument("--val-out", type=Path, default=None,
+                        help="validation JSONL (default: <out>.val.jsonl)")  # fmt: skip
+    export.add_argument("--val-fraction", type=float, default=0.1,
+                        help="share of TASKS held out for validation")  # fmt: skip
+    export.add_argument("--seed", type=int, default=0, help="seed for the split and the episodes")
+    export.add_argument("--catalog", type=Path, default=None, help="task file or directory")
+    export.add_argument(
+        "--variants", type=int, default=0,
+        help="also play N renamed copies of each train task (fresh resource names, same logic)",
+    )  # fmt: skip
+    export.set_defaults(func=_cmd_export_sft)
+
+
+def _add_bench_commands(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser("bench", help="throughput benchmarks").add_subparsers(
         dest="bench_command", required=True
     )
-    register_learner_bench(bench, resolve_model=_resolve)
-    register_env_bench(bench)
-    register_rollout_bench(bench)
+    _add_rollout_bench(bench)
+    _add_component_benches(bench)
+
+
+def _add_rollout_bench(bench: argparse._SubParsersAction) -> None:
+    rollout = bench.add_parser(
+        "rollout", help="sequential baseline vs farm sync vs farm async, with sweeps"
+    )
+    rollout.add_argument("--json", action="store_true", help="print only one JSON object")
+    rollout.add_argument("--updates", type=int, default=None,
+                         help="measured updates per farm mode and round")  # fmt: skip
+    rollout.add_argument(
+        "--rounds", type=int, default=None,
+        help="sync/async rounds, alternating which mode goes first (ABBA), summed per mode",
+    )  # fmt: skip
+    rollout.add_argument("--quick", action="store_true", help="tiny sizes (tests): 2 updates, G=4")
+    rollout.add_argument("--no-sweep", action="store_true", help="skip the worker and G sweeps")
+    rollout.add_argument("--out", type=Path, default=Path("runs/bench-rollout"), help="output dir")
+    rollout.add_argument("--config", type=Path, default=None,
+                         help="base farm config (default: configs/local.yaml)")  # fmt: skip
+    add_overrides(rollout, "override one config field after the bench's own settings")
+    rollout.add_argument("--baseline-groups", type=int, default=None,
+                         help="groups the baseline plays")  # fmt: skip
+    rollout.add_argument("--sweep-workers", type=_int_list, default=None, help="e.g. 1,2,4,8")
+    rollout.add_argument("--sweep-group-sizes", type=_int_list, default=None, help="e.g. 4,8,16")
+    rollout.add_argument("--sweep-updates", type=int, default=None, help="updates per sweep point")
+    rollout.set_defaults(func=_cmd_bench_rollout)
+
+
+def _add_component_benches(bench: argparse._SubParsersAction) -> None:
     hotswap = bench.add_parser("hotswap", help="adapter swap latency under load")
     hotswap.add_argument("--json", action="store_true", help="print one JSON object")
     hotswap.add_argument("--versions", type=int, default=10, help="adapter versions to publish")
     hotswap.add_argument("--concurrency", type=int, default=8, help="client loops in flight")
     hotswap.add_argument("--gap", type=float, default=1.0, help="seconds between versions")
     hotswap.set_defaults(func=_cmd_bench_hotswap)
+
+    learner = bench.add_parser(
+        "learner", help="GRPO update and adapter publish throughput on synthetic groups"
+    )
+    learner.add_argument("--json", action="store_true", help="print one JSON object")
+    learner.add_argument("--model", default="builtin:tiny", help="base model (%(default)s)")
+    learner.add_argument("--updates", type=int, default=5, help="timed updates after a warm-up")
+    learner.add_argument("--groups", type=int, default=4, help="groups per update")
+    learner.add_argument("--group-size", type=int, default=8, help="episodes per group")
+    learner.add_argument("--prompt-tokens", type=int, default=192, help="mask-0 tokens/episode")
+    learner.add_argument("--completion-tokens", type=int, default=64, help="mask-1 tokens/episode")
+    learner.add_argument("--micro-batch-tokens", type=int, default=8192)
+    learner.add_argument("--device", default="auto")
+    learner.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    learner.set_defaults(func=_cmd_bench_learner)
+
+    env = bench.add_parser(
+        "env", help="env step latency vs a subprocess `aws` baseline, and sandbox scaling"
+    )
+    env.add_argument("--json", action="store_true", help="print one JSON object")
+    env.add_argument("--steps", type=int, default=300, help="steps timed for latency")
+    env.add_argument("--subprocess-runs", type=int, default=3, help="runs of the mix via `aws`")
+    env.add_argument("--duration", type=float, default=5.0, help="seconds per throughput round")
+    env.add_argument("--rounds", type=int, default=3, help="alternating throughput rounds")
+    env.add_argument("--envs-per-process", type=int, default=4,
+                     help="concurrent episodes per sandbox process")  # fmt: skip
+    env.add_argument("--memory-episodes", type=int, default=100,
+                     help="open episodes for the memory probe")  # fmt: skip
+    env.set_defaults(func=_cmd_bench_env)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rlfarm", description="Rollout farm for multi-turn LLM RL (GRPO + LoRA)."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_farm_commands(sub)
+    _add_eval_command(sub)
+    _add_model_commands(sub)
+    _add_env_commands(sub)
+    _add_bench_commands(sub)
     return parser
 
 

@@ -14,50 +14,14 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from env.tiers import TIERS
 from learner.config import LearnerConfig
+from rollout.config import EnvSettings, RolloutSettings
 from serving.config import EngineConfig
-
-TIERS = ("warmup", "beginner", "intermediate", "advanced", "expert")
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class EnvSettings(_Strict):
-    """Where episodes run and how many run at once."""
-
-    backend: Literal["local", "http"] = Field(
-        default="local", description="'local': in-process sandboxes; 'http': an env server."
-    )
-    url: str | None = Field(default=None, description="Env server URL when backend is 'http'.")
-    workers: int = Field(default=2, ge=1, description="Rollout-worker actors (env workers).")
-    groups_per_worker: int = Field(
-        default=1, ge=1, description="Groups one worker plays concurrently."
-    )
-    step_timeout_s: float = Field(default=30.0, gt=0, description="Bound on one env call.")
-    attempts: int = Field(
-        default=2,
-        ge=1,
-        description="Tries per episode (fresh sandbox each) before the group fails.",
-    )
-    chaos: bool = Field(default=False, description="Inject destructive changes mid-episode.")
-
-    @model_validator(mode="after")
-    def _url_for_http(self) -> EnvSettings:
-        if self.backend == "http" and not self.url:
-            raise ValueError("env.backend is 'http' but env.url is empty: set env.url")
-        return self
-
-
-class RolloutSettings(_Strict):
-    """How one episode is sampled."""
-
-    group_size: int = Field(default=8, ge=2, description="G: episodes per task and seed.")
-    max_steps: int = Field(default=15, ge=1, description="Agent turns per episode.")
-    max_new_tokens: int = Field(default=64, ge=1, description="Tokens per agent reply.")
-    temperature: float = Field(default=1.0, ge=0, description="Sampling temperature.")
-    top_p: float = Field(default=1.0, gt=0, le=1, description="Nucleus sampling mass.")
 
 
 class CurriculumSettings(_Strict):

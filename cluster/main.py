@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -28,42 +27,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, default=None, help="YAML file (see configs/)")
+def add_overrides(parser: argparse.ArgumentParser, what: str = "override one config field") -> None:
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-        help="override one config field, e.g. --set train.updates=5 (repeatable)",
+        help=f"{what}, e.g. --set train.updates=5 (repeatable)",
     )  # fmt: skip
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """``rlfarm train`` and ``python -m cluster.main`` take the same flags."""
+    parser.add_argument("--config", type=Path, default=None, help="YAML file (see configs/)")
+    add_overrides(parser)
     parser.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS/local)")
 
 
-def init_ray(config: FarmConfig, address: str | None) -> None:
-    import ray
-
-    from cluster.control import NAMESPACE
-
-    if ray.is_initialized():  # e.g. a test session or a notebook that started Ray already
-        return
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, namespace=NAMESPACE, log_to_driver=True)
-        return
-    # Local mode: logical CPUs so every actor fits even on a 2-core box (they share the cores).
-    needed = config.run.engines + 1 + config.env.workers + 2
-    ray.init(
-        num_cpus=max(os.cpu_count() or 1, needed),
-        namespace=NAMESPACE,
-        include_dashboard=False,
-        log_to_driver=False,
-    )
-
-
 async def run(config: FarmConfig, model_path: str) -> dict:
-    from cluster.farm import Farm
+    from cluster.farm.driver import Farm
 
-    farm = Farm(config, model_path)
     started = time.time()
-    farm.setup()
+    farm = Farm.start(config, model_path)
     try:
         farm.metrics.event(f"run {config.run.name}: model {model_path}, mode {config.train.mode}")
         before = await farm.evaluate(version=0)
@@ -78,7 +60,7 @@ async def run(config: FarmConfig, model_path: str) -> dict:
             "updates": farm.state.updates,
             "final_version": farm.state.version,
             "wall_s": round(time.time() - started, 1),
-            "heldout_tasks": len(farm.heldout),
+            "heldout_tasks": len(farm.split.heldout),
             "before": before,
             "after": after,
             "ledger": ledger,
@@ -98,13 +80,13 @@ def summary_table(summary: dict) -> str:
     lines = [
         f"held-out ({summary['heldout_tasks']} tasks, greedy), before -> after "
         f"{summary['updates']} GRPO updates:",
-        f"{'tier':<14}{'success':>16}{'reward':>18}{'progress':>16}",
+        f"{'tier':<14}{'completion':>16}{'reward':>18}{'progress':>16}",
     ]
     for tier, before in summary["before"].items():
         after = summary["after"].get(tier, {})
         cells = [
-            f"{before.get(key, 0):.2f} -> {after.get(key, 0):.2f}"
-            for key in ("success", "reward", "progress")
+            f"{before.get(key) or 0:.2f} -> {after.get(key) or 0:.2f}"
+            for key in ("completion_rate", "reward", "max_progress")
         ]
         lines.append(f"{tier:<14}{cells[0]:>16}{cells[1]:>18}{cells[2]:>16}")
     return "\n".join(lines)
@@ -116,9 +98,10 @@ def train(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    from cluster.prepare import prepare_model
+    from cluster.ray_runtime import farm_cpus, init_ray
+    from cluster.warm_start import prepare_model
 
-    init_ray(config, args.address)
+    init_ray(args.address, farm_cpus(config.run.engines, config.env.workers))
     model_path = prepare_model(config)
     try:
         summary = asyncio.run(run(config, model_path))

@@ -24,19 +24,17 @@ inspection commands) followed by the repairs of exactly the mutations applied.
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import io
 import json
 import random
 import re
 import shlex
-import sys
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import jmespath
 import yaml
@@ -51,8 +49,7 @@ from pydantic import (
     model_validator,
 )
 
-TIERS: tuple[str, ...] = ("warmup", "beginner", "intermediate", "advanced", "expert")
-Tier = Literal["warmup", "beginner", "intermediate", "advanced", "expert"]
+from env.tiers import TIERS, Tier
 
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 
@@ -365,6 +362,18 @@ class Task(BaseModel):
             self._check_repairs(self.drift)
         return self
 
+    def summary(self) -> dict[str, Any]:
+        """What ``rlfarm tasks list --json`` shows of a task (never its checks or solution)."""
+        return {
+            "id": self.id,
+            "tier": self.tier,
+            "description": self.description,
+            "services": self.services,
+            "solution_steps": len(self.solution),
+            "checks": len(self.checks),
+            "drift": self.drift is not None,
+        }
+
     def _check_repairs(self, drift: Drift) -> None:
         longest = sorted((len(m.repair) for m in drift.mutations), reverse=True)
         worst = len(self.solution) + sum(longest[: drift.pick])
@@ -582,51 +591,3 @@ def load_catalog(path: Path | None = None) -> Catalog:
 def _file_order(path: Path) -> tuple[int, str]:
     stem = path.stem
     return (TIERS.index(stem) if stem in TIERS else len(TIERS), stem)
-
-
-# ---------------------------------------------------------------------------------
-# CLI: `rlfarm tasks list [--tier T] [--json]`
-
-
-def register_tasks(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``tasks list [--tier T] [--json]`` to an argparse subparsers object."""
-    tasks = subparsers.add_parser("tasks", help="inspect the AWS task catalog")
-    sub = tasks.add_subparsers(dest="tasks_command", required=True)
-    lst = sub.add_parser("list", help="list tasks (a table, or JSON with --json)")
-    lst.add_argument("--tier", choices=TIERS, help="only tasks of this tier")
-    lst.add_argument("--json", action="store_true", help="print a JSON list of task objects")
-    lst.add_argument("--catalog", type=Path, default=None, help="task file or directory")
-    lst.set_defaults(func=_cmd_tasks_list)
-
-
-def _cmd_tasks_list(args: argparse.Namespace) -> int:
-    try:
-        catalog = load_catalog(args.catalog)
-    except CatalogError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    tasks = catalog.by_tier(args.tier) if args.tier else list(catalog)
-    if args.json:
-        rows = [
-            {
-                "id": t.id,
-                "tier": t.tier,
-                "description": t.description,
-                "services": t.services,
-                "solution_steps": len(t.solution),
-                "checks": len(t.checks),
-                "drift": t.drift is not None,
-            }
-            for t in tasks
-        ]
-        json.dump(rows, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-        return 0
-    width = max((len(t.id) for t in tasks), default=2)
-    print(f"{'ID':<{width}}  {'TIER':<12}  DESCRIPTION")
-    for t in tasks:
-        desc = " ".join(t.description.split())
-        desc = desc if len(desc) <= 80 else desc[:77] + "..."
-        print(f"{t.id:<{width}}  {t.tier:<12}  {desc}")
-    print(f"{len(tasks)} tasks")
-    return 0

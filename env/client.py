@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from env.models import AwsObservation, EnvState
+from env.types import AwsObservation, EnvState
 
 DEFAULT_TIMEOUT_S = 180.0  # a reset with a large setup can take a while on a busy server
 

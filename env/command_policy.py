@@ -35,7 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from env.cli_model import CliModel, Nargs, OperationSpec, OptionSpec
-from env.models import MAX_COMMAND_CHARS
+from env.types import MAX_COMMAND_CHARS
 
 TASK_HINT_FLAG = "--task-hint"
 
@@ -114,11 +114,7 @@ def tokenize(command: str) -> list[str] | Refusal:
                 current, in_word = [], False
             i += 1
         elif ch == "\n":
-            return Refusal(
-                "multiple_lines",
-                "the command spans several lines; send exactly one aws command per step "
-                "(end a line with a backslash to continue it)",
-            )
+            return _refusal("multiple_lines")
         elif ch == "\\":
             if i + 1 < n and command[i + 1] == "\n":
                 i += 2  # line continuation
@@ -142,19 +138,11 @@ def tokenize(command: str) -> list[str] | Refusal:
             current.append(text)
             in_word = True
         elif ch in _SHELL_OPERATORS:
-            return Refusal(
-                "shell_syntax",
-                f"shell operator {ch!r} is not supported: commands run without a shell. "
-                "Send exactly one aws command, with no pipes, redirects, chaining or "
-                "subshells; quote the character if it is part of a value",
-            )
+            return _operator_refusal(ch)
         elif ch == "$" and i + 1 < n and (command[i + 1] in "({" or _is_name_start(command[i + 1])):
             return _expansion_refusal()
         elif ch == "#" and not in_word:
-            return Refusal(
-                "shell_syntax",
-                "comments ('#') are not supported: send only the aws command itself",
-            )
+            return _refusal("comment")
         else:
             current.append(ch)
             in_word = True
@@ -185,6 +173,45 @@ def _double_quoted(command: str, start: int) -> tuple[str, int] | Refusal:
     return _unbalanced('"')
 
 
+_FIXED_REFUSALS = {
+    "multiple_lines": (
+        "multiple_lines",
+        "the command spans several lines; send exactly one aws command per step "
+        "(end a line with a backslash to continue it)",
+    ),
+    "comment": (
+        "shell_syntax",
+        "comments ('#') are not supported: send only the aws command itself",
+    ),
+    "empty": ("empty", "empty command: send one aws command, e.g. 'aws s3 ls'"),
+    "missing_service": (
+        "missing_service",
+        "missing service and operation: use 'aws <service> <operation> [options]'; "
+        "'aws help' lists services",
+    ),
+    "configure": (
+        "configure",
+        "'aws configure' is not available: the sandbox provides credentials and region "
+        "(pass --region to a command to use another region)",
+    ),
+    "history": ("customization", "'aws history' is not available in the sandbox"),
+}
+
+
+def _refusal(kind: str) -> Refusal:
+    """A refusal whose wording never depends on the command."""
+    return Refusal(*_FIXED_REFUSALS[kind])
+
+
+def _operator_refusal(ch: str) -> Refusal:
+    return Refusal(
+        "shell_syntax",
+        f"shell operator {ch!r} is not supported: commands run without a shell. "
+        "Send exactly one aws command, with no pipes, redirects, chaining or "
+        "subshells; quote the character if it is part of a value",
+    )
+
+
 def _is_name_start(ch: str) -> bool:
     return ch.isalpha() or ch == "_"
 
@@ -207,21 +234,9 @@ def _expansion_refusal() -> Refusal:
 
 def check_command(command: str, cli: CliModel) -> PolicyResult:
     """Decide what to do with one agent command line (see the module docstring)."""
-    if len(command) > MAX_COMMAND_CHARS:
-        return Refusal(
-            "too_long", f"the command is longer than {MAX_COMMAND_CHARS} characters; shorten it"
-        )
-    tokens = tokenize(command.strip())
+    tokens = _aws_tokens(command)
     if isinstance(tokens, Refusal):
         return tokens
-    if not tokens:
-        return Refusal("empty", "empty command: send one aws command, e.g. 'aws s3 ls'")
-    if tokens[0] != "aws":
-        return Refusal(
-            "not_aws",
-            f"only AWS CLI commands are allowed, got {tokens[0]!r}: start with "
-            "'aws <service> <operation>' (e.g. 'aws s3api list-buckets')",
-        )
     args = tokens[1:]
     refusal = _check_values(args) or _check_globals(args)
     if refusal:
@@ -233,27 +248,49 @@ def check_command(command: str, cli: CliModel) -> PolicyResult:
     if service is None:
         if "--version" in args:
             return CliCommand(tuple(args), "", "", dropped)
-        return Refusal(
-            "missing_service",
-            "missing service and operation: use 'aws <service> <operation> [options]'; "
-            "'aws help' lists services",
-        )
+        return _refusal("missing_service")
     if service == "help" or TASK_HINT_FLAG in args:
         return _help_request(args, words)
-    if service == "configure":
+    return _refuse_service(service, cli) or _operation_call(args, words, service, cli, dropped)
+
+
+def _aws_tokens(command: str) -> list[str] | Refusal:
+    """The command's words, if it is one ``aws ...`` command line without shell syntax."""
+    if len(command) > MAX_COMMAND_CHARS:
         return Refusal(
-            "configure",
-            "'aws configure' is not available: the sandbox provides credentials and region "
-            "(pass --region to a command to use another region)",
+            "too_long", f"the command is longer than {MAX_COMMAND_CHARS} characters; shorten it"
         )
-    if service == "history":
-        return Refusal("customization", "'aws history' is not available in the sandbox")
+    tokens = tokenize(command.strip())
+    if isinstance(tokens, Refusal):
+        return tokens
+    if not tokens:
+        return _refusal("empty")
+    if tokens[0] != "aws":
+        return Refusal(
+            "not_aws",
+            f"only AWS CLI commands are allowed, got {tokens[0]!r}: start with "
+            "'aws <service> <operation>' (e.g. 'aws s3api list-buckets')",
+        )
+    return tokens
+
+
+def _refuse_service(service: str, cli: CliModel) -> Refusal | None:
+    if service in ("configure", "history"):
+        return _refusal(service)
     if not cli.has_service(service):
         return Refusal(
             "unknown_service",
             f"unknown service {service!r}; close matches: {cli.close_services(service)}. "
             "'aws help' lists services",
         )
+    return None
+
+
+def _operation_call(
+    args: list[str], words: list[tuple[int, str]], service: str, cli: CliModel,
+    dropped: tuple[str, ...],
+) -> PolicyResult:  # fmt: skip
+    """The operation of ``aws <service> <operation> ...``, checked against the CLI's model."""
     if len(words) < 2:
         return Refusal(
             "missing_operation",

@@ -6,11 +6,11 @@
     env.state(); env.close()
 
 An ``AwsEnv`` is one episode slot. Its sandbox lives in a worker process of an
-``EnvPool`` (by default one shared pool per process, started on first use, one
+``SandboxPool`` (by default one shared pool per process, started on first use, one
 worker): the caller's process never imports moto, never has its environment,
 HOME or working directory touched, and is not blocked by a command that hangs
 (the pool's watchdog kills and replaces a stuck worker). Many ``AwsEnv``s share a
-pool's workers; pass ``pool=EnvPool(workers=N).start()`` to use N cores.
+pool's workers; pass ``pool=SandboxPool(processes=N).start()`` to use N cores.
 
 Determinism: ``reset(task_id, seed)`` with the same arguments builds identical
 worlds in every ``AwsEnv`` (same resources, same generated ids), which is what a
@@ -27,26 +27,26 @@ import uuid
 from typing import Any
 
 from env.chaos import ChaosConfig
-from env.episode import EpisodeConfig
-from env.models import AwsAction, AwsObservation, EnvState
-from env.pool import EnvPool, PoolClosed, WorkerLost
 from env.reward import RewardConfig
-from env.worker import ResetPayload
+from env.sandbox_pool import PoolClosed, SandboxLost, SandboxPool
+from env.sandbox_process import ResetPayload
+from env.task_episode import EpisodeConfig
+from env.types import AwsAction, AwsObservation, EnvState
 
 # Bounds on how long a caller waits for the worker (the watchdog enforces them).
 RESET_TIMEOUT_S = 120.0
 STATE_TIMEOUT_S = 30.0
 
-_shared_pool: EnvPool | None = None
+_shared_pool: SandboxPool | None = None
 _shared_lock = threading.Lock()
 
 
-def shared_pool() -> EnvPool:
+def shared_pool() -> SandboxPool:
     """The process-wide default pool (one worker), started on first use."""
     global _shared_pool
     with _shared_lock:
         if _shared_pool is None or _shared_pool.closed:
-            _shared_pool = EnvPool(workers=1).start()
+            _shared_pool = SandboxPool(processes=1).start()
             atexit.register(_shared_pool.close)
         return _shared_pool
 
@@ -67,7 +67,7 @@ class AwsEnv:
         max_steps: int = 15,
         command_timeout_s: float = 10.0,
         max_output_chars: int = 16384,
-        pool: EnvPool | None = None,
+        pool: SandboxPool | None = None,
     ) -> None:
         if catalog is None:
             from env.catalog import load_catalog
@@ -102,7 +102,7 @@ class AwsEnv:
         """Start a new episode; a previous one in this slot is discarded.
 
         Raises ``KeyError`` for an unknown task id (the message lists close matches),
-        ``env.pool.WorkerRequestError`` (code ``setup_failed``) for a broken task.
+        ``env.sandbox_pool.SandboxRequestError`` (code ``setup_failed``) for a broken task.
         """
         self._check_open()
         if seed is None:
@@ -143,7 +143,7 @@ class AwsEnv:
         if not self._pool.closed:
             try:
                 self._pool.call(self._worker, "close", self._key, None, STATE_TIMEOUT_S)
-            except (WorkerLost, PoolClosed):
+            except (SandboxLost, PoolClosed):
                 pass  # the episode died with its worker: nothing left to free there
             finally:
                 self._pool.release(self._worker)

@@ -1,4 +1,4 @@
-"""The env server: FastAPI over an ``EnvPool``, OpenEnv-compatible, many sessions at once.
+"""The env server: FastAPI over an ``SandboxPool``, OpenEnv-compatible, many sessions at once.
 
 Run it with ``rlfarm env serve --port 8000`` or ``python -m env.server --port 8000``.
 
@@ -27,7 +27,7 @@ Stateful HTTP sessions (many episodes over plain HTTP)
   GET    /sessions/{id}/state    as /state
   DELETE /sessions/{id}          -> 204
 
-Other: ``GET /tasks`` (ids, tiers, descriptions), ``GET /stats`` (sessions, workers).
+Other: ``GET /tasks`` (ids, tiers, descriptions), ``GET /stats`` (sessions, sandbox processes).
 
 Sessions are capped (``--max-sessions``, default 256; one more gets 503 with
 ``Retry-After``) and closed after ``--idle-timeout`` seconds without a request.
@@ -42,7 +42,6 @@ import json
 import logging
 import random
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, Request, WebSocket, WebSocketDisconnect
@@ -51,12 +50,12 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from env.chaos import ChaosConfig
-from env.commands import add_serve_arguments
-from env.episode import EpisodeConfig
-from env.models import AwsAction, AwsObservation, EnvState, ErrorBody
-from env.pool import EnvPool, PoolClosed, WorkerLost, WorkerRequestError
+from env.sandbox_pool import PoolClosed, SandboxLost, SandboxPool, SandboxRequestError
+from env.sandbox_process import ResetPayload
+from env.server_settings import ServerSettings, add_serve_arguments, settings_from_args
 from env.sessions import CapacityError, Session, SessionRegistry, UnknownSession
-from env.worker import ResetPayload
+from env.task_episode import EpisodeConfig
+from env.types import AwsAction, AwsObservation, EnvState, ErrorBody
 
 log = logging.getLogger(__name__)
 
@@ -65,24 +64,6 @@ SessionHeader = Annotated[str | None, Header(alias=SESSION_HEADER)]
 RESET_TIMEOUT_S = 120.0
 STATE_TIMEOUT_S = 30.0
 VERSION = "0.1.0"
-
-
-class ServerSettings(BaseModel):
-    """How the env server runs (the ``rlfarm env serve`` flags)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=0, le=65535)
-    workers: int = Field(default=2, ge=1, le=64, description="Sandbox worker processes.")
-    max_sessions: int = Field(default=256, ge=1)
-    idle_timeout_s: float = Field(default=600.0, gt=0)
-    reap_interval_s: float = Field(default=10.0, gt=0)
-    catalog: Path | None = Field(default=None, description="Task file or directory.")
-    max_steps: int = Field(default=15, ge=1)
-    chaos: bool = False
-    command_timeout_s: float = Field(default=10.0, gt=0)
-    prewarm: bool = True
 
 
 class ResetBody(BaseModel):
@@ -123,7 +104,7 @@ def observation_payload(obs: AwsObservation) -> dict[str, Any]:
 class EnvService:
     """The server's behaviour, independent of the transport (HTTP routes and WS share it)."""
 
-    def __init__(self, settings: ServerSettings, catalog: Any, pool: EnvPool) -> None:
+    def __init__(self, settings: ServerSettings, catalog: Any, pool: SandboxPool) -> None:
         self.settings = settings
         self.catalog = catalog
         self.pool = pool
@@ -228,12 +209,12 @@ class EnvService:
     async def _call(self, session: Session, op: str, payload: Any, timeout_s: float) -> Any:
         try:
             return await self.pool.acall(session.worker, op, session.key, payload, timeout_s)
-        except WorkerLost as exc:
+        except SandboxLost as exc:
             session.episode_id = None
             raise ApiError(409, "episode_lost", str(exc)) from None
         except PoolClosed:
             raise ApiError(503, "shutting_down", "the env server is shutting down") from None
-        except WorkerRequestError as exc:
+        except SandboxRequestError as exc:
             if exc.code == "unknown_episode":
                 session.episode_id = None
                 raise ApiError(
@@ -260,7 +241,7 @@ class EnvService:
 
 
 def create_app(
-    settings: ServerSettings | None = None, *, pool: EnvPool | None = None, catalog: Any = None
+    settings: ServerSettings | None = None, *, pool: SandboxPool | None = None, catalog: Any = None
 ) -> FastAPI:
     """The FastAPI app. ``pool``/``catalog`` default to a new pool and the built-in tasks."""
     settings = settings or ServerSettings()
@@ -269,7 +250,7 @@ def create_app(
 
         catalog = load_catalog(settings.catalog)
     owns_pool = pool is None
-    pool = pool or EnvPool(workers=settings.workers, prewarm=settings.prewarm)
+    pool = pool or SandboxPool(processes=settings.sandbox_processes, prewarm=settings.prewarm)
     service = EnvService(settings, catalog, pool)
 
     @contextlib.asynccontextmanager
@@ -380,7 +361,7 @@ def _add_info_routes(app: FastAPI, service: EnvService) -> None:
             "active_sessions": len(service.registry),
             "max_sessions": service.settings.max_sessions,
             "reaped_sessions": service.registry.reaped,
-            "workers": service.pool.size,
+            "sandbox_processes": service.pool.size,
         }
 
 
@@ -500,20 +481,6 @@ async def _ws_error(ws: WebSocket, code: str, message: str, detail: Any = None) 
 
 # ---------------------------------------------------------------------------------
 # Entry points
-
-
-def settings_from_args(args: argparse.Namespace) -> ServerSettings:
-    return ServerSettings(
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        max_sessions=args.max_sessions,
-        idle_timeout_s=args.idle_timeout,
-        catalog=args.catalog,
-        max_steps=args.max_steps,
-        chaos=args.chaos,
-        prewarm=not args.no_prewarm,
-    )
 
 
 def serve(settings: ServerSettings) -> None:

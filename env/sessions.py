@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Literal
 
-from env.pool import EnvPool
+from env.sandbox_pool import SandboxPool
 
 SessionKind = Literal["http", "ws", "default"]
 CLOSE_TIMEOUT_S = 30.0
@@ -59,7 +59,7 @@ class Session:
 class SessionRegistry:
     """All open sessions of one server (see the module docstring)."""
 
-    def __init__(self, pool: EnvPool, max_sessions: int, idle_timeout_s: float) -> None:
+    def __init__(self, pool: SandboxPool, max_sessions: int, idle_timeout_s: float) -> None:
         if max_sessions < 1 or idle_timeout_s <= 0:
             raise ValueError("max_sessions must be >= 1 and idle_timeout_s > 0")
         self.pool = pool

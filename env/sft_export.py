@@ -20,19 +20,17 @@ by a fixed time (ids are already deterministic: the sandbox seeds them per task)
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import re
 import shlex
-import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from env.catalog import Catalog, CatalogError, Task, load_catalog, resolve_command
+from env.catalog import Catalog, Task, load_catalog, resolve_command
 from env.prompts import HINT_COMMAND, SYSTEM_PROMPT, render_observation, render_task
 from env.task_variants import task_variants
 
@@ -282,9 +280,9 @@ def export_sft(
 def _own_env(catalog: Catalog) -> Iterator[Any]:
     """An ``AwsEnv`` over ``catalog`` on its own one-worker sandbox pool."""
     from env.environment import AwsEnv
-    from env.pool import EnvPool
+    from env.sandbox_pool import SandboxPool
 
-    pool = EnvPool(workers=1).start()
+    pool = SandboxPool(processes=1).start()
     try:
         with AwsEnv(
             catalog, pool=pool, max_steps=_MAX_STEPS, max_output_chars=_OUTPUT_CHARS
@@ -297,54 +295,3 @@ def _own_env(catalog: Catalog) -> Iterator[Any]:
 # ---------------------------------------------------------------------------------
 # CLI: `rlfarm env export-sft --out FILE [--val-out FILE] [--val-fraction F] [--seed S]
 #      [--variants N]`
-
-
-def register_export(env_subparsers: argparse._SubParsersAction) -> None:
-    """Add ``export-sft`` to the ``rlfarm env`` subcommands."""
-    p = env_subparsers.add_parser(
-        "export-sft", help="write SFT chat rows (JSONL) from the tasks' canonical solutions"
-    )
-    p.add_argument("--out", type=Path, required=True, help="train JSONL file to write")
-    p.add_argument(
-        "--val-out", type=Path, default=None, help="validation JSONL (default: <out>.val.jsonl)"
-    )
-    p.add_argument(
-        "--val-fraction", type=float, default=0.1, help="share of TASKS held out for validation"
-    )
-    p.add_argument("--seed", type=int, default=0, help="seed for the split and the episodes")
-    p.add_argument("--catalog", type=Path, default=None, help="task file or directory")
-    p.add_argument(
-        "--variants",
-        type=int,
-        default=0,
-        help="also play N renamed copies of each train task (fresh resource names, same logic)",
-    )
-    p.set_defaults(func=_cmd_export)
-
-
-def _cmd_export(args: argparse.Namespace) -> int:
-    if not 0.0 <= args.val_fraction < 1.0:
-        print(f"error: --val-fraction must be in [0, 1), got {args.val_fraction}", file=sys.stderr)
-        return 2
-    if args.variants < 0:
-        print(f"error: --variants must be >= 0, got {args.variants}", file=sys.stderr)
-        return 2
-    try:
-        counts = export_sft(
-            args.out,
-            val_out=args.val_out,
-            val_fraction=args.val_fraction,
-            seed=args.seed,
-            catalog=load_catalog(args.catalog),
-            variants=args.variants,
-        )
-    except (CatalogError, ExportError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    val_out = args.val_out or args.out.with_name(f"{args.out.stem}.val.jsonl")
-    extra = f" + {counts['variant_tasks']} renamed variants" if args.variants else ""
-    print(
-        f"wrote {counts['train_rows']} rows ({counts['train_tasks']} tasks{extra}) to {args.out} "
-        f"and {counts['val_rows']} rows ({counts['val_tasks']} tasks) to {val_out}"
-    )
-    return 0

@@ -13,13 +13,13 @@ from __future__ import annotations
 import json
 import random
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-if TYPE_CHECKING:
-    from learner.trainer import Learner
+from learner.config import LearnerConfig
 
 STATE_FILE = "state.json"
 FORMAT_VERSION = 1
@@ -52,7 +52,22 @@ def _restore_rng(state: dict[str, Any]) -> None:
         np.random.set_state(state["numpy"])
 
 
-def save_checkpoint(learner: Learner, path: Path, extra: dict[str, Any]) -> Path:
+@dataclass
+class TrainingState:
+    """What a checkpoint holds of a learner: the peft model (only its adapter is saved), the
+    optimizer and scheduler, its config, and its counters."""
+
+    model: Any
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    config: LearnerConfig
+    device: torch.device
+    step: int = 0
+    version: int = 0
+    data_cursor: int = 0
+
+
+def save_checkpoint(learner: TrainingState, path: Path, extra: dict[str, Any]) -> Path:
     """Write ``learner``'s full training state to ``path`` atomically; returns ``path``."""
     try:
         json.dumps(extra)
@@ -87,8 +102,9 @@ def save_checkpoint(learner: Learner, path: Path, extra: dict[str, Any]) -> Path
     return path
 
 
-def load_checkpoint(learner: Learner, path: Path) -> dict[str, Any]:
-    """Restore a checkpoint written by ``save_checkpoint`` into ``learner``; returns ``extra``."""
+def load_checkpoint(learner: TrainingState, path: Path) -> dict[str, Any]:
+    """Restore a checkpoint written by ``save_checkpoint`` into ``learner`` (its counters are
+    set from the checkpoint); returns ``extra``."""
     from peft.utils import set_peft_model_state_dict
     from safetensors.torch import load_file
 
@@ -126,7 +142,7 @@ def load_checkpoint(learner: Learner, path: Path) -> dict[str, Any]:
     return dict(state["extra"])
 
 
-def _check_compatible(learner: Learner, saved: dict[str, Any], path: Path) -> None:
+def _check_compatible(learner: TrainingState, saved: dict[str, Any], path: Path) -> None:
     current = learner.config.model_dump(mode="json")
     diffs = [f"{k}: checkpoint {saved.get(k)!r} vs now {current[k]!r}" for k in MUST_MATCH
              if saved.get(k) != current[k]]  # fmt: skip

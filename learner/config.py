@@ -118,6 +118,10 @@ class LearnerConfig(BaseModel):
     )
     seed: int = Field(0, description="Seed of LoRA init, dropout and every other learner RNG.")
 
+    def with_model(self, model_path: str) -> LearnerConfig:
+        """This config for a resolved model path (validated again, unlike ``model_copy``)."""
+        return LearnerConfig.model_validate(self.model_dump() | {"model_path": model_path})
+
     @field_validator("target_modules")
     @classmethod
     def _nonempty_targets(cls, value: list[str]) -> list[str]:

@@ -20,21 +20,14 @@ What the learner optimises, per trained token t of episode i in group g:
                                                       token-mean across the batch (DAPO/Dr.GRPO),
                                                       not a mean of per-episode means
 
-Groups whose rewards are all equal have A = 0 everywhere and are skipped (and counted).
+Groups whose rewards are all equal have A = 0 everywhere and are skipped (and counted):
+``learner.types.is_zero_variance`` is that rule, shared with the farm's ledger.
 Every function here is deterministic and hand-checkable; the trainer only wires them together.
 """
 
 from __future__ import annotations
 
 import torch
-
-# Rewards closer than this are "equal": such a group has no learning signal.
-ZERO_VARIANCE_TOL = 1e-8
-
-
-def is_zero_variance(rewards: torch.Tensor, tol: float = ZERO_VARIANCE_TOL) -> bool:
-    """True when every reward in the group is the same (all advantages would be 0)."""
-    return bool((rewards.max() - rewards.min()).abs() <= tol)
 
 
 def group_advantages(

@@ -222,7 +222,7 @@ def run_sft(options: SftOptions) -> SftResult:
     """Fine-tune ``options.model`` on ``options.data`` and write the result to ``options.out``."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     started = time.perf_counter()
     conversations = load_conversations(options.data)
@@ -236,36 +236,13 @@ def run_sft(options: SftOptions) -> SftResult:
             "tokenizer's own template, which rollouts also use: pick a chat/instruct model"
         )
     rows = tokenize_conversations(tokenizer, conversations, options.max_length)
-    use_cuda = torch.cuda.is_available()
     model = AutoModelForCausalLM.from_pretrained(options.model, dtype=torch.float32)
     mode = choose_mode(options.mode, sum(p.numel() for p in model.parameters()))
     peft_config = _lora_config(options) if mode == "lora" else None
     before = exact_match(model, tokenizer, held_out) if held_out else None
     lr = options.lr if options.lr is not None else (1e-3 if mode == "full" else 2e-4)
     with tempfile.TemporaryDirectory(prefix="rlfarm-sft-") as scratch:
-        args = SFTConfig(
-            output_dir=scratch,
-            num_train_epochs=options.epochs,
-            max_steps=options.max_steps,
-            learning_rate=lr,
-            lr_scheduler_type="cosine",
-            warmup_steps=math.ceil(0.05 * _total_steps(options, len(rows))),
-            per_device_train_batch_size=options.batch_size,
-            # Rows run from ~150 to ~1500 tokens: batching similar lengths together avoids
-            # spending most of a CPU step on padding.
-            train_sampling_strategy="group_by_length",
-            max_length=options.max_length,
-            logging_steps=10,
-            save_strategy="no",
-            report_to="none",
-            seed=options.seed,
-            data_seed=options.seed,
-            gradient_checkpointing=False,
-            bf16=use_cuda and torch.cuda.is_bf16_supported(),
-            use_cpu=not use_cuda,
-            dataloader_num_workers=0,
-            disable_tqdm=True,
-        )
+        args = _trainer_args(options, scratch, lr, len(rows))
         trainer = SFTTrainer(
             model=model,
             args=args,
@@ -290,6 +267,35 @@ def run_sft(options: SftOptions) -> SftResult:
         assistant_tokens=sum(sum(1 for t in r["labels"] if t != -100) for r in rows),
         exact_match_before=before,
         exact_match_after=after,
+    )
+
+
+def _trainer_args(options: SftOptions, scratch: str, lr: float, examples: int):
+    from trl import SFTConfig
+
+    use_cuda = torch.cuda.is_available()
+    return SFTConfig(
+        output_dir=scratch,
+        num_train_epochs=options.epochs,
+        max_steps=options.max_steps,
+        learning_rate=lr,
+        lr_scheduler_type="cosine",
+        warmup_steps=math.ceil(0.05 * _total_steps(options, examples)),
+        per_device_train_batch_size=options.batch_size,
+        # Rows run from ~150 to ~1500 tokens: batching similar lengths together avoids
+        # spending most of a CPU step on padding.
+        train_sampling_strategy="group_by_length",
+        max_length=options.max_length,
+        logging_steps=10,
+        save_strategy="no",
+        report_to="none",
+        seed=options.seed,
+        data_seed=options.seed,
+        gradient_checkpointing=False,
+        bf16=use_cuda and torch.cuda.is_bf16_supported(),
+        use_cpu=not use_cuda,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
     )
 
 

@@ -21,8 +21,9 @@ from typing import Any
 import torch
 
 from learner import grpo
+from learner.checkpoint import TrainingState, load_checkpoint, save_checkpoint
 from learner.config import LearnerConfig
-from learner.types import Sample, SampleGroup, UpdateMetrics
+from learner.types import Sample, SampleGroup, UpdateMetrics, is_zero_variance
 from serving.types import AdapterVersion
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -266,10 +267,10 @@ class Learner:
         trained: list[list[_Row]] = []
         skipped = 0
         for group in groups:
-            rewards = torch.tensor(group.rewards, dtype=torch.float32)
-            if grpo.is_zero_variance(rewards):
+            if is_zero_variance(group.rewards):
                 skipped += 1
                 continue
+            rewards = torch.tensor(group.rewards, dtype=torch.float32)
             advantages = grpo.group_advantages(rewards, self.config.scale_by_std)
             index = len(trained)
             trained.append(
@@ -443,17 +444,22 @@ class Learner:
 
     # ------------------------------------------------------------------ checkpoints
 
+    def _training_state(self) -> TrainingState:
+        return TrainingState(
+            self.model, self.optimizer, self.scheduler, self.config, self.device,
+            self.step, self.version, self.data_cursor,
+        )  # fmt: skip
+
     def save_checkpoint(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
         """Atomically write adapter, optimizer, scheduler, RNG, step and cursors to ``path``."""
-        from learner.checkpoint import save_checkpoint
-
-        return save_checkpoint(self, Path(path), extra or {})
+        return save_checkpoint(self._training_state(), Path(path), extra or {})
 
     def load_checkpoint(self, path: str | Path) -> dict[str, Any]:
         """Restore everything ``save_checkpoint`` wrote; returns the caller's ``extra`` dict."""
-        from learner.checkpoint import load_checkpoint
-
-        return load_checkpoint(self, Path(path))
+        state = self._training_state()
+        extra = load_checkpoint(state, Path(path))
+        self.step, self.version, self.data_cursor = state.step, state.version, state.data_cursor
+        return extra
 
     # ------------------------------------------------------------------ helpers
 

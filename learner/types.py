@@ -71,6 +71,17 @@ class Sample:
         return sum(self.loss_mask)
 
 
+# Rewards closer than this are "equal": such a group has no learning signal.
+ZERO_VARIANCE_TOL = 1e-8
+
+
+def is_zero_variance(rewards: Sequence[float], tol: float = ZERO_VARIANCE_TOL) -> bool:
+    """True when every reward of a group is the same: all its GRPO advantages are 0, so it
+    cannot train. The one rule for it: the learner skips such groups and the farm books them
+    ``dropped_zero_variance`` by this very function."""
+    return max(rewards) - min(rewards) <= tol
+
+
 @dataclass(frozen=True)
 class SampleGroup:
     """G episodes of one task from one initial state: GRPO's unit of comparison."""

@@ -1,8 +1,8 @@
 """A conversation kept as the exact token ids the engine saw, rendered with the model's template.
 
-The first prompt is the chat template applied to [system, user]. After each sampled reply the
-next prompt-side tokens are the template's text for "end of that assistant turn + the new user
-turn + the generation prompt", obtained as the difference of two template renderings — so the
+The first prompt is the chat template applied to [system, user] (or [user] alone). After each
+sampled reply the next prompt-side tokens are the template's text for "end of that assistant turn
++ the new user turn + the generation prompt", obtained as the difference of two renderings — so the
 sampled tokens are kept verbatim (never decoded and re-tokenised), and the prompt the engine sees
 next is exactly what the same template would render for the whole conversation. That is the same
 rendering SFT and eval use (``tokenizer.apply_chat_template``), which keeps all three in step.
@@ -26,9 +26,12 @@ class Conversation:
     _pending_reply: tuple[str, bool] = ("", False)
 
     @classmethod
-    def start(cls, tokenizer, system: str, user: str) -> tuple[Conversation, list[int]]:
-        """A new conversation and the prompt-side token ids of its first turn."""
-        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    def start(cls, tokenizer, system: str | None, user: str) -> tuple[Conversation, list[int]]:
+        """A new conversation and the prompt-side token ids of its first turn (no system turn
+        when ``system`` is None)."""
+        messages = [{"role": "user", "content": user}]
+        if system is not None:
+            messages.insert(0, {"role": "system", "content": system})
         conv = cls(tokenizer=tokenizer, messages=messages)
         ids = conv._encode(conv._render(messages, generation_prompt=True))
         conv.token_ids = list(ids)

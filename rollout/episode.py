@@ -1,4 +1,4 @@
-"""The multi-turn episode loop: prompt -> engine -> parse -> env.step -> observation -> ...
+"""The multi-turn episode loop: prompt -> engine -> env.step(reply) -> next user turn -> ...
 
 One call of ``run_episode`` plays one task from a seeded initial state until the env reports
 success or done, ``max_steps`` turns pass, or the next turn would not fit the context window.
@@ -9,23 +9,13 @@ version that produced them, so the learner trains on exactly what was sampled.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from rollout.chat import Conversation
-from rollout.parse import parse_reply
+from rollout.environment import EnvSession
 from rollout.types import Trajectory, Turn
 from serving.types import SamplingSpec
-
-
-class EnvSession(Protocol):
-    """One env sandbox as the rollout loop sees it (in-process or over HTTP)."""
-
-    async def reset(self, task_id: str, seed: int) -> dict: ...
-
-    async def step(self, command: str) -> dict: ...
-
-    async def close(self) -> None: ...
 
 
 class Generator(Protocol):
@@ -35,16 +25,6 @@ class Generator(Protocol):
         sampling: SamplingSpec,
         adapter_version: int | None = None,
     ): ...
-
-
-class Prompts(Protocol):
-    """How the env's task and observations are worded for the agent (env/prompts.py)."""
-
-    system: str
-
-    def task(self, observation: dict) -> str: ...
-
-    def observation(self, observation: dict) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -64,13 +44,16 @@ class EpisodeLimits:
     temperature: float = 1.0
     top_p: float = 1.0
 
+    def greedy(self) -> EpisodeLimits:
+        """The same limits at temperature 0 (evaluation): the policy's single best answer."""
+        return replace(self, temperature=0.0, top_p=1.0)
+
 
 async def run_episode(
     spec: EpisodeSpec,
     env: EnvSession,
     engine: Generator,
     tokenizer,
-    prompts: Prompts,
     limits: EpisodeLimits,
 ) -> Trajectory:
     """Play one episode. Env and engine errors propagate: the caller decides retry or failure."""
@@ -82,7 +65,7 @@ async def run_episode(
         seed=spec.seed,
     )
     first = await env.reset(spec.task_id, spec.seed)
-    conv, prompt_ids = Conversation.start(tokenizer, prompts.system, prompts.task(first))
+    conv, prompt_ids = Conversation.start(tokenizer, env.system_prompt, first.text)
     sampling = SamplingSpec(
         max_tokens=limits.max_new_tokens,
         temperature=limits.temperature,
@@ -98,11 +81,7 @@ async def run_episode(
         completion = await engine.generate(list(conv.token_ids), sampling)
         generated = time.perf_counter()
         reply = conv.add_completion(completion.token_ids)
-        parsed = parse_reply(reply)
-        if not parsed.bare:
-            traj.format_failures += 1
-        # A reply with no command still goes to the env, which answers with what was wrong.
-        obs = await env.step(parsed.command or reply.strip() or "(empty reply)")
+        result = await env.step(reply)
         traj.turns.append(
             Turn(
                 prompt_token_ids=prompt_ids,
@@ -110,20 +89,19 @@ async def run_episode(
                 completion_logprobs=list(completion.logprobs),
                 adapter_version=completion.adapter_version,
                 reply=reply,
-                command=parsed.command,
-                reward=float(obs.get("reward") or 0.0),
-                observation=obs,
+                result=result,
                 generate_s=generated - started,
                 env_s=time.perf_counter() - generated,
             )
         )
-        traj.max_progress = max(traj.max_progress, float(obs.get("partial_progress", 0.0)))
-        traj.hints_used = int(obs.get("hints_used", traj.hints_used))
-        if obs.get("task_achieved"):
+        traj.format_failures += not result.well_formed
+        traj.max_progress = max(traj.max_progress, result.progress)
+        traj.hints_used = max(traj.hints_used, result.hints_used)
+        if result.success:
             traj.achieved, traj.end = True, "achieved"
             break
-        if obs.get("done"):
+        if result.done:
             traj.end = "env_done"
             break
-        prompt_ids = conv.add_user(prompts.observation(obs))
+        prompt_ids = conv.add_user(result.text)
     return traj

@@ -14,7 +14,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from rollout.episode import EnvSession, EpisodeLimits, EpisodeSpec, Generator, Prompts, run_episode
+from rollout.environment import EnvSession, StepResult
+from rollout.episode import EpisodeLimits, EpisodeSpec, Generator, run_episode
 from rollout.types import Trajectory, TrajectoryGroup
 
 
@@ -29,6 +30,10 @@ class TimedEnv:
     inner: EnvSession
     timeout_s: float
 
+    @property
+    def system_prompt(self) -> str | None:
+        return self.inner.system_prompt
+
     async def _call(self, what: str, coro):
         try:
             return await asyncio.wait_for(coro, timeout=self.timeout_s)
@@ -39,11 +44,11 @@ class TimedEnv:
         except Exception as exc:
             raise EnvCallError(f"env {what} failed: {type(exc).__name__}: {exc}") from exc
 
-    async def reset(self, task_id: str, seed: int) -> dict:
+    async def reset(self, task_id: str, seed: int) -> StepResult:
         return await self._call("reset", self.inner.reset(task_id, seed))
 
-    async def step(self, command: str) -> dict:
-        return await self._call("step", self.inner.step(command))
+    async def step(self, reply: str) -> StepResult:
+        return await self._call("step", self.inner.step(reply))
 
     async def close(self) -> None:
         # Closing a broken sandbox is best effort; it is discarded anyway.
@@ -59,13 +64,18 @@ class GroupSpec:
     group_id: str
     size: int
 
+    def failed(self, error: str) -> TrajectoryGroup:
+        """This group, none of it playable (a dead worker, a failed engine), with the cause."""
+        return TrajectoryGroup.failed_whole(
+            self.task_id, self.tier, self.seed, self.group_id, self.size, error
+        )
+
 
 async def run_group(
     spec: GroupSpec,
     new_env: Callable[[], EnvSession],
     engine: Generator,
     tokenizer,
-    prompts: Prompts,
     limits: EpisodeLimits,
     env_timeout_s: float = 30.0,
     attempts: int = 2,
@@ -78,9 +88,7 @@ async def run_group(
     ]
     results = await asyncio.gather(
         *(
-            _episode_with_retry(
-                e, new_env, engine, tokenizer, prompts, limits, env_timeout_s, attempts
-            )
+            _episode_with_retry(e, new_env, engine, tokenizer, limits, env_timeout_s, attempts)
             for e in episodes
         )
     )
@@ -102,7 +110,6 @@ async def _episode_with_retry(
     new_env: Callable[[], EnvSession],
     engine: Generator,
     tokenizer,
-    prompts: Prompts,
     limits: EpisodeLimits,
     env_timeout_s: float,
     attempts: int,
@@ -111,17 +118,11 @@ async def _episode_with_retry(
     for attempt in range(1, attempts + 1):
         env = TimedEnv(new_env(), env_timeout_s)
         try:
-            return await run_episode(spec, env, engine, tokenizer, prompts, limits)
+            return await run_episode(spec, env, engine, tokenizer, limits)
         except EnvCallError as exc:
             error = f"attempt {attempt}: {exc}"
         finally:
             await env.close()
-    return Trajectory(
-        task_id=spec.task_id,
-        tier=spec.tier,
-        group_id=spec.group_id,
-        episode_index=spec.episode_index,
-        seed=spec.seed,
-        end="failed",
-        error=error,
+    return Trajectory.failed(
+        spec.task_id, spec.tier, spec.group_id, spec.episode_index, spec.seed, error
     )

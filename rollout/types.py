@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from rollout.environment import StepResult
+
 EpisodeEnd = Literal["achieved", "max_steps", "context_limit", "env_done", "failed"]
 
 
@@ -19,9 +21,9 @@ EpisodeEnd = Literal["achieved", "max_steps", "context_limit", "env_done", "fail
 class Turn:
     """One agent turn: prompt-side tokens (mask 0), then the sampled completion (mask 1).
 
-    ``completion_logprobs[i]`` is the engine's logprob of ``completion_token_ids[i]``.
-    ``command`` is what was extracted from the reply and sent to the env (None: format failure,
-    nothing was sent and the env was stepped with the reply as-is so it answers with an error).
+    ``completion_logprobs[i]`` is the engine's logprob of ``completion_token_ids[i]``. ``reply`` is
+    the completion's text (without the end-of-turn token) and ``result`` the env's answer to it:
+    its reward, the action the env took from the reply, and the next user turn.
     """
 
     prompt_token_ids: list[int]
@@ -29,11 +31,17 @@ class Turn:
     completion_logprobs: list[float]
     adapter_version: int
     reply: str
-    command: str | None
-    reward: float
-    observation: dict
+    result: StepResult
     generate_s: float = 0.0
     env_s: float = 0.0
+
+    @property
+    def reward(self) -> float:
+        return self.result.reward
+
+    @property
+    def action(self) -> str | None:
+        return self.result.action
 
 
 @dataclass
@@ -84,6 +92,12 @@ class Trajectory:
     def generated_tokens(self) -> int:
         return sum(len(turn.completion_token_ids) for turn in self.turns)
 
+    @classmethod
+    def failed(cls, task_id: str, tier: str, group_id: str, index: int, seed: int,
+               error: str) -> Trajectory:  # fmt: skip
+        """An episode that could not be played (env or engine failure, a dead worker)."""
+        return cls(task_id, tier, group_id, index, seed, end="failed", error=error)
+
 
 @dataclass
 class TrajectoryGroup:
@@ -107,3 +121,11 @@ class TrajectoryGroup:
     @property
     def rewards(self) -> list[float]:
         return [t.total_reward for t in self.trajectories]
+
+    @classmethod
+    def failed_whole(
+        cls, task_id: str, tier: str, seed: int, group_id: str, size: int, error: str
+    ) -> TrajectoryGroup:
+        """A group none of whose episodes can be trained on, with the cause."""
+        trajs = [Trajectory.failed(task_id, tier, group_id, i, seed, error) for i in range(size)]
+        return cls(group_id, task_id, tier, seed, trajs, failed=True, error=error)

@@ -1,1 +1,11 @@
-"""serving package."""
+"""Serving: vLLM engines in Ray actors, LoRA versions hot-swapped into them, and endpoints.
+
+- ``engine``: ``Engine`` (vLLM ``AsyncLLM``, token-in/token-out, LoRA versions, swap probes);
+- ``engine_pool``: ``EnginePool``, M engines behind one object (routing, broadcast loads);
+- ``adapters``: adapter validation, version registry and eviction inside one engine;
+- ``types``: ``AdapterVersion``/``AdapterProbe``/``Completion`` carriers shared with the learner;
+- ``config``: ``EngineConfig``; ``cpu_lora_ops``: grouped LoRA matmuls for vLLM's CPU platform;
+- ``tiny_model``: the built-in tiny model; ``openai_server``: ``rlfarm serve``.
+
+Knows nothing of env or GRPO.
+"""

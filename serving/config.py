@@ -93,6 +93,10 @@ class EngineConfig(BaseModel):
             )
         return self
 
+    def with_model(self, model: str) -> EngineConfig:
+        """This config for a resolved model path (validated again, unlike ``model_copy``)."""
+        return EngineConfig.model_validate(self.model_dump() | {"model": model})
+
     def resolved_device(self) -> str:
         if self.device != "auto":
             return self.device

@@ -34,7 +34,7 @@ def resolve_model_path(model: str) -> str:
     if model.startswith("builtin:"):
         raise ValueError(
             f"engine.model={model!r} must be resolved to a path before engines start "
-            "(cluster.models.resolve_model does it)"
+            "(cluster.model_registry.resolve_model does it)"
         )
     return model
 

@@ -17,7 +17,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def tiny_model_path() -> Path:
-    from cluster.models import build_default_model
+    from cluster.model_registry import build_default_model
 
     return build_default_model()
 
@@ -26,11 +26,10 @@ def tiny_model_path() -> Path:
 def ray_runtime():
     import ray
 
-    from cluster.control import NAMESPACE
+    from cluster.ray_runtime import init_ray
 
-    if not ray.is_initialized():
-        # Logical CPUs: every test actor fits on a 2-core box (they share the real cores).
-        ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False, namespace=NAMESPACE)
+    # Logical CPUs: every test actor fits on a 2-core box (they share the real cores).
+    init_ray(min_cpus=8)
     yield ray
 
 

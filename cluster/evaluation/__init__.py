@@ -6,11 +6,6 @@
   engine through the real rollout loop, an OpenAI-compatible endpoint through a message-level loop.
 
 A policy is an engine pinned to one adapter version or an endpoint (``policies``); ``report``
-writes results.json, report.md and bar charts; ``command`` holds the CLI and wires the parts.
+writes results.json, report.md and bar charts; ``command`` runs ``rlfarm eval`` (registered in
+``cluster.cli``). The farm's own before/after evaluation uses the same live path and metrics.
 """
-
-from __future__ import annotations
-
-from cluster.evaluation.command import register
-
-__all__ = ["register"]

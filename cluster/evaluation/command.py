@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cluster.config import ConfigError, FarmConfig, load_config
+from rollout.episode import EpisodeLimits
 
 MODES = ("dataset", "live", "both")
 COMPARE_NAMES = ("base", "sft", "grpo")
@@ -65,7 +66,7 @@ def newest_adapter(run_dir: Path) -> Path:
 
 def base_model(config: FarmConfig) -> str:
     """The model before any training: the tiny model before its warm start, or ``model``."""
-    from cluster.models import build_default_model, resolve_model
+    from cluster.model_registry import build_default_model, resolve_model
 
     if config.model == "builtin:tiny":
         return str(build_default_model())
@@ -96,11 +97,9 @@ def compare_targets(names: list[str], run_dir: Path, config: FarmConfig) -> list
 
 
 def heldout_tasks(config: FarmConfig) -> list:
-    from cluster.curriculum import select_tasks, split_holdout
-    from env.catalog import load_catalog
+    from cluster.task_split import task_split
 
-    tasks = select_tasks(load_catalog().tasks, config.curriculum)
-    _, held = split_holdout(tasks, config.curriculum.holdout_fraction, config.run.seed)
+    held = task_split(config).heldout
     if not held:
         raise ValueError(
             "the config holds out no tasks (curriculum.holdout_fraction is 0, or every tier has "
@@ -126,7 +125,7 @@ async def score_policy(
 ) -> dict:  # fmt: skip
     """Both modes (as chosen) for one policy; per-row/episode details go to ``out_dir``."""
     from cluster.evaluation.dataset import evaluate_rows
-    from cluster.evaluation.live import evaluate_live, greedy_limits
+    from cluster.evaluation.live import evaluate_live
     from cluster.evaluation.scoring import dataset_summary, live_summary
 
     result: dict = {"dataset": None, "live": None}
@@ -135,13 +134,17 @@ async def score_policy(
         _write_jsonl(out_dir / f"{policy.name}.dataset.jsonl", scored)
         result["dataset"] = dataset_summary(scored)
     if opts.mode in ("live", "both"):
-        limits = greedy_limits(
-            config.rollout.max_steps, config.engine.max_model_len, config.rollout.max_new_tokens
-        )
-        episodes = await evaluate_live(
-            policy, tasks, new_env, limits, opts.episodes, opts.live_concurrency,
-            config.env.step_timeout_s,
-        )  # fmt: skip
+        limits = EpisodeLimits(
+            max_steps=config.rollout.max_steps,
+            max_model_len=config.engine.max_model_len,
+            max_new_tokens=config.rollout.max_new_tokens,
+        ).greedy()
+        timeout = config.env.step_timeout_s
+
+        async def play(task, seed: int):
+            return await policy.play(task.id, task.tier, seed, new_env, limits, timeout)
+
+        episodes = await evaluate_live(play, tasks, opts.episodes, opts.live_concurrency)
         _write_jsonl(out_dir / f"{policy.name}.live.jsonl", episodes)
         result["live"] = live_summary(episodes)
     return result
@@ -156,12 +159,11 @@ async def _engine_results(targets, rows, tasks, new_env, config, opts, out_dir) 
     from transformers import AutoTokenizer
 
     from cluster.evaluation.policies import EnginePolicy
-    from serving.config import EngineConfig
-    from serving.pool import EnginePool
+    from serving.engine_pool import EnginePool
 
     results = {}
     for model in dict.fromkeys(t.model for t in targets):
-        engine_cfg = EngineConfig(**(config.engine.model_dump() | {"model": model}))
+        engine_cfg = config.engine.with_model(model)
         pool = EnginePool.start(engine_cfg, num_engines=1)
         try:
             tokenizer = AutoTokenizer.from_pretrained(model)
@@ -234,11 +236,10 @@ def run_eval(
         rows = spread(heldout_rows([t.id for t in tasks], out_dir, config.run.seed), opts.max_rows)
     engine_targets = [t for t in targets if not t.endpoint]
     if engine_targets:
-        from cluster.main import init_ray
+        from cluster.ray_runtime import init_ray
 
-        init_ray(config, address)
-    env = config.env
-    with env_sessions(env.backend, env.url, config.rollout.max_steps, env.step_timeout_s) as new:
+        init_ray(address)
+    with env_sessions(config.env, config.rollout.max_steps) as new:
 
         async def all_targets() -> dict:
             got = await _engine_results(engine_targets, rows, tasks, new, config, opts, out_dir)
@@ -252,39 +253,6 @@ def run_eval(
 
 
 # ---- command line -----------------------------------------------------------------------------
-
-
-def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``eval`` to the ``rlfarm`` subcommands."""
-    p = subparsers.add_parser(
-        "eval", help="dataset and live eval of base/SFT/GRPO models, adapters or endpoints",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
-    what = p.add_argument_group(
-        "what to evaluate (one of --compare, --model/--adapter, --endpoint)"
-    )
-    what.add_argument("--compare", default=None, help="comma list of base,sft,grpo (needs --run)")
-    what.add_argument("--model", default=None, help="model path or hub id ('builtin:tiny' too)")
-    what.add_argument("--adapter", type=Path, default=None, help="LoRA adapter dir on --model")
-    what.add_argument("--endpoint", default=None, help="OpenAI-compatible server URL")
-    what.add_argument("--endpoint-model", default=None, help="model name the endpoint serves")
-    what.add_argument("--name", default=None, help="label of a single target in the report")
-    p.add_argument("--run", type=Path, default=None, help="run dir (runs/NAME) or run name")
-    p.add_argument("--config", type=Path, default=None, help="config (default: the run's own)")
-    p.add_argument("--set", dest="overrides", action="append", default=[],
-                   metavar="SECTION.FIELD=VALUE", help="override one config field")  # fmt: skip
-    p.add_argument("--mode", choices=MODES, default="both")
-    p.add_argument("--out", type=Path, default=None, help="output dir (default: <run>/eval)")
-    p.add_argument("--max-rows", type=int, default=None, help="dataset rows to score (spread)")
-    p.add_argument("--max-tokens", type=int, default=64, help="reply budget in the dataset eval")
-    p.add_argument("--episodes", type=int, default=None,
-                   help="greedy episodes per held-out task (default: config)")  # fmt: skip
-    p.add_argument("--dataset-concurrency", type=int, default=1,
-                   help="dataset requests in flight (1: latency is per unloaded call)")  # fmt: skip
-    p.add_argument("--live-concurrency", type=int, default=4, help="episodes in flight")
-    p.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS/local)")
-    p.set_defaults(func=cmd_eval)
-    return p
 
 
 def _run_dir(arg: Path | None) -> Path | None:
@@ -317,7 +285,7 @@ def targets_from_args(args: argparse.Namespace, run_dir: Path | None, config) ->
             raise ValueError("--endpoint needs --endpoint-model (the name the server serves)")
         return [Target(args.name or args.endpoint_model, endpoint=args.endpoint,
                        endpoint_model=args.endpoint_model)]  # fmt: skip
-    from cluster.models import resolve_model
+    from cluster.model_registry import resolve_model
     from serving.openai_server import base_model_of
 
     adapter = args.adapter.resolve() if args.adapter else None

@@ -1,75 +1,46 @@
-"""Live eval: greedy episodes of held-out tasks against real env sandboxes, per tier.
+"""Live eval: greedy episodes of held-out tasks against real environments, per tier.
 
-Each (task, seed) is one episode at temperature 0, played by the policy's own loop (the rollout
-loop for engines, the message loop for endpoints) on a fresh sandbox from ``new_env``; episodes
-run concurrently up to ``concurrency``. Seeds 0..episodes-1 give each task different initial
-states, so more than one episode per task is not the same greedy run repeated.
+Each (task, seed) is one episode at temperature 0, played by whoever evaluates: the farm's env
+workers (``Farm.evaluate``), or ``rlfarm eval``'s policies (the rollout loop on an engine, a
+message loop on an endpoint) on fresh sessions. Episodes run concurrently up to
+``concurrency``. Seeds 0..episodes-1 give each task different initial states, so more than one
+episode per task is not the same greedy run repeated. ``scoring.live_summary`` turns the records
+into the per-tier metrics every caller reports.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 from cluster.evaluation.scoring import EpisodeRecord
-from rollout.episode import EnvSession, EpisodeLimits
+from rollout.config import EnvSettings
 
-
-def greedy_limits(max_steps: int, max_model_len: int, max_new_tokens: int) -> EpisodeLimits:
-    return EpisodeLimits(
-        max_steps=max_steps,
-        max_model_len=max_model_len,
-        max_new_tokens=max_new_tokens,
-        temperature=0.0,
-        top_p=1.0,
-    )
+PlayEpisode = Callable[[Any, int], Awaitable[EpisodeRecord]]
 
 
 async def evaluate_live(
-    policy,
-    tasks: Sequence,
-    new_env: Callable[[], EnvSession],
-    limits: EpisodeLimits,
-    episodes: int = 1,
-    concurrency: int = 4,
-    env_timeout_s: float = 60.0,
+    play: PlayEpisode, tasks: Sequence, episodes: int = 1, concurrency: int = 4
 ) -> list[EpisodeRecord]:
     """One record per (task, seed); ``tasks`` are anything with ``.id`` and ``.tier``."""
-    from rollout.worker import EnvPrompts
-
-    prompts = EnvPrompts()
     gate = asyncio.Semaphore(concurrency)
 
     async def one(task, seed: int) -> EpisodeRecord:
         async with gate:
-            return await policy.play(
-                task.id, task.tier, seed, new_env, prompts, limits, env_timeout_s
-            )
+            return await play(task, seed)
 
-    plays = [one(task, seed) for task in tasks for seed in range(episodes)]
-    return list(await asyncio.gather(*plays))
+    return list(await asyncio.gather(*(one(t, seed) for t in tasks for seed in range(episodes))))
 
 
 @contextmanager
-def env_sessions(backend: str, url: str | None, max_steps: int, step_timeout_s: float):
-    """A factory of fresh env sessions: in-process moto sandboxes (``local``) or an env server."""
-    if backend == "http":
-        from rollout.worker import HttpSession
+def env_sessions(settings: EnvSettings, max_steps: int):
+    """A factory of fresh env sessions for an eval run (the same factory rollout workers use)."""
+    from rollout.aws_env import AwsSessions
 
-        yield lambda: HttpSession(url, step_timeout_s)
-        return
-    from concurrent.futures import ThreadPoolExecutor
-
-    from env.catalog import load_catalog
-    from env.pool import EnvPool
-    from rollout.worker import LocalSession
-
-    catalog = load_catalog()
-    pool = EnvPool(workers=1).start()
-    executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="eval-env")
+    sessions = AwsSessions(settings, max_steps, threads=16)
     try:
-        yield lambda: LocalSession(catalog, pool, executor, max_steps, chaos=False)
+        yield sessions.new
     finally:
-        executor.shutdown(wait=True)
-        pool.close()
+        sessions.close()

@@ -13,11 +13,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from cluster.evaluation.scoring import EpisodeRecord
-from rollout.episode import EnvSession, EpisodeLimits, Generator, Prompts
+from cluster.evaluation.scoring import EpisodeRecord, record_from_trajectory
+from rollout.environment import EnvSession
+from rollout.episode import EpisodeLimits, Generator
 from rollout.group import EnvCallError, GroupSpec, TimedEnv, run_group
-from rollout.parse import parse_reply
-from rollout.types import Trajectory
 from rollout.worker import PinnedEngine
 from serving.types import SamplingSpec
 
@@ -64,32 +63,15 @@ class EnginePolicy:
         tier: str,
         seed: int,
         new_env: Callable[[], EnvSession],
-        prompts: Prompts,
         limits: EpisodeLimits,
         env_timeout_s: float,
     ) -> EpisodeRecord:
         spec = GroupSpec(task_id, tier, seed, f"eval-{uuid.uuid4().hex[:8]}", size=1)
         group = await run_group(
-            spec, new_env, PinnedEngine(self.generator, self.version), self.tokenizer, prompts,
-            limits, env_timeout_s=env_timeout_s,
+            spec, new_env, PinnedEngine(self.generator, self.version), self.tokenizer, limits,
+            env_timeout_s=env_timeout_s,
         )  # fmt: skip
         return record_from_trajectory(group.trajectories[0])
-
-
-def record_from_trajectory(traj: Trajectory) -> EpisodeRecord:
-    return EpisodeRecord(
-        task_id=traj.task_id,
-        tier=traj.tier,
-        seed=traj.seed,
-        reward=traj.total_reward,
-        achieved=traj.achieved,
-        steps=len(traj.turns),
-        max_progress=traj.max_progress,
-        hints_used=traj.hints_used,
-        format_failures=traj.format_failures,
-        commands=tuple(t.command for t in traj.turns),
-        error=traj.error if traj.end == "failed" else "",
-    )
 
 
 def chat_url(endpoint: str) -> str:
@@ -155,13 +137,12 @@ class EndpointPolicy:
         tier: str,
         seed: int,
         new_env: Callable[[], EnvSession],
-        prompts: Prompts,
         limits: EpisodeLimits,
         env_timeout_s: float,
     ) -> EpisodeRecord:
         env = TimedEnv(new_env(), env_timeout_s)
         try:
-            return await chat_episode(task_id, tier, seed, env, self, prompts, limits)
+            return await chat_episode(task_id, tier, seed, env, self, limits)
         except EnvCallError as exc:
             return EpisodeRecord(task_id, tier, seed, 0.0, False, 0, 0.0, 0, 0, error=str(exc))
         finally:
@@ -179,37 +160,34 @@ async def chat_episode(
     seed: int,
     env: EnvSession,
     policy: EndpointPolicy,
-    prompts: Prompts,
     limits: EpisodeLimits,
 ) -> EpisodeRecord:
-    """One greedy episode at the message level: the same prompts, parsing and stopping rules as
+    """One greedy episode at the message level: the same env contract and stopping rules as
     ``rollout.episode.run_episode``, for policies that take messages rather than token ids."""
-    obs = await env.reset(task_id, seed)
-    messages = [
-        {"role": "system", "content": prompts.system},
-        {"role": "user", "content": prompts.task(obs)},
-    ]
+    first = await env.reset(task_id, seed)
+    messages = [{"role": "user", "content": first.text}]
+    if env.system_prompt is not None:
+        messages.insert(0, {"role": "system", "content": env.system_prompt})
     reward, progress, hints, failures, achieved = 0.0, 0.0, 0, 0, False
-    commands: list[str | None] = []
+    actions: list[str | None] = []
     for _ in range(limits.max_steps):
         reply = await policy.reply(messages, limits.max_new_tokens)
-        parsed = parse_reply(reply)
-        failures += not parsed.bare
-        commands.append(parsed.command)
-        obs = await env.step(parsed.command or reply.strip() or "(empty reply)")
-        reward += float(obs.get("reward") or 0.0)
-        progress = max(progress, float(obs.get("partial_progress", 0.0)))
-        hints = int(obs.get("hints_used", hints))
-        if obs.get("task_achieved"):
+        result = await env.step(reply)
+        failures += not result.well_formed
+        actions.append(result.action)
+        reward += result.reward
+        progress = max(progress, result.progress)
+        hints = max(hints, result.hints_used)
+        if result.success:
             achieved = True
             break
-        if obs.get("done"):
+        if result.done:
             break
         messages += [
             {"role": "assistant", "content": reply},
-            {"role": "user", "content": prompts.observation(obs)},
+            {"role": "user", "content": result.text},
         ]
     return EpisodeRecord(
-        task_id, tier, seed, reward, achieved, len(commands), progress, hints, failures,
-        tuple(commands),
+        task_id, tier, seed, reward, achieved, len(actions), progress, hints, failures,
+        tuple(actions),
     )  # fmt: skip

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from rollout.parse import parse_reply
+from rollout.types import Trajectory
 
 OVERALL = "all"
 DATASET_METRICS = ("fmt", "xtr", "exact", "svc", "op")
@@ -122,6 +123,23 @@ class EpisodeRecord:
     error: str = ""
 
 
+def record_from_trajectory(traj: Trajectory) -> EpisodeRecord:
+    """The live metrics' view of one episode played by the rollout loop."""
+    return EpisodeRecord(
+        task_id=traj.task_id,
+        tier=traj.tier,
+        seed=traj.seed,
+        reward=traj.total_reward,
+        achieved=traj.achieved,
+        steps=len(traj.turns),
+        max_progress=traj.max_progress,
+        hints_used=traj.hints_used,
+        format_failures=traj.format_failures,
+        commands=tuple(t.action for t in traj.turns),
+        error=traj.error if traj.end == "failed" else "",
+    )
+
+
 def live_summary(episodes: Sequence[EpisodeRecord]) -> dict[str, dict]:
     """Per tier and ``all``: reward, completion, steps to complete, progress, hints, format.
 
@@ -150,7 +168,7 @@ def live_summary(episodes: Sequence[EpisodeRecord]) -> dict[str, dict]:
 
 def _ordered(summary: dict[str, dict]) -> dict[str, dict]:
     """Tiers easiest first (the catalog's order), ``all`` last."""
-    from cluster.config import TIERS
+    from env.tiers import TIERS
 
     rank = {t: i for i, t in enumerate(TIERS)}
     keys = sorted((k for k in summary if k != OVERALL), key=lambda k: (rank.get(k, 99), k))

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from cluster.control import control_name, start_control
+from cluster.farm.control import control_name, start_control
 
 
 def test_scale_command_changes_desired_workers_of_a_running_farm(ray_runtime):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from cluster.config import CurriculumSettings
-from cluster.curriculum import CurriculumSampler, TaskRef, split_holdout
-from cluster.ledger import Ledger, read_ledger
+from cluster.farm.curriculum import CurriculumSampler
+from cluster.farm.ledger import Ledger, read_ledger
+from cluster.task_split import TaskRef, split_holdout
 from rollout.types import Trajectory, TrajectoryGroup
 
 TASKS = [

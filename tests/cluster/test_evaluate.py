@@ -11,14 +11,12 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from PIL import Image
 from transformers import AutoTokenizer
 
-from cluster.curriculum import TaskRef
-from cluster.evaluation.live import evaluate_live, greedy_limits
+from cluster.evaluation.live import evaluate_live
 from cluster.evaluation.policies import EnginePolicy, chat_url
 from cluster.evaluation.report import write_report
 from cluster.evaluation.scoring import (
@@ -28,12 +26,14 @@ from cluster.evaluation.scoring import (
     live_summary,
     score_reply,
 )
+from cluster.task_split import TaskRef
+from rollout.episode import EpisodeLimits
 from tests.rollout.test_group import ScriptedEngine
 
 RIGHT = "aws s3api list-buckets"
 WARMUP = TaskRef("s3-list-buckets", "warmup")
 BEGINNER = TaskRef("s3-create-bucket", "beginner")
-LIMITS = greedy_limits(max_steps=3, max_model_len=2048, max_new_tokens=32)
+LIMITS = EpisodeLimits(max_steps=3, max_model_len=2048, max_new_tokens=32).greedy()
 
 
 # ---- dataset scoring ---------------------------------------------------------------------------
@@ -120,20 +120,20 @@ def tokenizer(tiny_model_path):
 
 @pytest.fixture(scope="module")
 def new_env():
-    from env.catalog import load_catalog
-    from env.pool import EnvPool
-    from rollout.worker import LocalSession
+    from rollout.aws_env import AwsSessions
+    from rollout.config import EnvSettings
 
-    catalog, pool = load_catalog(), EnvPool(workers=1, prewarm=False).start()
-    executor = ThreadPoolExecutor(max_workers=8)
-    yield lambda: LocalSession(catalog, pool, executor, LIMITS.max_steps, chaos=False)
-    executor.shutdown()
-    pool.close()
+    with AwsSessions(EnvSettings(), LIMITS.max_steps, threads=8) as sessions:
+        yield sessions.new
 
 
 def _live(tokenizer, new_env, script: list[str], tasks, episodes: int = 1) -> dict:
     policy = EnginePolicy("scripted", ScriptedEngine(tokenizer, script), tokenizer)
-    records = asyncio.run(evaluate_live(policy, tasks, new_env, LIMITS, episodes=episodes))
+
+    async def play(task, seed):
+        return await policy.play(task.id, task.tier, seed, new_env, LIMITS, 30.0)
+
+    records = asyncio.run(evaluate_live(play, tasks, episodes=episodes))
     assert len(records) == len(tasks) * episodes and not any(r.error for r in records)
     return live_summary(records)
 

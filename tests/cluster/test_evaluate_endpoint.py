@@ -4,15 +4,14 @@ unreachable endpoint gives before any work is done."""
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import pytest
 import yaml
 
+from cluster.cli import main as rlfarm
 from cluster.config import load_config
-from cluster.evaluation import register
 from cluster.evaluation.scoring import score_reply
 from tests.conftest import free_port
 
@@ -22,10 +21,7 @@ TASKS = "[s3-list-buckets,iam-list-users,sqs-list-queues,sns-list-topics]"
 
 
 def _cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="rlfarm")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    return rlfarm(argv)
 
 
 @pytest.fixture(scope="module")

@@ -8,15 +8,14 @@ its version), plays greedy episodes against real sandboxes, and writes the repor
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import pytest
 import yaml
 
+from cluster.cli import main as rlfarm
 from cluster.config import load_config
-from cluster.evaluation import register
 from cluster.evaluation.scoring import score_reply
 from tests.serving.reference import Reference
 
@@ -52,10 +51,7 @@ def run_dir(tmp_path_factory, tiny_model_path) -> Path:
 
 
 def _cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="rlfarm")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    return rlfarm(argv)
 
 
 def _jsonl(path: Path) -> list[dict]:

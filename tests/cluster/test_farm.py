@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from cluster.config import load_config
-from cluster.ledger import read_ledger
+from cluster.farm.ledger import read_ledger
 
 pytestmark = pytest.mark.vllm
 
@@ -56,7 +56,7 @@ def farm_config(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def warm_model(farm_config):
-    from cluster.prepare import prepare_model
+    from cluster.warm_start import prepare_model
 
     return prepare_model(farm_config)
 
@@ -66,10 +66,9 @@ def test_async_farm_swaps_scales_survives_a_killed_worker_and_balances(
 ):
     import ray
 
-    from cluster.farm import Farm
+    from cluster.farm.driver import Farm
 
-    farm = Farm(farm_config, warm_model)
-    farm.setup()
+    farm = Farm.start(farm_config, warm_model)
     engine_before = asyncio.run(farm.pool.health())[0]
     operator_log: dict = {}
 

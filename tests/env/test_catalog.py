@@ -7,7 +7,6 @@ fake); ``test_catalog_solutions.py`` runs them against the real sandbox.
 
 from __future__ import annotations
 
-import argparse
 import json
 import textwrap
 from pathlib import Path
@@ -20,7 +19,6 @@ from env.catalog import (
     Task,
     build_zip,
     load_catalog,
-    register_tasks,
     resolve_command,
     run_solution,
 )
@@ -343,10 +341,9 @@ def test_prompts_are_short_and_observations_truncated() -> None:
 
 
 def run_cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="rlfarm")
-    register_tasks(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    from cluster.cli import main
+
+    return main(argv)
 
 
 def test_tasks_list_json_and_table(capsys: pytest.CaptureFixture[str]) -> None:

@@ -16,8 +16,8 @@ import pytest
 
 from env.catalog import PLACEHOLDER, Catalog, Task, load_catalog, resolve_command
 from env.environment import AwsEnv
-from env.pool import EnvPool
 from env.prompts import render_observation
+from env.sandbox_pool import SandboxPool
 
 CATALOG = load_catalog()
 # Episodes must outlive the longest canonical solution plus a hint or two.
@@ -66,8 +66,8 @@ MUTATION_TASKS = single_mutation_tasks()
 
 
 @pytest.fixture(scope="module")
-def pool() -> Iterator[EnvPool]:
-    pool = EnvPool(workers=1).start()
+def pool() -> Iterator[SandboxPool]:
+    pool = SandboxPool(processes=1).start()
     try:
         yield pool
     finally:
@@ -75,7 +75,7 @@ def pool() -> Iterator[EnvPool]:
 
 
 @pytest.fixture(scope="module")
-def env(pool: EnvPool) -> Iterator[AwsEnv]:
+def env(pool: SandboxPool) -> Iterator[AwsEnv]:
     with AwsEnv(CATALOG, pool=pool, max_steps=MAX_STEPS, max_output_chars=OUTPUT_CHARS) as e:
         yield e
 
@@ -118,7 +118,7 @@ def test_canonical_solution_achieves(env: AwsEnv, task: Task) -> None:
 
 
 @pytest.mark.parametrize("task", MUTATION_TASKS, ids=lambda t: t.id)
-def test_each_drift_mutation_breaks_and_its_repair_fixes(pool: EnvPool, task: Task) -> None:
+def test_each_drift_mutation_breaks_and_its_repair_fixes(pool: SandboxPool, task: Task) -> None:
     with AwsEnv(
         Catalog([task]), pool=pool, max_steps=MAX_STEPS, max_output_chars=OUTPUT_CHARS
     ) as env:

@@ -8,8 +8,8 @@ import pytest
 
 from env.chaos import ChaosConfig
 from env.environment import AwsEnv
-from env.pool import EnvPool, WorkerRequestError
 from env.reward import RewardConfig
+from env.sandbox_pool import SandboxPool, SandboxRequestError
 from tests.env.env_support import catalog_of, make_task
 
 TWO_CHECKS = make_task(
@@ -45,12 +45,12 @@ CATALOG = catalog_of(TWO_CHECKS, BROKEN)
 
 
 @pytest.fixture(scope="module")
-def pool() -> Iterator[EnvPool]:
-    with EnvPool(workers=1, prewarm=False) as p:
+def pool() -> Iterator[SandboxPool]:
+    with SandboxPool(processes=1, prewarm=False) as p:
         yield p
 
 
-def test_hints_come_in_order_cost_reward_and_run_out(pool: EnvPool) -> None:
+def test_hints_come_in_order_cost_reward_and_run_out(pool: SandboxPool) -> None:
     config = RewardConfig()
     with AwsEnv(CATALOG, pool=pool) as env:
         env.reset(TWO_CHECKS.id, seed=0)
@@ -65,7 +65,7 @@ def test_hints_come_in_order_cost_reward_and_run_out(pool: EnvPool) -> None:
         assert extra.reward == pytest.approx(-config.failure_cost - config.step_cost)
 
 
-def test_help_pages_are_rendered_without_a_pager(pool: EnvPool) -> None:
+def test_help_pages_are_rendered_without_a_pager(pool: SandboxPool) -> None:
     with AwsEnv(CATALOG, pool=pool) as env:
         env.reset(TWO_CHECKS.id, seed=0)
         services = env.step("aws help")
@@ -79,7 +79,7 @@ def test_help_pages_are_rendered_without_a_pager(pool: EnvPool) -> None:
         assert env.state().hints_used == 0
 
 
-def test_progress_rewards_and_completion(pool: EnvPool) -> None:
+def test_progress_rewards_and_completion(pool: SandboxPool) -> None:
     config = RewardConfig()
     with AwsEnv(CATALOG, pool=pool) as env:
         start = env.reset(TWO_CHECKS.id, seed=0)
@@ -103,7 +103,7 @@ def test_progress_rewards_and_completion(pool: EnvPool) -> None:
         assert state.finish_reason == "achieved" and state.step_count == 3
 
 
-def test_episode_ends_at_max_steps(pool: EnvPool) -> None:
+def test_episode_ends_at_max_steps(pool: SandboxPool) -> None:
     with AwsEnv(CATALOG, pool=pool, max_steps=3) as env:
         env.reset(TWO_CHECKS.id, seed=0)
         observations = [env.step("aws s3 ls") for _ in range(3)]
@@ -111,7 +111,7 @@ def test_episode_ends_at_max_steps(pool: EnvPool) -> None:
         assert env.state().finish_reason == "max_steps"
 
 
-def test_chaos_strikes_once_at_the_planned_step(pool: EnvPool) -> None:
+def test_chaos_strikes_once_at_the_planned_step(pool: SandboxPool) -> None:
     chaos = ChaosConfig(enabled=True, earliest_step=1, latest_step=1)
     with AwsEnv(CATALOG, pool=pool, chaos=chaos) as env:
         env.reset(TWO_CHECKS.id, seed=3)
@@ -126,11 +126,11 @@ def test_chaos_strikes_once_at_the_planned_step(pool: EnvPool) -> None:
         assert "chaos" not in env.step(TWO_CHECKS.solution[0]).metadata
 
 
-def test_bad_tasks_are_reported_clearly(pool: EnvPool) -> None:
+def test_bad_tasks_are_reported_clearly(pool: SandboxPool) -> None:
     with AwsEnv(CATALOG, pool=pool) as env:
         with pytest.raises(KeyError, match="no task 'nope'"):
             env.reset("nope", seed=0)
-        with pytest.raises(WorkerRequestError, match="delete-bucket") as failure:
+        with pytest.raises(SandboxRequestError, match="delete-bucket") as failure:
             env.reset(BROKEN.id, seed=0)
         assert failure.value.code == "setup_failed"
         assert env.reset(TWO_CHECKS.id, seed=0).task is not None  # the slot still works

@@ -14,7 +14,7 @@ import pytest
 
 from env.catalog import load_catalog
 from env.environment import AwsEnv
-from env.pool import EnvPool
+from env.sandbox_pool import SandboxPool
 from tests.env.env_support import catalog_of, make_task
 
 SAME_BUCKET = make_task(
@@ -47,12 +47,12 @@ GENERATED_IDS = make_task(
 
 
 @pytest.fixture(scope="module")
-def pool() -> Iterator[EnvPool]:
-    with EnvPool(workers=1, prewarm=False) as p:
+def pool() -> Iterator[SandboxPool]:
+    with SandboxPool(processes=1, prewarm=False) as p:
         yield p
 
 
-def _episode(pool: EnvPool, index: int) -> tuple[str, str, bool]:
+def _episode(pool: SandboxPool, index: int) -> tuple[str, str, bool]:
     """One episode: create the shared bucket name, put its own object, list the bucket."""
     with AwsEnv(catalog_of(SAME_BUCKET), pool=pool) as env:
         env.reset(SAME_BUCKET.id, seed=index)
@@ -65,7 +65,7 @@ def _episode(pool: EnvPool, index: int) -> tuple[str, str, bool]:
         return listing.output, buckets.output, listing.command_success
 
 
-def test_same_bucket_name_in_concurrent_episodes_never_collides_or_leaks(pool: EnvPool) -> None:
+def test_same_bucket_name_in_concurrent_episodes_never_collides_or_leaks(pool: SandboxPool) -> None:
     n = 12
     with ThreadPoolExecutor(max_workers=n) as executor:
         results = list(executor.map(lambda i: _episode(pool, i), range(n)))
@@ -75,7 +75,7 @@ def test_same_bucket_name_in_concurrent_episodes_never_collides_or_leaks(pool: E
         assert sorted(json.loads(buckets)) == ["setup-bucket", "shared-name"]
 
 
-def test_reset_clears_the_world(pool: EnvPool) -> None:
+def test_reset_clears_the_world(pool: SandboxPool) -> None:
     with AwsEnv(catalog_of(SAME_BUCKET), pool=pool) as env:
         env.reset(SAME_BUCKET.id, seed=1)
         assert env.step("aws sqs create-queue --queue-name leftover").command_success
@@ -89,7 +89,7 @@ def test_reset_clears_the_world(pool: EnvPool) -> None:
         assert not env.state().task_achieved
 
 
-def test_same_task_and_seed_build_identical_worlds(pool: EnvPool) -> None:
+def test_same_task_and_seed_build_identical_worlds(pool: SandboxPool) -> None:
     catalog = catalog_of(GENERATED_IDS)
 
     def world(seed: int) -> tuple[str, str, str]:
@@ -107,7 +107,7 @@ def test_same_task_and_seed_build_identical_worlds(pool: EnvPool) -> None:
     assert world(8)[0] != group[0][0]  # another seed, other generated ids
 
 
-def test_audit_log_and_region_are_per_episode(pool: EnvPool) -> None:
+def test_audit_log_and_region_are_per_episode(pool: SandboxPool) -> None:
     catalog = load_catalog()
     with AwsEnv(catalog, pool=pool) as a, AwsEnv(catalog, pool=pool) as b:
         a.reset("s3-list-buckets", seed=0)
@@ -125,7 +125,7 @@ def test_audit_log_and_region_are_per_episode(pool: EnvPool) -> None:
         assert "far" in a.step("aws sqs list-queues --region eu-west-1").output
 
 
-def test_one_worker_serves_many_episodes_over_time(pool: EnvPool) -> None:
+def test_one_worker_serves_many_episodes_over_time(pool: SandboxPool) -> None:
     before = pool.stats()[0]
     for seed in range(20):
         with AwsEnv(catalog_of(SAME_BUCKET), pool=pool) as env:

@@ -9,38 +9,38 @@ from collections.abc import Iterator
 import pytest
 
 from env.environment import AwsEnv
-from env.pool import EnvPool, WorkerLost
+from env.sandbox_pool import SandboxLost, SandboxPool
 from tests.env.env_support import catalog_of, make_task
 
 TASK = make_task("pool-task")
 
 
 @pytest.fixture
-def pool() -> Iterator[EnvPool]:
-    with EnvPool(workers=2, prewarm=False) as p:
+def pool() -> Iterator[SandboxPool]:
+    with SandboxPool(processes=2, prewarm=False) as p:
         yield p
 
 
-def test_a_dead_worker_is_replaced_and_other_episodes_go_on(pool: EnvPool) -> None:
+def test_a_dead_worker_is_replaced_and_other_episodes_go_on(pool: SandboxPool) -> None:
     catalog = catalog_of(TASK)
     with AwsEnv(catalog, pool=pool) as doomed, AwsEnv(catalog, pool=pool) as survivor:
         doomed.reset(TASK.id, seed=0)
         survivor.reset(TASK.id, seed=0)
-        victim = pool.worker_pid(doomed.worker_index)
-        assert victim != pool.worker_pid(survivor.worker_index)
+        victim = pool.process_pid(doomed.worker_index)
+        assert victim != pool.process_pid(survivor.worker_index)
         os.kill(victim, signal.SIGKILL)  # a worker this test's pool started
-        with pytest.raises(WorkerLost, match="reset"):
+        with pytest.raises(SandboxLost, match="reset"):
             doomed.step("aws s3 ls")
         assert survivor.step("aws s3api create-bucket --bucket target-bucket").task_achieved
         doomed.reset(TASK.id, seed=0)  # the slot works again, on the fresh worker
         assert doomed.step("aws s3 ls").command_success
-        assert pool.worker_pid(doomed.worker_index) != victim
+        assert pool.process_pid(doomed.worker_index) != victim
 
 
-def test_a_stuck_worker_is_killed_after_its_deadline(pool: EnvPool) -> None:
-    stuck = pool.worker_pid(0)
+def test_a_stuck_worker_is_killed_after_its_deadline(pool: SandboxPool) -> None:
+    stuck = pool.process_pid(0)
     os.kill(stuck, signal.SIGSTOP)  # frozen: it will never answer (pool.close kills it anyway)
-    with pytest.raises(WorkerLost, match="deadline"):
+    with pytest.raises(SandboxLost, match="deadline"):
         pool.call(0, "stats", "", None, timeout_s=1.0)
     fresh = pool.call(0, "stats", "", None, timeout_s=60.0)  # waits for the replacement
     assert fresh["pid"] != stuck and fresh["episodes"] == 0

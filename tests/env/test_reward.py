@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from env.episode import MAX_HINTS, EpisodeConfig
 from env.reward import RewardConfig, StepOutcome, step_reward
+from env.task_episode import MAX_HINTS, EpisodeConfig
 
 MAX_STALL_PROGRESS = 0.999  # the grader's cap on progress while not achieved
 

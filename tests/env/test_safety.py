@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 
 from env.environment import AwsEnv
-from env.pool import EnvPool
 from env.reward import RewardConfig
+from env.sandbox_pool import SandboxPool
 from tests.env.env_support import REPO_ROOT, catalog_of, make_task
 
 SECRET = "sentinel-secret-7f3a9c"
@@ -34,8 +34,8 @@ TASK = make_task("safety-task", setup=["aws s3api create-bucket --bucket data"])
 
 
 @pytest.fixture(scope="module")
-def pool() -> Iterator[EnvPool]:
-    with EnvPool(workers=1, prewarm=False) as p:
+def pool() -> Iterator[SandboxPool]:
+    with SandboxPool(processes=1, prewarm=False) as p:
         yield p
 
 
@@ -74,7 +74,9 @@ def unsafe_commands(sentinel: Path) -> list[tuple[str, str]]:
     ]
 
 
-def test_unsafe_commands_are_refused_and_the_episode_goes_on(pool: EnvPool, sentinel: Path) -> None:
+def test_unsafe_commands_are_refused_and_the_episode_goes_on(
+    pool: SandboxPool, sentinel: Path
+) -> None:
     before = sentinel.read_bytes()
     files_before = sorted(p.name for p in sentinel.parent.iterdir())
     # A long episode needs a larger completion bonus to keep finishing dominant.
@@ -102,7 +104,7 @@ def test_unsafe_commands_are_refused_and_the_episode_goes_on(pool: EnvPool, sent
     assert pool.stats()[0]["guard_blocked"] == []
 
 
-def test_guard_stops_moto_from_reaching_the_network(pool: EnvPool) -> None:
+def test_guard_stops_moto_from_reaching_the_network(pool: SandboxPool) -> None:
     """SNS publishes to http subscribers with a real request; the guard must stop it."""
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
@@ -187,7 +189,7 @@ def test_worker_environment_is_scrubbed(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "host-secret")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "ap-southeast-2")
     with (
-        EnvPool(workers=1, prewarm=False) as own_pool,
+        SandboxPool(processes=1, prewarm=False) as own_pool,
         AwsEnv(catalog_of(TASK), pool=own_pool) as env,
     ):
         env.reset(TASK.id, seed=0)
@@ -199,7 +201,7 @@ def test_worker_environment_is_scrubbed(monkeypatch: pytest.MonkeyPatch) -> None
         assert "ap-southeast-2" not in queue.output
 
 
-def test_slow_command_is_stopped_and_output_is_capped(pool: EnvPool) -> None:
+def test_slow_command_is_stopped_and_output_is_capped(pool: SandboxPool) -> None:
     # A fresh world's first EC2 call builds moto's EC2 backend (well over 50 ms).
     with AwsEnv(catalog_of(TASK), pool=pool, command_timeout_s=0.05, max_output_chars=300) as env:
         env.reset(TASK.id, seed=0)

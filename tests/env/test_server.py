@@ -58,7 +58,7 @@ def catalog_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def url(catalog_file: Path) -> Iterator[str]:
-    args = ["--workers", "2", "--no-prewarm", "--max-sessions", str(MAX_SESSIONS)]
+    args = ["--sandbox-processes", "2", "--no-prewarm", "--max-sessions", str(MAX_SESSIONS)]
     with run_server(*args, "--catalog", str(catalog_file)) as base:
         yield base
 
@@ -148,7 +148,15 @@ def test_malformed_requests_get_clear_4xx(url: str, request: pytest.FixtureReque
 
 
 def test_idle_sessions_are_reaped_and_errors_explain(catalog_file: Path) -> None:
-    args = ["--workers", "1", "--no-prewarm", "--max-sessions", "2", "--idle-timeout", "1"]
+    args = [
+        "--sandbox-processes",
+        "1",
+        "--no-prewarm",
+        "--max-sessions",
+        "2",
+        "--idle-timeout",
+        "1",
+    ]
     with (
         run_server(*args, "--catalog", str(catalog_file)) as base,
         httpx.Client(base_url=base, timeout=60) as http,

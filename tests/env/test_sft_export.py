@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,12 +10,11 @@ import pytest
 
 from env.catalog import Catalog, load_catalog
 from env.environment import AwsEnv
-from env.pool import EnvPool
 from env.prompts import HINT_COMMAND, SYSTEM_PROMPT, render_task
+from env.sandbox_pool import SandboxPool
 from env.sft_export import (
     KINDS,
     export_sft,
-    register_export,
     split_tasks,
     stable_text,
     wrong_variants,
@@ -40,7 +38,7 @@ SUBSET = Catalog(
 
 @pytest.fixture(scope="module")
 def env() -> Iterator[AwsEnv]:
-    pool = EnvPool(workers=1).start()
+    pool = SandboxPool(processes=1).start()
     try:
         with AwsEnv(SUBSET, pool=pool, max_steps=20, max_output_chars=100_000) as e:
             yield e
@@ -145,11 +143,9 @@ def test_split_and_variants_units() -> None:
 
 
 def test_cli_rejects_bad_fraction(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    parser = argparse.ArgumentParser(prog="rlfarm env")
-    register_export(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(
-        ["export-sft", "--out", str(tmp_path / "x.jsonl"), "--val-fraction", "1.5"]
-    )
-    assert args.func(args) == 2
+    from cluster.cli import main
+
+    argv = ["env", "export-sft", "--out", str(tmp_path / "x.jsonl"), "--val-fraction", "1.5"]
+    assert main(argv) == 2
     assert "--val-fraction must be in [0, 1)" in capsys.readouterr().err
     assert not (tmp_path / "x.jsonl").exists()

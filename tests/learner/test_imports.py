@@ -1,5 +1,4 @@
-"""Package boundaries: the learner never pulls in vLLM, env, rollout or Ray (outside its actor),
-and its CLI module imports nothing heavy, so ``rlfarm --help`` stays instant."""
+"""Package boundaries: the learner never pulls in vLLM, env, rollout or Ray (outside its actor)."""
 
 from __future__ import annotations
 
@@ -19,11 +18,6 @@ def imported_after(statement: str) -> set[str]:
 
 
 def test_learner_modules_import_no_vllm_env_rollout_or_ray():
-    modules = "learner.trainer, learner.sft, learner.bench, learner.publish, learner.checkpoint"
+    modules = "learner.trainer, learner.sft, learner.publish, learner.checkpoint, learner.grpo"
     loaded = imported_after(f"import {modules}")
     assert not loaded & {"vllm", "env", "rollout", "ray", "cluster"}
-
-
-def test_cli_module_imports_neither_torch_nor_trl():
-    loaded = imported_after("import learner.commands")
-    assert not loaded & {"torch", "trl", "transformers", "peft"}

@@ -94,14 +94,16 @@ def test_mode_follows_model_size_unless_explicit():
 
 
 def test_full_sft_raises_held_out_exact_match(tiny_model_dir, tmp_path):
+    # Converged, not mid-flight: at 100 steps the result was chaotic (0.33 to 1.0 across seeds and
+    # CPUs: AMD without AVX-512 vs Intel), at 200 steps 1.0 for seeds 0-2 on both; 0.5 is headroom.
     train, held_out = write_split(tmp_path)
     result = run_sft(
         SftOptions(
             data=train, out=tmp_path / "model", model=str(tiny_model_dir), mode="full",
-            max_steps=100, lr=3e-3, batch_size=16, eval_data=held_out, seed=0,
+            max_steps=200, lr=3e-3, batch_size=16, eval_data=held_out, seed=0,
         )
     )  # fmt: skip
-    assert result.mode == "full" and result.steps == 100
+    assert result.mode == "full" and result.steps == 200
     assert result.exact_match_before == 0.0
     assert result.exact_match_after >= 0.5, result
     # the output is a base model directory that scores the same when loaded back

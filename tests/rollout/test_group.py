@@ -16,9 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from transformers import AutoTokenizer
 
+from env.prompts import SYSTEM_PROMPT, render_observation, render_task
+from rollout.aws_env import AwsSession, HttpBackend, LocalBackend
 from rollout.episode import EpisodeLimits
 from rollout.group import GroupSpec, run_group
-from rollout.worker import EnvPrompts, HttpSession, LocalSession
 from serving.types import Completion
 from tests.env.env_support import run_server
 
@@ -53,9 +54,9 @@ def tokenizer(tiny_model_path):
 
 @pytest.fixture(scope="module")
 def env_pool():
-    from env.pool import EnvPool
+    from env.sandbox_pool import SandboxPool
 
-    pool = EnvPool(workers=1, prewarm=False).start()
+    pool = SandboxPool(processes=1, prewarm=False).start()
     yield pool
     pool.close()
 
@@ -73,7 +74,9 @@ SPEC = GroupSpec(task_id="s3-list-buckets", tier="warmup", seed=5, group_id="g1"
 
 def _local(catalog, env_pool):
     executor = ThreadPoolExecutor(max_workers=8)
-    return lambda: LocalSession(catalog, env_pool, executor, LIMITS.max_steps, chaos=False)
+    return lambda: AwsSession(
+        LocalBackend(catalog, env_pool, executor, LIMITS.max_steps, chaos=False)
+    )
 
 
 def _check_group(group, tokenizer):
@@ -81,30 +84,19 @@ def _check_group(group, tokenizer):
     assert len(group.trajectories) == SPEC.size
     for traj in group.trajectories:
         assert traj.achieved and traj.end == "achieved"
-        assert [t.command for t in traj.turns] == [WRONG, RIGHT]
+        assert [t.action for t in traj.turns] == [WRONG, RIGHT]
         first, second = traj.turns
-        assert not first.observation["command_success"] and first.reward < 0
-        assert second.observation["task_achieved"] and second.reward > 0
-        # Token exactness: the stream is what the chat template renders for the conversation.
-        messages = [{"role": "system", "content": EnvPrompts().system}]
-        messages.append(
-            {
-                "role": "user",
-                "content": EnvPrompts().task(
-                    first.observation
-                    | {
-                        "task": {
-                            "id": SPEC.task_id,
-                            "tier": SPEC.tier,
-                            "description": _description(),
-                        }
-                    }
-                ),
-            }
-        )
-        messages += [
+        assert not first.result.info["command_success"] and first.reward < 0
+        assert second.result.success and second.reward > 0
+        # Token exactness: the stream is what the chat template renders for the conversation, in
+        # the env's own words (env.prompts), as SFT export renders it too.
+        messages = [
+            {"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": render_task(_task())},
             {"role": "assistant", "content": WRONG},
-            {"role": "user", "content": EnvPrompts().observation(first.observation)},
+            {"role": "user", "content": render_observation(
+                command_success=False, error=first.result.info["error"]
+            )},
             {"role": "assistant", "content": RIGHT},
         ]  # fmt: skip
         rendered = tokenizer.apply_chat_template(messages)["input_ids"]
@@ -118,39 +110,34 @@ def _check_group(group, tokenizer):
     assert len(set(group.rewards)) == 1  # same script, same initial state: same return
 
 
-def _description():
+def _task():
     from env.catalog import load_catalog
 
-    return load_catalog().by_id(SPEC.task_id).description
+    return load_catalog().by_id(SPEC.task_id)
 
 
 def test_group_against_local_sandboxes(tokenizer, catalog, env_pool):
     engine = ScriptedEngine(tokenizer, [WRONG, RIGHT])
-    group = asyncio.run(
-        run_group(SPEC, _local(catalog, env_pool), engine, tokenizer, EnvPrompts(), LIMITS)
-    )
+    group = asyncio.run(run_group(SPEC, _local(catalog, env_pool), engine, tokenizer, LIMITS))
     _check_group(group, tokenizer)
 
 
 def test_group_against_the_env_server_over_http(tokenizer):
     engine = ScriptedEngine(tokenizer, [WRONG, RIGHT])
-    with run_server("--workers", "1", "--no-prewarm") as url:
-        group = asyncio.run(
-            run_group(SPEC, lambda: HttpSession(url, 30.0), engine, tokenizer, EnvPrompts(), LIMITS)
-        )
+    with run_server("--sandbox-processes", "1", "--no-prewarm") as url:
+        new_env = lambda: AwsSession(HttpBackend(url, 30.0))  # noqa: E731
+        group = asyncio.run(run_group(SPEC, new_env, engine, tokenizer, LIMITS))
     _check_group(group, tokenizer)
 
 
 def test_killed_sandbox_is_replaced_and_the_episode_replayed(tokenizer, catalog, env_pool):
     def kill_sandbox_once(call: int) -> None:
         if call == 1:
-            os.kill(env_pool.worker_pid(0), signal.SIGKILL)
+            os.kill(env_pool.process_pid(0), signal.SIGKILL)
 
     engine = ScriptedEngine(tokenizer, [WRONG, RIGHT], on_call=kill_sandbox_once)
     spec = GroupSpec("s3-list-buckets", "warmup", 5, "g2", size=1)
-    group = asyncio.run(
-        run_group(spec, _local(catalog, env_pool), engine, tokenizer, EnvPrompts(), LIMITS)
-    )
+    group = asyncio.run(run_group(spec, _local(catalog, env_pool), engine, tokenizer, LIMITS))
     assert not group.failed, group.error
     assert group.trajectories[0].achieved
     assert engine.calls >= 3  # the killed attempt's reply, then a full replay on a fresh sandbox
@@ -158,14 +145,12 @@ def test_killed_sandbox_is_replaced_and_the_episode_replayed(tokenizer, catalog,
 
 def test_group_fails_whole_when_retries_run_out(tokenizer, catalog, env_pool):
     def kill_every_time(call: int) -> None:
-        os.kill(env_pool.worker_pid(0), signal.SIGKILL)
+        os.kill(env_pool.process_pid(0), signal.SIGKILL)
 
     engine = ScriptedEngine(tokenizer, [WRONG, RIGHT], on_call=kill_every_time)
     spec = GroupSpec("s3-list-buckets", "warmup", 5, "g3", size=2)
     group = asyncio.run(
-        run_group(
-            spec, _local(catalog, env_pool), engine, tokenizer, EnvPrompts(), LIMITS, attempts=2
-        )
+        run_group(spec, _local(catalog, env_pool), engine, tokenizer, LIMITS, attempts=2)
     )
     assert group.failed
     assert all(t.end == "failed" for t in group.trajectories)

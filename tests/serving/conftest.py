@@ -24,7 +24,7 @@ def engine_config(tiny_model_path) -> EngineConfig:
 
 @pytest.fixture(scope="session")
 def pool(ray_runtime, engine_config):
-    from serving.pool import EnginePool
+    from serving.engine_pool import EnginePool
 
     engines = EnginePool.start(engine_config, num_engines=1)
     yield engines

@@ -2,7 +2,7 @@
 
 One run, one model (the warm tiny model), one task list and seed, one machine, stage after stage:
 
-(a) ``cluster.sequential_baseline``: transformers ``generate`` one turn at a time behind a lock,
+(a) ``benchmarks.sequential_baseline``: transformers ``generate`` one turn at a time behind a lock,
     the env in-process, no learning;
 (b) the real ``Farm`` (vLLM engines, GRPO+LoRA learner, rollout workers) in ``sync`` mode for N
     updates; (c) the same farm in ``async`` mode for N updates, the learner training throughout;
@@ -59,44 +59,6 @@ QUICK = [
 TARGETS = {"sync_vs_sequential": 30.0, "async_vs_sync": 1.6, "engine_idle_async": 0.10}
 
 
-def register_bench(bench_subparsers) -> None:
-    """Add ``rollout`` to ``rlfarm bench``."""
-    p = bench_subparsers.add_parser(
-        "rollout", help="sequential baseline vs farm sync vs farm async, with sweeps"
-    )
-    p.add_argument("--json", action="store_true", help="print only one JSON object on stdout")
-    p.add_argument(
-        "--updates", type=int, default=None, help="measured updates per farm mode and round"
-    )
-    p.add_argument(
-        "--rounds", type=int, default=None,
-        help="sync/async rounds, alternating which mode goes first (ABBA), summed per mode",
-    )  # fmt: skip
-    p.add_argument("--quick", action="store_true", help="tiny sizes (tests): 2 updates, G=4")
-    p.add_argument("--no-sweep", action="store_true", help="skip the env-worker and G sweeps")
-    p.add_argument("--out", type=Path, default=Path("runs/bench-rollout"), help="output dir")
-    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="base farm config (YAML)")
-    p.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-        help="override one config field after the bench's own settings (repeatable)",
-    )  # fmt: skip
-    p.add_argument("--baseline-groups", type=int, default=None, help="groups the baseline plays")
-    p.add_argument("--sweep-workers", type=_int_list, default=None, help="e.g. 1,2,4,8")
-    p.add_argument("--sweep-group-sizes", type=_int_list, default=None, help="e.g. 4,8,16")
-    p.add_argument("--sweep-updates", type=int, default=None, help="updates per sweep point")
-    p.set_defaults(func=main)
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: give integers separated by commas") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: give one or more integers >= 1")
-    return values
-
-
 def bench_settings(args: argparse.Namespace) -> dict:
     """Sizes of every stage: defaults bound each stage to a few minutes on 2 cores."""
     quick = args.quick
@@ -122,7 +84,7 @@ def bench_config(args: argparse.Namespace) -> FarmConfig:
         f"run.name=farm-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
         *args.overrides,
     ]
-    return load_config(args.config, overrides)
+    return load_config(args.config or DEFAULT_CONFIG, overrides)
 
 
 def _log(message: str) -> None:
@@ -132,91 +94,40 @@ def _log(message: str) -> None:
 # ---- the farm stages ----------------------------------------------------------------------------
 
 
-def _reconfigured(config: FarmConfig, changes: dict) -> FarmConfig:
-    """A validated copy of ``config`` with ``{section: {field: value}}`` changed."""
-    data = config.model_dump(mode="json")
-    for section, fields in changes.items():
-        data[section] = {**data[section], **fields}
-    return FarmConfig.model_validate(data)
-
-
 async def _farm_stage(
     farm, updates: int, mode: str, workers: int, group_size: int, settle: int = 0
 ) -> dict:
     """Run ``settle + updates`` more updates in ``mode``; return the rates of the last ``updates``
     (from the completion of the settle updates to the completion of the last one)."""
-    farm.config = _reconfigured(
-        farm.config,
-        {
-            "env": {"workers": workers},
-            "rollout": {"group_size": group_size},
-        },
-    )
-    # The operator's knob is the source of truth for the worker count (main_loop applies it).
-    await farm.control.set_env_workers.remote(workers)
-    farm.workers.resize(workers)
-    # New worker actors load a tokenizer and start a sandbox process: wait for them before the
-    # clock starts, so a sweep point measures rollouts, not actor start-up.
-    await asyncio.gather(*(slot.handle.ping.remote() for slot in farm.workers.slots))
-    state = farm.state
-    rows_before = len(farm.metrics.history)
-    staleness_before, ledger_before = dict(state.staleness), farm.ledger.summary()
-    health = await farm.pool.health()
-    start = {  # the running totals a metrics row carries, taken now
-        "update": state.updates,
-        "time_s": time.perf_counter() - state.started,
-        "episodes_total": state.episodes_played,
-        "generated_tokens_total": state.generated_tokens,
-        "env_steps_total": state.env_steps,
-        "engine_busy_s": sum(h["busy_s"] for h in health),
-    }
+    # New worker actors load a tokenizer and start a sandbox process: ``scale`` waits for them
+    # before the clock starts, so a sweep point measures rollouts, not actor start-up.
+    await farm.scale(workers)
+    farm.set_group_size(group_size)
+    rows_before = len(farm.history)
+    staleness_before, ledger_before = dict(farm.state.staleness), farm.ledger.summary()
+    start = await farm.totals()
     await farm.main_loop(updates=settle + updates, mode=mode)
-    rows = farm.metrics.history[rows_before:]
+    rows = farm.history[rows_before:]
     end = rows[-1]
+    first = rows[settle - 1].totals() if settle else start
     return {
         "mode": mode,
         "env_workers": workers,
         "group_size": group_size,
         "settle_updates": settle,
-        **window_rates(rows[settle - 1] if settle else start, end, engines=len(health)),
+        **first.rates(end.totals(), engines=farm.config.run.engines),
         # Over the last (up to) 256 env steps of the stage: the driver's rolling window.
-        "env_step_ms_p50": end["env_step_ms_p50"],
-        "env_step_ms_p99": end["env_step_ms_p99"],
+        "env_step_ms_p50": end.env_step_ms_p50,
+        "env_step_ms_p99": end.env_step_ms_p99,
         # The staleness histogram and the ledger cover the whole stage (settle updates and the
         # groups dropped when it stopped included), so every episode's fate is in them.
         "staleness_histogram": {
             str(k): v - staleness_before.get(k, 0)
-            for k, v in sorted(state.staleness.items())
+            for k, v in sorted(farm.state.staleness.items())
             if v - staleness_before.get(k, 0) > 0
         },
         "ledger": {k: v - ledger_before[k] for k, v in farm.ledger.summary().items()},
-        "final_version": state.version,
-    }
-
-
-def window_rates(start: dict, end: dict, engines: int) -> dict:
-    """Rates between two sets of running totals (metrics rows, or the stage's own start).
-
-    Engine idle = 1 - engine busy time / (window x engines); busy means at least one request in
-    flight on that engine.
-    """
-    wall = end["time_s"] - start["time_s"]
-    if wall <= 0:
-        raise ValueError(f"an empty measuring window ({wall} s): measure at least one update")
-
-    def delta(key: str) -> float:
-        return end[key] - start[key]
-
-    busy = delta("engine_busy_s") / (wall * engines)
-    return {
-        "updates": delta("update"),
-        "wall_s": wall,
-        "episodes": delta("episodes_total"),
-        "episodes_per_s": delta("episodes_total") / wall,
-        "generated_tokens_per_s": delta("generated_tokens_total") / wall,
-        "env_steps_per_s": delta("env_steps_total") / wall,
-        "grpo_steps_per_hour": delta("update") * 3600 / wall,
-        "engine_idle_fraction": min(1.0, max(0.0, 1.0 - busy)),
+        "final_version": farm.state.version,
     }
 
 
@@ -298,19 +209,14 @@ def _brief(row: dict) -> str:
 
 
 def run_farm(config: FarmConfig, model_path: str, settings: dict) -> dict:
-    import ray
+    from cluster.farm.driver import Farm
 
-    from cluster.farm import Farm
-
-    farm = Farm(config, model_path)
     _log("farm: starting engines, learner and rollout workers")
-    farm.setup()
+    farm = Farm.start(config, model_path)
     try:
         return asyncio.run(_farm_stages(farm, settings))
     finally:
         farm.shutdown()
-        with contextlib.suppress(Exception):  # the control actor outlives Farm.shutdown
-            ray.kill(farm.control)
 
 
 # ---- the whole bench ----------------------------------------------------------------------------
@@ -318,8 +224,8 @@ def run_farm(config: FarmConfig, model_path: str, settings: dict) -> dict:
 
 def run_rollout_bench(config: FarmConfig, settings: dict, out_dir: Path) -> dict:
     """All stages in order; returns the JSON-ready result (also written to ``out_dir``)."""
-    from cluster.prepare import prepare_model
-    from cluster.sequential_baseline import run_sequential_baseline
+    from benchmarks.sequential_baseline import run_sequential_baseline
+    from cluster.warm_start import prepare_model
 
     out_dir.mkdir(parents=True, exist_ok=True)
     model_path = prepare_model(config, log=_log)
@@ -444,24 +350,6 @@ def _stdout_reserved_for_json():
         real.close()
 
 
-def _init_ray(settings: dict, config: FarmConfig) -> None:
-    import ray
-
-    from cluster.control import NAMESPACE
-
-    if ray.is_initialized():
-        return
-    most_workers = max([config.env.workers, *settings["sweep_workers"]])
-    # Logical CPUs: every actor of the largest sweep point fits (they share the real cores).
-    needed = config.run.engines + 1 + most_workers + 2
-    ray.init(
-        num_cpus=max(os.cpu_count() or 1, needed),
-        namespace=NAMESPACE,
-        include_dashboard=False,
-        log_to_driver=False,
-    )
-
-
 def main(args: argparse.Namespace) -> int:
     try:
         config = bench_config(args)
@@ -471,7 +359,10 @@ def main(args: argparse.Namespace) -> int:
     settings = bench_settings(args)
     out = Path(args.out)
     with _stdout_reserved_for_json() if args.json else contextlib.nullcontext(sys.stdout) as real:
-        _init_ray(settings, config)
+        from cluster.ray_runtime import farm_cpus, init_ray
+
+        most_workers = max([config.env.workers, *settings["sweep_workers"]])
+        init_ray(min_cpus=farm_cpus(config.run.engines, most_workers))
         result = run_rollout_bench(config, settings, out)
         if args.json:
             real.write(json.dumps(result) + "\n")

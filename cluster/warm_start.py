@@ -25,7 +25,7 @@ WARM_START_RECIPE = 2
 
 
 def prepare_model(config: FarmConfig, log=print) -> str:
-    from cluster.models import build_default_model, resolve_model
+    from cluster.model_registry import build_default_model, resolve_model
 
     if config.model != "builtin:tiny" or not config.run.warm_start:
         return resolve_model(config.model)
@@ -34,13 +34,11 @@ def prepare_model(config: FarmConfig, log=print) -> str:
 
 
 def _train_catalog(config: FarmConfig):
-    from cluster.curriculum import select_tasks, split_holdout
+    from cluster.task_split import task_split
     from env.catalog import Catalog, load_catalog
 
     catalog = load_catalog()
-    refs = select_tasks(catalog.tasks, config.curriculum)
-    train, _ = split_holdout(refs, config.curriculum.holdout_fraction, config.run.seed)
-    keep = {t.id for t in train}
+    keep = {t.id for t in task_split(config, catalog.tasks).train}
     return Catalog([t for t in catalog.tasks if t.id in keep])
 
 

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cluster.metrics import percentile
+from cluster.farm.metrics import percentile
 from serving.config import EngineConfig
 from serving.types import SamplingSpec
 
@@ -112,15 +112,14 @@ def _learner_model(model_path: str, workdir: Path):
 def run_hotswap_bench(
     versions: int = 10, concurrency: int = 8, gap_s: float = 1.0, engine: EngineConfig | None = None
 ) -> dict:
-    import ray
-
-    from cluster.models import resolve_model
-    from serving.pool import EnginePool
+    from cluster.model_registry import resolve_model
+    from cluster.ray_runtime import init_ray
+    from serving.engine_pool import EnginePool
 
     engine = engine or EngineConfig()
     model_path = resolve_model(engine.model)
-    engine = EngineConfig(**(engine.model_dump() | {"model": model_path}))
-    ray.init(include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    engine = engine.with_model(model_path)
+    init_ray()
     pool = EnginePool.start(engine, num_engines=1)
     try:
         with tempfile.TemporaryDirectory(prefix="rlfarm-hotswap-") as tmp:

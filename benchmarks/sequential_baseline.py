@@ -7,7 +7,7 @@ Shaped like the public project's loop: the warm model in this process under tran
 so env steps may overlap another episode's generation, but never two generations at once.
 
 Prompts are rendered exactly as the farm renders them (``rollout.chat.Conversation`` with the
-env's own wording, ``rollout.worker.EnvPrompts``), and tasks and seeds come from a
+env's own wording, ``rollout.aws_env``), and tasks and seeds come from a
 ``CurriculumSampler`` seeded like the farm's, so both play the same first groups.
 """
 
@@ -19,7 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from cluster.config import FarmConfig
-from cluster.curriculum import CurriculumSampler, TaskRef, select_tasks, split_holdout
+from cluster.farm.curriculum import CurriculumSampler
+from cluster.farm.metrics import percentile
+from cluster.task_split import TaskRef, task_split
 
 
 @dataclass
@@ -32,14 +34,6 @@ class BaselineStats:
     env_step_s: list[float] = field(default_factory=list)
     generate_s: list[float] = field(default_factory=list)
     wall_s: float = 0.0
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (0 for no values)."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 class _LockedGenerator:
@@ -79,22 +73,17 @@ class _LockedGenerator:
 
 
 def _play_episode(
-    task: TaskRef,
-    seed: int,
-    gen: _LockedGenerator,
-    env,
-    prompts,
-    config: FarmConfig,
-    stats: BaselineStats,
+    task: TaskRef, seed: int, gen: _LockedGenerator, env, config: FarmConfig, stats: BaselineStats
 ) -> bool:
-    """One episode, the farm's episode loop (``rollout.episode.run_episode``) made synchronous."""
+    """One episode, the farm's episode loop (``rollout.episode.run_episode``) made synchronous,
+    with the same AWS env contract (``rollout.aws_env``)."""
+    from rollout.aws_env import AwsSession, command_to_send, reset_result, step_result
     from rollout.chat import Conversation
-    from rollout.parse import parse_reply
 
     max_len = config.engine.max_model_len
     max_new = config.rollout.max_new_tokens
-    first = env.reset(task.id, seed).model_dump()
-    conv, _ = Conversation.start(gen.tokenizer, prompts.system, prompts.task(first))
+    first = reset_result(env.reset(task.id, seed))
+    conv, _ = Conversation.start(gen.tokenizer, AwsSession.system_prompt, first.text)
     achieved = False
     for _ in range(config.rollout.max_steps):
         if len(conv.token_ids) + max_new > max_len:
@@ -103,17 +92,17 @@ def _play_episode(
         completion = gen.generate(list(conv.token_ids))
         generated = time.perf_counter()
         reply = conv.add_completion(completion)
-        parsed = parse_reply(reply)
-        obs = env.step(parsed.command or reply.strip() or "(empty reply)").model_dump()
+        command, parsed = command_to_send(reply)
+        result = step_result(env.step(command), parsed)
         stats.generate_s.append(generated - started)
         stats.env_step_s.append(time.perf_counter() - generated)
         stats.generated_tokens += len(completion)
-        if obs.get("task_achieved"):
+        if result.success:
             achieved = True
             break
-        if obs.get("done"):
+        if result.done:
             break
-        conv.add_user(prompts.observation(obs))
+        conv.add_user(result.text)
     return achieved
 
 
@@ -121,20 +110,18 @@ def run_sequential_baseline(model_path: str, config: FarmConfig, groups: int, lo
     """Play ``groups`` groups of G episodes sequentially; return rates and latencies."""
     from env.catalog import load_catalog
     from env.environment import AwsEnv
-    from env.pool import EnvPool
-    from rollout.worker import EnvPrompts
+    from env.sandbox_pool import SandboxPool
 
     catalog = load_catalog()
-    tasks = select_tasks(catalog.tasks, config.curriculum)
-    train_tasks, _ = split_holdout(tasks, config.curriculum.holdout_fraction, config.run.seed)
-    sampler = CurriculumSampler(train_tasks, config.curriculum, config.run.seed)
+    sampler = CurriculumSampler(
+        task_split(config, catalog.tasks).train, config.curriculum, config.run.seed
+    )
     gen = _LockedGenerator(model_path, config.rollout.temperature, config.rollout.max_new_tokens)
-    prompts = EnvPrompts()
     size = config.rollout.group_size
     stats = BaselineStats()
     count_lock = threading.Lock()
 
-    with EnvPool(workers=1) as pool, ThreadPoolExecutor(max_workers=size) as threads:
+    with SandboxPool(processes=1) as pool, ThreadPoolExecutor(max_workers=size) as threads:
 
         def episode(task: TaskRef, seed: int) -> bool:
             env = AwsEnv(
@@ -142,7 +129,7 @@ def run_sequential_baseline(model_path: str, config: FarmConfig, groups: int, lo
             )
             try:
                 local = BaselineStats()
-                achieved = _play_episode(task, seed, gen, env, prompts, config, local)
+                achieved = _play_episode(task, seed, gen, env, config, local)
             finally:
                 env.close()
             with count_lock:  # merge per-episode counts: no lost updates across threads

@@ -1,4 +1,4 @@
-"""The set of rollout-worker actors, resizable while the run goes on.
+"""The set of rollout-worker actors (env workers), resizable while the run goes on.
 
 The driver asks for a worker per group; ``resize`` starts new actors at once and retires extra
 ones after their current group (a retiring worker takes no new work). A worker that died is
@@ -9,20 +9,22 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
 class WorkerSlot:
     name: str
-    handle: object
+    handle: Any
     busy: int = 0
     retiring: bool = False
 
 
 @dataclass
-class WorkerSet:
-    factory: object  # a callable that starts one worker actor given its name
+class RolloutWorkerSet:
+    factory: Callable[[str], Any]  # starts one worker actor given its name; returns its handle
     slots: list[WorkerSlot] = field(default_factory=list)
     _names: itertools.count = field(default_factory=itertools.count)
     restarts: int = 0

@@ -2,17 +2,19 @@
 
 Parts (none of them knows about this driver):
 - ``EnginePool`` (serving/): M vLLM engines; adapters are broadcast to it and verified by probe.
-- ``WorkerSet`` of ``RolloutWorker`` actors (rollout/): each owns env sandboxes and plays groups
-  of G episodes of one task from one seeded initial state.
+- ``RolloutWorkerSet`` of ``RolloutWorker`` actors (rollout/): each owns env sessions and plays
+  groups of G episodes of one task from one seeded initial state.
 - ``LearnerActor`` (learner/): one GRPO update per batch of groups, then publishes a version.
-- ``CurriculumSampler``: which task next; ``Ledger``: every episode's fate; ``Metrics``: JSONL,
-  TensorBoard, Ray/Prometheus, progress line; ``FarmControl``: the operator's scale knob.
+- ``CurriculumSampler``: which training task next (``task_split`` decides which tasks are held
+  out); ``Ledger``: every episode's fate; ``Metrics``: JSONL, TensorBoard, Ray/Prometheus,
+  progress line; ``FarmControl``: the operator's scale knob; ``admission_target``: how many groups
+  may be in flight.
 
-``setup()`` wires them; ``main_loop()`` drives them. In ``async`` mode group producers never wait
-for the learner: finished groups go through a bounded queue, and a group sampled more than
+``Farm.start()`` wires them; ``main_loop()`` drives them. In ``async`` mode group producers never
+wait for the learner: finished groups go through a bounded queue, and a group sampled more than
 ``max_staleness`` versions before the current one is dropped, and the learner starts its next
-update while the engines load the version it just published. ``sync`` mode plays one batch, trains,
-publishes, and only then plays the next (for comparison and debugging).
+update while the engines load the version it just published. ``sync`` mode plays one batch,
+trains, publishes, and only then plays the next (for comparison and debugging).
 """
 
 from __future__ import annotations
@@ -20,93 +22,107 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from cluster.config import FarmConfig
-from cluster.curriculum import CurriculumSampler, TaskRef, select_tasks, split_holdout
-from cluster.ledger import Ledger
-from cluster.metrics import Metrics, Watchdog
-from cluster.workers import WorkerSet
+from cluster.farm.admission import admission_target
+from cluster.farm.curriculum import CurriculumSampler
+from cluster.farm.ledger import Ledger
+from cluster.farm.metrics import Metrics, RunState, Totals, UpdateRow
+from cluster.farm.rollout_workers import RolloutWorkerSet
+from cluster.farm.watchdog import Watchdog
+from cluster.task_split import TaskRef, task_split
+from learner.types import Sample, SampleGroup, UpdateMetrics, is_zero_variance
 from rollout.episode import EpisodeLimits
 from rollout.group import GroupSpec
-from rollout.types import Trajectory, TrajectoryGroup
+from rollout.types import TrajectoryGroup
+from serving.types import AdapterVersion
 
-
-@dataclass
-class RunState:
-    version: int = 0
-    updates: int = 0
-    groups_played: int = 0
-    episodes_played: int = 0
-    generated_tokens: int = 0
-    env_steps: int = 0
-    staleness: dict[int, int] = field(default_factory=dict)
-    started: float = field(default_factory=time.perf_counter)
+Batch = list[tuple[TrajectoryGroup, int]]  # trainable groups and their staleness
 
 
 class Farm:
-    def __init__(self, config: FarmConfig, model_path: str) -> None:
+    """One run's driver. ``pool``, ``learner``, ``workers`` and ``control`` are the Ray parts
+    (``Farm.start`` makes them); everything else is the driver's own state."""
+
+    def __init__(
+        self,
+        config: FarmConfig,
+        model_path: str,
+        pool: Any,
+        learner: Any,
+        workers: RolloutWorkerSet,
+        control: Any,
+    ) -> None:
         self.config = config
         self.model_path = model_path
         self.run_dir = Path(config.run.out_dir) / config.run.name
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.pool = pool
+        self.learner = learner
+        self.workers = workers
+        self.control = control
+        self.split = task_split(config)
+        self.sampler = CurriculumSampler(self.split.train, config.curriculum, config.run.seed)
+        self.ledger = Ledger(self.run_dir / "ledger.jsonl")
+        self.metrics = Metrics(self.run_dir, config.train.updates)
         self.state = RunState()
+        self.queue: asyncio.Queue[TrajectoryGroup] = asyncio.Queue(maxsize=config.train.queue_size)
+        self.limits = EpisodeLimits(
+            max_steps=config.rollout.max_steps,
+            max_model_len=config.engine.max_model_len,
+            max_new_tokens=config.rollout.max_new_tokens,
+            temperature=config.rollout.temperature,
+            top_p=config.rollout.top_p,
+        )
+        self.group_size = config.rollout.group_size
+        self.watchdog = Watchdog(config.run.watchdog_s, self.run_dir)  # armed by main_loop
         self.stopping = False
+        self.awaited_groups = 0  # trainable groups the learner's current batch still waits for
+        self.loaded_version = 0  # the newest version every engine serves
 
     # ---- wiring -------------------------------------------------------------------------------
 
-    def setup(self) -> None:
+    @classmethod
+    def start(cls, config: FarmConfig, model_path: str) -> Farm:
+        """Start the engines, the learner and the env workers (bounded waits), then the driver."""
         import ray
 
-        from cluster.control import start_control
-        from env.catalog import load_catalog
+        from cluster.farm.control import start_control
         from learner.actor import create_learner_actor
-        from learner.config import LearnerConfig
         from rollout.worker import rollout_worker_class
-        from serving.config import EngineConfig
-        from serving.pool import EnginePool
+        from serving.engine_pool import EnginePool
 
-        cfg = self.config
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        run_dir = Path(config.run.out_dir) / config.run.name
+        run_dir.mkdir(parents=True, exist_ok=True)
         # The exact config of this run, beside its outputs (eval and resume read it back).
-        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
-        engine_cfg = EngineConfig(**(cfg.engine.model_dump() | {"model": self.model_path}))
-        learner_cfg = LearnerConfig(**(cfg.learner.model_dump() | {"model_path": self.model_path}))
-        self.pool = EnginePool.start(engine_cfg, num_engines=cfg.run.engines)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json")))
+        engine_cfg = config.engine.with_model(model_path)
+        pool = EnginePool.start(engine_cfg, num_engines=config.run.engines)
         learner_options = {}
         if engine_cfg.resolved_device() == "cuda":
-            learner_options["num_gpus"] = cfg.run.learner_gpu_share
-        self.learner = create_learner_actor(
-            learner_cfg, torch_threads=cfg.run.learner_threads, **learner_options
+            learner_options["num_gpus"] = config.run.learner_gpu_share
+        learner = create_learner_actor(
+            config.learner.with_model(model_path),
+            torch_threads=config.run.learner_threads,
+            **learner_options,
         )
         worker_cls = rollout_worker_class()
-        env_settings = cfg.env.model_dump()
-        self.workers = WorkerSet(
-            factory=lambda name: worker_cls.options(name=None, num_cpus=0.5).remote(
-                name, self.pool, self.model_path, env_settings
+        env, max_steps = config.env, config.rollout.max_steps
+
+        def start_worker(name: str):
+            return worker_cls.options(name=None, num_cpus=0.5).remote(
+                name, pool, model_path, env, max_steps
             )
-        )
-        self.workers.resize(cfg.env.workers)
-        tasks = select_tasks(load_catalog().tasks, cfg.curriculum)
-        self.train_tasks, self.heldout = split_holdout(
-            tasks, cfg.curriculum.holdout_fraction, cfg.run.seed
-        )
-        self.sampler = CurriculumSampler(self.train_tasks, cfg.curriculum, cfg.run.seed)
-        self.ledger = Ledger(self.run_dir / "ledger.jsonl")
-        self.metrics = Metrics(self.run_dir, cfg)
-        self.control = start_control(cfg.run.name, cfg.env.workers)
-        self.watchdog = Watchdog(cfg.run.watchdog_s, self.run_dir)  # armed by main_loop
-        self.queue: asyncio.Queue[TrajectoryGroup] = asyncio.Queue(maxsize=cfg.train.queue_size)
-        self.limits = EpisodeLimits(
-            max_steps=cfg.rollout.max_steps,
-            max_model_len=cfg.engine.max_model_len,
-            max_new_tokens=cfg.rollout.max_new_tokens,
-            temperature=cfg.rollout.temperature,
-            top_p=cfg.rollout.top_p,
-        )
-        ray.get(self.learner.state.remote(), timeout=600)  # the learner has loaded its model
+
+        workers = RolloutWorkerSet(factory=start_worker)
+        workers.resize(env.workers)
+        control = start_control(config.run.name, env.workers)
+        ray.get(learner.state.remote(), timeout=600)  # the learner has loaded its model
+        return cls(config, model_path, pool, learner, workers, control)
 
     # ---- the loop -----------------------------------------------------------------------------
 
@@ -121,12 +137,10 @@ class Farm:
         self.metrics.total_updates = target
         self.stopping = False
         self.awaited_groups = 0
-        self.loaded_version = self.state.version  # the newest version every engine serves
+        self.loaded_version = self.state.version
         self.watchdog = Watchdog(self.config.run.watchdog_s, self.run_dir)
         self.watchdog.start()
-        producer = None
-        if mode == "async":
-            producer = asyncio.ensure_future(self._produce())
+        producer = asyncio.ensure_future(self._produce()) if mode == "async" else None
         try:
             if mode == "async":
                 await self._async_updates(target)
@@ -143,7 +157,7 @@ class Farm:
         return self.ledger.summary()
 
     async def _produce(self) -> None:
-        """Keep workers x groups_per_worker groups in flight; finished groups go to the queue."""
+        """Keep the admitted number of groups in flight; finished groups go to the queue."""
         inflight: set[asyncio.Future] = set()
         while not self.stopping or inflight:
             # While a published version is still being loaded, a group started now would open on
@@ -166,18 +180,13 @@ class Farm:
             await self._apply_control()
 
     def _admission_target(self) -> int:
-        """Groups to keep in flight or queued: enough to keep every worker busy, but no more than
-        the learner can take before they go stale — anything beyond that would be generated only
-        to be dropped, on the cores the learner needs.
-
-        A group started now, at version v, is judged when it is collected: by the batch being
-        collected right now (``awaited_groups`` it still waits for) at staleness 0, or by one of
-        the next ``max_staleness`` batches (collected at versions v+1 .. v+max_staleness) at
-        most ``max_staleness`` stale; a later batch would drop it."""
         train = self.config.train
-        busy_workers = self.workers.size * self.config.env.groups_per_worker
-        fresh = train.max_staleness * train.groups_per_update + self.awaited_groups
-        return min(busy_workers, fresh)
+        return admission_target(
+            self.workers.size * self.config.env.groups_per_worker,
+            train.max_staleness,
+            train.groups_per_update,
+            self.awaited_groups,
+        )
 
     async def _enqueue(self, group: TrajectoryGroup) -> None:
         """Queue a finished group; a full queue holds the producer back (bounded memory)."""
@@ -198,9 +207,9 @@ class Farm:
         self, task: TaskRef, seed: int, version: int | None = None, greedy: bool = False
     ) -> TrajectoryGroup:
         """One group on the least-busy worker; a dead worker gives a failed group, is replaced."""
-        size = 1 if greedy else self.config.rollout.group_size
+        size = 1 if greedy else self.group_size
         spec = GroupSpec(task.id, task.tier, seed, f"g{uuid.uuid4().hex[:10]}", size)
-        limits = self.limits if not greedy else _greedy(self.limits)
+        limits = self.limits.greedy() if greedy else self.limits
         while (slot := self.workers.acquire()) is None:
             await asyncio.sleep(0.1)
         if not greedy:
@@ -208,7 +217,7 @@ class Farm:
         try:
             group = await slot.handle.play.remote(spec, limits, version)
         except Exception as exc:  # the actor died, or the engine failed mid-group
-            group = _failed_group(spec, f"{slot.name}: {type(exc).__name__}: {exc}")
+            group = spec.failed(f"{slot.name}: {type(exc).__name__}: {exc}")
             if _is_actor_death(exc):
                 self.workers.replace(slot)
         finally:
@@ -228,12 +237,12 @@ class Farm:
         if not group.failed:
             self.sampler.observe(group.tier, [t.achieved for t in group.trajectories])
 
-    async def _collect(self, n: int, wait: bool) -> list[tuple[TrajectoryGroup, int]]:
+    async def _collect(self, n: int, wait: bool) -> Batch:
         """Take up to ``n`` trainable groups from the queue; record every other group's fate.
 
         ``wait``: block until ``n`` trainable groups came (async); else take what is queued (sync).
         """
-        batch: list[tuple[TrajectoryGroup, int]] = []
+        batch: Batch = []
         while len(batch) < n and (wait or not self.queue.empty()):
             self.awaited_groups = n - len(batch) if wait else 0
             group = await self.queue.get()
@@ -245,7 +254,7 @@ class Farm:
                 self.ledger.record(
                     group, "dropped_stale", f"staleness {staleness}", self.state.updates
                 )
-            elif len(set(group.rewards)) == 1:
+            elif is_zero_variance(group.rewards):
                 self.ledger.record(group, "dropped_zero_variance", "", self.state.updates)
             else:
                 self.state.staleness[staleness] = self.state.staleness.get(staleness, 0) + 1
@@ -282,12 +291,12 @@ class Farm:
         if finishing is not None:
             await finishing
 
-    async def _train(self, batch: list[tuple[TrajectoryGroup, int]]):
+    async def _train(self, batch: Batch) -> tuple[UpdateMetrics, AdapterVersion | None]:
         samples = [to_sample_group(g) for g, _ in batch]
         return await self.learner.train_and_publish.remote(samples, str(self.run_dir / "adapters"))
 
     async def _finish_update(
-        self, batch: list[tuple[TrajectoryGroup, int]], learner_metrics, adapter
+        self, batch: Batch, learner_metrics: UpdateMetrics, adapter: AdapterVersion | None
     ) -> None:
         """Load the new version into every engine, then book the update (ledger, metrics)."""
         swap_s = None
@@ -301,12 +310,11 @@ class Farm:
         for group, staleness in batch:
             self.ledger.record(group, "trained", "", self.state.updates, staleness)
         self.watchdog.beat()
-        health = await self.pool.health()
-        self.metrics.log_update(
-            self.state, learner_metrics, swap_s, health, self.queue.qsize(), self.workers.size,
-            self.ledger.summary(), self.sampler,
+        row = self.metrics.log_update(
+            self.state, learner_metrics, swap_s, await self.pool.health(), self.queue.qsize(),
+            self.workers.size, self.ledger.summary(), self.sampler.frontier_tier,
         )  # fmt: skip
-        self.control.report.remote(self.metrics.last)
+        self.control.report.remote(row.as_dict())
 
     async def _apply_control(self) -> None:
         desired = await self.control.desired_env_workers.remote()
@@ -314,42 +322,65 @@ class Farm:
             self.workers.resize(desired)
             self.metrics.event(f"env workers -> {desired}")
 
+    # ---- what benches and operators may change or read ----------------------------------------
+
+    async def scale(self, env_workers: int) -> None:
+        """Set the env-worker count (as ``rlfarm scale`` does) and wait until every worker is up."""
+        await self.control.set_env_workers.remote(env_workers)
+        self.workers.resize(env_workers)
+        await asyncio.gather(*(slot.handle.ping.remote() for slot in self.workers.slots))
+
+    def set_group_size(self, group_size: int) -> None:
+        """G of the groups started from now on."""
+        if group_size < 2:
+            raise ValueError(f"group size {group_size}: GRPO needs at least 2 episodes per group")
+        self.group_size = group_size
+
+    @property
+    def history(self) -> list[UpdateRow]:
+        """Every update's metrics row so far."""
+        return self.metrics.history
+
+    async def totals(self) -> Totals:
+        """The running totals now (a measuring window starts or ends here)."""
+        health = await self.pool.health()
+        return Totals(
+            update=self.state.updates,
+            time_s=time.perf_counter() - self.state.started,
+            episodes_total=self.state.episodes_played,
+            generated_tokens_total=self.state.generated_tokens,
+            env_steps_total=self.state.env_steps,
+            engine_busy_s=sum(h["busy_s"] for h in health),
+        )
+
     # ---- evaluation ---------------------------------------------------------------------------
 
-    async def evaluate(self, version: int) -> dict:
-        """Greedy episodes on the held-out tasks under adapter ``version``, by tier: success,
-        reward, mean max progress (the graders' partial credit), hints and format failures."""
-        per_tier: dict[str, list[Trajectory]] = {}
-        plays = [
-            self._play(task, seed, version=version, greedy=True)
-            for task in self.heldout
-            for seed in range(self.config.run.eval_episodes)
-        ]
-        for group in await asyncio.gather(*plays):
-            per_tier.setdefault(group.tier, []).extend(group.trajectories)
-        return {
-            tier: {
-                "episodes": len(trajs),
-                "success": sum(t.achieved for t in trajs) / len(trajs),
-                "reward": sum(t.total_reward for t in trajs) / len(trajs),
-                "progress": sum(t.max_progress for t in trajs) / len(trajs),
-                "hints_per_episode": sum(t.hints_used for t in trajs) / len(trajs),
-                "format_failures_per_episode": sum(t.format_failures for t in trajs) / len(trajs),
-                "failed": sum(t.end == "failed" for t in trajs),
-            }
-            for tier, trajs in sorted(per_tier.items())
-        }
+    async def evaluate(self, version: int) -> dict[str, dict]:
+        """Greedy episodes on the held-out tasks under adapter ``version``, played by the env
+        workers and scored by ``rlfarm eval``'s own live metrics, per tier and overall."""
+        from cluster.evaluation.live import evaluate_live
+        from cluster.evaluation.scoring import live_summary, record_from_trajectory
+
+        async def play(task: TaskRef, seed: int):
+            group = await self._play(task, seed, version=version, greedy=True)
+            return record_from_trajectory(group.trajectories[0])
+
+        episodes = self.config.run.eval_episodes
+        concurrency = max(1, len(self.split.heldout) * episodes)
+        return live_summary(await evaluate_live(play, self.split.heldout, episodes, concurrency))
 
     def shutdown(self) -> None:
+        import ray
+
         self.ledger.close()
         self.metrics.close()
         self.workers.shutdown()
         self.pool.shutdown()
+        ray.kill(self.control)  # its name is global on the cluster: free it for the next run
 
 
-def to_sample_group(group: TrajectoryGroup):
-    from learner.types import Sample, SampleGroup
-
+def to_sample_group(group: TrajectoryGroup) -> SampleGroup:
+    """A scored rollout group as the learner's input: token-exact samples, nothing re-tokenised."""
     samples = [
         Sample(
             token_ids=t.token_ids(),
@@ -363,35 +394,7 @@ def to_sample_group(group: TrajectoryGroup):
     return SampleGroup(group_id=group.group_id, task_id=group.task_id, samples=samples)
 
 
-def _failed_group(spec: GroupSpec, error: str) -> TrajectoryGroup:
-    trajs = [
-        Trajectory(spec.task_id, spec.tier, spec.group_id, i, spec.seed, end="failed", error=error)
-        for i in range(spec.size)
-    ]
-    return TrajectoryGroup(
-        spec.group_id, spec.task_id, spec.tier, spec.seed, trajs, failed=True, error=error
-    )
-
-
 def _is_actor_death(exc: Exception) -> bool:
     import ray
 
     return isinstance(exc, ray.exceptions.RayActorError)
-
-
-def _greedy(limits: EpisodeLimits) -> EpisodeLimits:
-    return EpisodeLimits(
-        max_steps=limits.max_steps,
-        max_model_len=limits.max_model_len,
-        max_new_tokens=limits.max_new_tokens,
-        temperature=0.0,
-        top_p=1.0,
-    )
-
-
-def _learner_resources(engine_cfg) -> dict:
-    return (
-        {"num_gpus": 1, "num_cpus": 1}
-        if engine_cfg.resolved_device() == "cuda"
-        else {"num_cpus": 1}
-    )

@@ -1,8 +1,9 @@
-"""The sandbox worker process: hosts many episodes, answers requests one at a time.
+"""The sandbox process: hosts many episodes, answers requests one at a time.
 
-A worker is started by ``env.pool.EnvPool`` as ``python -m env.worker --fd N``, with
-one end of a socket pair as its request pipe. It starts a ``MotoHost`` (which scrubs
-its environment and installs the host guard), then serves requests in order:
+A sandbox process is started by ``env.sandbox_pool.SandboxPool`` as
+``python -m env.sandbox_process --fd N``, with one end of a socket pair as its request pipe.
+It starts a ``MotoHost`` (which scrubs its environment and installs the host guard), then
+serves requests in order:
 
     (request_id, op, episode_key, payload) -> (request_id, ok, result_or_error)
 
@@ -37,13 +38,13 @@ class ResetPayload:
     task: Any  # env.catalog.Task, or any object with the same fields
     seed: int
     episode_id: str
-    config: Any  # env.episode.EpisodeConfig
+    config: Any  # env.task_episode.EpisodeConfig
 
 
 def worker_main(conn: Connection, prewarm: bool) -> None:
     """Entry point of a worker process."""
-    from env.episode import Episode
     from env.sandbox import DEFAULT_PREWARM, MotoHost
+    from env.task_episode import Episode
 
     host = MotoHost.get(prewarm=DEFAULT_PREWARM if prewarm else ())
     episodes: dict[str, Episode] = {}
@@ -119,7 +120,7 @@ def main() -> None:
     # The pool owns this process's lifetime; a Ctrl+C in the caller's terminal reaches the
     # whole process group, and the caller shuts its workers down itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    parser = argparse.ArgumentParser(description="rlfarm sandbox worker (started by EnvPool)")
+    parser = argparse.ArgumentParser(description="rlfarm sandbox worker (started by SandboxPool)")
     parser.add_argument("--fd", type=int, required=True, help="inherited socket to serve")
     parser.add_argument("--no-prewarm", action="store_true", help="skip start-up warming")
     args = parser.parse_args()

@@ -1,6 +1,6 @@
 """The env pool: N sandbox worker processes, and routing of episodes to them.
 
-Each worker (``env.worker``) hosts many episodes but runs one command at a time, so
+Each worker (``env.sandbox_process``) hosts many episodes but runs one command at a time, so
 throughput scales with the number of workers, one per core. The pool assigns a new
 episode to the least-loaded worker and from then on routes every request of that
 episode to it. ``request`` never blocks: it queues the message for the worker's
@@ -9,7 +9,7 @@ asyncio, ``call`` waits for it).
 
 Failure handling, with bounded waits: a worker that dies, or stops answering for
 longer than its current request's deadline, is killed and replaced by a fresh one;
-every request in flight on it fails with ``WorkerLost``, and its episodes are
+every request in flight on it fails with ``SandboxLost``, and its episodes are
 reported lost (their next request says to reset). Why kill instead of waiting: a
 stuck worker would otherwise stall every episode routed to it forever.
 """
@@ -42,7 +42,7 @@ READY_TIMEOUT_S = 180.0
 WATCHDOG_PERIOD_S = 0.5
 
 
-class WorkerLost(RuntimeError):
+class SandboxLost(RuntimeError):
     """The worker hosting an episode died or was killed; the episode is gone."""
 
 
@@ -50,7 +50,7 @@ class PoolClosed(RuntimeError):
     """The pool was closed."""
 
 
-class WorkerRequestError(RuntimeError):
+class SandboxRequestError(RuntimeError):
     """A worker answered a request with an error (``code``: unknown_episode, invalid, ...)."""
 
     def __init__(self, code: str, message: str) -> None:
@@ -67,10 +67,10 @@ class _Pending:
     key: str
 
 
-class _Worker:
+class _SandboxProcess:
     """One worker process, its pipe, its sender and reader threads."""
 
-    def __init__(self, pool: EnvPool, index: int) -> None:
+    def __init__(self, pool: SandboxPool, index: int) -> None:
         self.pool = pool
         self.index = index
         self.outbox: queue.Queue[tuple[Any, ...] | None] = queue.Queue()
@@ -90,7 +90,7 @@ class _Worker:
     # -- life cycle ------------------------------------------------------------------
 
     def spawn(self) -> None:
-        parent, process = start_worker_process(self.pool.prewarm)
+        parent, process = start_sandbox_process(self.pool.prewarm)
         if not parent.poll(READY_TIMEOUT_S):
             process.kill()
             raise RuntimeError(f"env worker {self.index} did not start in {READY_TIMEOUT_S:g} s")
@@ -133,7 +133,7 @@ class _Worker:
         if conn is not None:
             conn.close()
         for item in failed:
-            _fail(item.future, WorkerLost(f"the env worker hosting this episode {reason}; reset"))
+            _fail(item.future, SandboxLost(f"the env worker hosting this episode {reason}; reset"))
         if not self.pool.closed:
             self.spawn()
 
@@ -161,7 +161,7 @@ class _Worker:
         future: Future = Future()
         with self.lock:
             if key in self.lost and op not in ("reset", "close"):
-                _fail(future, WorkerLost("the env worker hosting this episode died; reset"))
+                _fail(future, SandboxLost("the env worker hosting this episode died; reset"))
                 return future
             if op == "reset":
                 self.lost.discard(key)
@@ -207,7 +207,7 @@ class _Worker:
                 item.future.set_result(result)
             else:
                 code, message = result
-                item.future.set_exception(WorkerRequestError(code, message))
+                item.future.set_exception(SandboxRequestError(code, message))
 
     def stuck_for(self, now: float) -> float:
         """Seconds past its deadline of the request the worker is busy with (<= 0: fine)."""
@@ -219,32 +219,32 @@ class _Worker:
             return now - busy_since - head.timeout_s
 
 
-class EnvPool:
+class SandboxPool:
     """N sandbox worker processes (see the module docstring).
 
     ``prewarm``: pay first-use costs (service models, moto's EC2 data) at start-up.
     """
 
-    def __init__(self, workers: int = 1, *, prewarm: bool = True) -> None:
-        if workers < 1:
-            raise ValueError(f"an env pool needs at least one worker, got {workers}")
-        self.size = workers
+    def __init__(self, processes: int = 1, *, prewarm: bool = True) -> None:
+        if processes < 1:
+            raise ValueError(f"a sandbox pool needs at least one process, got {processes}")
+        self.size = processes
         self.prewarm = prewarm
         self.closed = False
         self._ids = itertools.count(1)
-        self._workers: list[_Worker] = []
-        self._assigned: list[int] = [0] * workers
+        self._workers: list[_SandboxProcess] = []
+        self._assigned: list[int] = [0] * processes
         self._assign_lock = threading.Lock()
         self._started = False
 
-    def start(self) -> EnvPool:
+    def start(self) -> SandboxPool:
         """Start the workers (in parallel) and the watchdog; returns self."""
         if self._started:
             return self
-        self._workers = [_Worker(self, i) for i in range(self.size)]
+        self._workers = [_SandboxProcess(self, i) for i in range(self.size)]
         failures: list[str] = []
 
-        def spawn(worker: _Worker) -> None:
+        def spawn(worker: _SandboxProcess) -> None:
             try:
                 worker.spawn()
             except Exception as exc:  # collected and raised below
@@ -262,7 +262,7 @@ class EnvPool:
         threading.Thread(target=self._watchdog, daemon=True, name="env-watchdog").start()
         return self
 
-    def __enter__(self) -> EnvPool:
+    def __enter__(self) -> SandboxPool:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -293,7 +293,7 @@ class EnvPool:
         if self.closed:
             raise PoolClosed("the env pool is closed")
         if not self._started:
-            raise RuntimeError("start the env pool first (EnvPool.start())")
+            raise RuntimeError("start the env pool first (SandboxPool.start())")
         return self._workers[index].submit(next(self._ids), op, key, payload, timeout_s)
 
     def call(self, index: int, op: str, key: str, payload: Any, timeout_s: float) -> Any:
@@ -308,7 +308,7 @@ class EnvPool:
         futures = [self.request(i, "stats", "", None, 30.0) for i in range(self.size)]
         return [f.result() for f in futures]
 
-    def worker_pid(self, index: int) -> int | None:
+    def process_pid(self, index: int) -> int | None:
         return self._workers[index].pid
 
     def _watchdog(self) -> None:
@@ -320,8 +320,8 @@ class EnvPool:
                     worker.replace("did not answer within its deadline and was killed")
 
 
-def start_worker_process(prewarm: bool) -> tuple[Connection, subprocess.Popen]:
-    """Start ``python -m env.worker`` connected to us by a socket pair.
+def start_sandbox_process(prewarm: bool) -> tuple[Connection, subprocess.Popen]:
+    """Start ``python -m env.sandbox_process`` connected to us by a socket pair.
 
     A plain subprocess rather than multiprocessing's spawn: spawn re-imports the
     caller's ``__main__``, which breaks scripts without a main guard and is slow in
@@ -331,7 +331,7 @@ def start_worker_process(prewarm: bool) -> tuple[Connection, subprocess.Popen]:
     root = str(Path(__file__).resolve().parent.parent)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
-    command = [sys.executable, "-m", "env.worker", "--fd", str(theirs.fileno())]
+    command = [sys.executable, "-m", "env.sandbox_process", "--fd", str(theirs.fileno())]
     if not prewarm:
         command.append("--no-prewarm")
     try:

@@ -30,9 +30,9 @@ from env import chaos as chaos_mod
 from env.chaos import ChaosConfig
 from env.executor import CommandExecutor, Execution
 from env.grader import Grade, grade
-from env.models import AwsObservation, EnvState, TaskInfo
 from env.reward import RewardConfig, StepOutcome, step_reward
 from env.sandbox import MotoHost, Sandbox, seed_material
+from env.types import AwsObservation, EnvState, TaskInfo
 
 log = logging.getLogger(__name__)
 

@@ -33,11 +33,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cluster.farm.metrics import percentile
 from env.catalog import Catalog, Task
-from env.commands import add_bench_arguments
 from env.environment import AwsEnv
-from env.pool import EnvPool
 from env.reward import RewardConfig
+from env.sandbox_pool import SandboxPool
 
 BUCKET = "bench-bucket"
 COMMAND_MIX: tuple[str, ...] = (
@@ -79,11 +79,6 @@ def bench_task() -> Task:
     )
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 class _Driver:
     """Steps one env through the command mix forever, resetting when an episode ends."""
 
@@ -106,7 +101,7 @@ class _Driver:
 
 def measure_step_latency(catalog: Catalog, steps: int, prewarm: bool = True) -> dict[str, float]:
     with (
-        EnvPool(workers=1, prewarm=prewarm) as pool,
+        SandboxPool(processes=1, prewarm=prewarm) as pool,
         AwsEnv(catalog, pool=pool, max_steps=MAX_STEPS) as env,
     ):
         driver = _Driver(env, 0)
@@ -114,8 +109,8 @@ def measure_step_latency(catalog: Catalog, steps: int, prewarm: bool = True) -> 
             driver.step()
         times = [driver.step() * 1000.0 for _ in range(steps)]
     return {
-        "step_latency_ms_p50": _percentile(times, 0.5),
-        "step_latency_ms_p95": _percentile(times, 0.95),
+        "step_latency_ms_p50": percentile(times, 0.5),
+        "step_latency_ms_p95": percentile(times, 0.95),
         "step_latency_ms_mean": statistics.fmean(times),
         "steps_measured": len(times),
     }
@@ -155,8 +150,8 @@ def measure_subprocess(runs_per_command: int) -> dict[str, float]:
     finally:
         server.stop()
     return {
-        "subprocess_latency_ms_p50": _percentile(times, 0.5),
-        "subprocess_latency_ms_p95": _percentile(times, 0.95),
+        "subprocess_latency_ms_p50": percentile(times, 0.5),
+        "subprocess_latency_ms_p95": percentile(times, 0.95),
         "subprocess_runs": len(times),
     }
 
@@ -165,7 +160,7 @@ class _Fleet:
     """``workers`` processes, each kept busy by ``envs_per_worker`` concurrent episodes."""
 
     def __init__(self, catalog: Catalog, workers: int, envs_per_worker: int, prewarm: bool):
-        self.pool = EnvPool(workers=workers, prewarm=prewarm).start()
+        self.pool = SandboxPool(processes=workers, prewarm=prewarm).start()
         self.envs = [
             AwsEnv(catalog, pool=self.pool, max_steps=MAX_STEPS)
             for _ in range(workers * envs_per_worker)
@@ -228,8 +223,8 @@ def measure_scaling(
 
 def measure_memory(catalog: Catalog, episodes: int, prewarm: bool = True) -> dict[str, float]:
     """Worker RSS with no episodes, then with ``episodes`` open ones (Linux /proc)."""
-    with EnvPool(workers=1, prewarm=prewarm) as pool:
-        pid = pool.worker_pid(0)
+    with SandboxPool(processes=1, prewarm=prewarm) as pool:
+        pid = pool.process_pid(0)
         idle = _rss_mb(pid)
         envs = [AwsEnv(catalog, pool=pool, max_steps=MAX_STEPS) for _ in range(episodes)]
         for i, env in enumerate(envs):
@@ -281,12 +276,13 @@ def run_bench(
     return result
 
 
-def bench_from_args(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> int:
+    """``rlfarm bench env``."""
     result = run_bench(
         steps=args.steps,
         subprocess_runs=args.subprocess_runs,
         duration_s=args.duration,
-        envs_per_worker=args.envs_per_worker,
+        envs_per_worker=args.envs_per_process,
         memory_episodes=args.memory_episodes,
         rounds=args.rounds,
     )
@@ -298,13 +294,3 @@ def bench_from_args(args: argparse.Namespace) -> int:
                 shown = f"{value:.2f}" if isinstance(value, float) else value
                 print(f"{key:36} {shown}")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m env.bench", description=__doc__.split("\n")[0])
-    add_bench_arguments(parser)
-    return bench_from_args(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

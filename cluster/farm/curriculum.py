@@ -1,56 +1,18 @@
-"""Which task the next group plays: a curriculum over tiers, with held-out tasks kept apart.
+"""Which task the next group plays: a curriculum over tiers (of the training tasks only; the
+held-out ones are decided by ``cluster.task_split``).
 
 Tiers unlock in order. The hardest unlocked tier (the frontier) gets ``frontier_weight`` of the
 groups, the easier unlocked tiers share the rest; once the frontier's success rate over the last
-``window`` episodes reaches ``promote_at`` the next tier unlocks. A fixed, seeded share of each
-tier's tasks is held out of training for the before/after evaluation.
+``window`` episodes reaches ``promote_at`` the next tier unlocks.
 """
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections import deque
-from dataclasses import dataclass
 
 from cluster.config import CurriculumSettings
-
-
-@dataclass(frozen=True)
-class TaskRef:
-    id: str
-    tier: str
-
-
-def select_tasks(catalog_tasks, settings: CurriculumSettings) -> list[TaskRef]:
-    """The tasks a run uses: those of ``settings.tiers``, narrowed to ``settings.tasks`` if set."""
-    refs = [TaskRef(t.id, t.tier) for t in catalog_tasks if t.tier in settings.tiers]
-    if settings.tasks is None:
-        return refs
-    known = {t.id for t in refs}
-    unknown = [t for t in settings.tasks if t not in known]
-    if unknown:
-        raise ValueError(
-            f"curriculum.tasks names {unknown}, which are not tasks of tiers {settings.tiers}; "
-            "see `rlfarm tasks list`"
-        )
-    return [t for t in refs if t.id in set(settings.tasks)]
-
-
-def split_holdout(
-    tasks: list[TaskRef], fraction: float, seed: int
-) -> tuple[list[TaskRef], list[TaskRef]]:
-    """(train, held out), stable for a seed: each tier holds out ``fraction`` of its tasks."""
-    train, held = [], []
-    for tier in sorted({t.tier for t in tasks}):
-        in_tier = sorted(
-            (t for t in tasks if t.tier == tier),
-            key=lambda t: hashlib.sha256(f"{seed}:{t.id}".encode()).hexdigest(),
-        )
-        n_held = round(len(in_tier) * fraction) if len(in_tier) >= 3 else 0
-        held += in_tier[:n_held]
-        train += in_tier[n_held:]
-    return train, held
+from cluster.task_split import TaskRef
 
 
 class CurriculumSampler:
@@ -97,6 +59,3 @@ class CurriculumSampler:
             self.frontier += 1
             return True
         return False
-
-    def success_rates(self) -> dict[str, float]:
-        return {t: (sum(d) / len(d) if d else 0.0) for t, d in self.recent.items()}

@@ -8,6 +8,8 @@ is a warm-up and is not counted.
 
 from __future__ import annotations
 
+import argparse
+import json
 import random
 import statistics
 import tempfile
@@ -99,3 +101,29 @@ def run_bench(options: BenchOptions) -> dict:
         "timestamp": time.time(),
         "options": asdict(options),
     }
+
+
+def main(args: argparse.Namespace) -> int:
+    """``rlfarm bench learner``."""
+    from cluster.model_registry import resolve_model
+
+    result = run_bench(
+        BenchOptions(
+            model=resolve_model(args.model),
+            updates=args.updates,
+            groups=args.groups,
+            group_size=args.group_size,
+            prompt_tokens=args.prompt_tokens,
+            completion_tokens=args.completion_tokens,
+            micro_batch_tokens=args.micro_batch_tokens,
+            device=args.device,
+            dtype=args.dtype,
+        )
+    )
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"learner: {result['tokens_per_s']:.0f} trained tokens/s, update p50 "
+              f"{result['update_s_p50']:.3f} s, publish p50 {result['publish_s_p50']:.3f} s "
+              f"({result['device']})")  # fmt: skip
+    return 0

@@ -8,7 +8,6 @@ every stage balances; the sweep writes one valid PNG per swept size.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -18,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from cluster.bench_rollout import bench_settings, combine_stages, register_bench, window_rates
+from benchmarks.rollout import bench_settings, combine_stages
+from cluster.cli import build_parser
+from cluster.farm.metrics import Totals
 
 pytestmark = pytest.mark.vllm
 
@@ -34,9 +35,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def _run_cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="rlfarm bench")
-    register_bench(parser.add_subparsers(dest="bench_command", required=True))
-    args = parser.parse_args(["rollout", *argv])
+    args = build_parser().parse_args(["bench", "rollout", *argv])
     return args.func(args)
 
 
@@ -138,35 +137,22 @@ def test_bench_rollout_sweep_draws_png_curves(quick_run) -> None:
 
 
 def test_no_sweep_and_quick_sizes_from_flags() -> None:
-    parser = argparse.ArgumentParser()
-    register_bench(parser.add_subparsers(dest="bench_command", required=True))
-    quick = bench_settings(parser.parse_args(["rollout", "--quick", "--no-sweep"]))
+    parser = build_parser()
+    quick = bench_settings(parser.parse_args(["bench", "rollout", "--quick", "--no-sweep"]))
     assert quick["sweep"] is False and quick["updates"] >= 1
-    full = bench_settings(parser.parse_args(["rollout", "--sweep-workers", "1,3"]))
+    full = bench_settings(parser.parse_args(["bench", "rollout", "--sweep-workers", "1,3"]))
     assert full["sweep"] is True and full["sweep_workers"] == [1, 3]
     assert full["sweep_group_sizes"] == [4, 8, 16]
     with pytest.raises(SystemExit):
-        parser.parse_args(["rollout", "--sweep-workers", "0,x"])
+        parser.parse_args(["bench", "rollout", "--sweep-workers", "0,x"])
 
 
 def test_window_rates_between_two_sets_of_running_totals() -> None:
-    start = {
-        "update": 3,
-        "time_s": 100.0,
-        "episodes_total": 96,
-        "generated_tokens_total": 5000,
-        "env_steps_total": 400,
-        "engine_busy_s": 50.0,
-    }
-    end = {
-        "update": 7,
-        "time_s": 120.0,
-        "episodes_total": 224,
-        "generated_tokens_total": 9000,
-        "env_steps_total": 900,
-        "engine_busy_s": 78.0,
-    }
-    rates = window_rates(start, end, engines=2)
+    start = Totals(update=3, time_s=100.0, episodes_total=96, generated_tokens_total=5000,
+                   env_steps_total=400, engine_busy_s=50.0)  # fmt: skip
+    end = Totals(update=7, time_s=120.0, episodes_total=224, generated_tokens_total=9000,
+                 env_steps_total=900, engine_busy_s=78.0)  # fmt: skip
+    rates = start.rates(end, engines=2)
     assert rates["updates"] == 4 and rates["wall_s"] == 20.0
     assert rates["episodes_per_s"] == pytest.approx(128 / 20)
     assert rates["generated_tokens_per_s"] == pytest.approx(200.0)
@@ -175,7 +161,7 @@ def test_window_rates_between_two_sets_of_running_totals() -> None:
     # 28 busy seconds out of 40 engine-seconds
     assert rates["engine_idle_fraction"] == pytest.approx(0.3)
     with pytest.raises(ValueError, match="empty measuring window"):
-        window_rates(start, start, engines=1)
+        start.rates(start, engines=1)
 
 
 def test_rounds_of_one_mode_combine_into_totals_over_their_windows() -> None:

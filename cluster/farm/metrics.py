@@ -1,0 +1,298 @@
+"""What the farm reports: one ``UpdateRow`` per learner update, to JSONL, TensorBoard and
+Prometheus (through Ray's metrics), a live progress line, events, and a reward-curve PNG.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import defaultdict, deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from learner.types import UpdateMetrics
+from rollout.types import TrajectoryGroup
+
+
+@dataclass
+class RunState:
+    """The farm's running totals (never reset within a run; a resumed run continues them)."""
+
+    version: int = 0
+    updates: int = 0
+    groups_played: int = 0
+    episodes_played: int = 0
+    generated_tokens: int = 0
+    env_steps: int = 0
+    staleness: dict[int, int] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Running totals at one instant: two of them bound a measuring window (``rates``)."""
+
+    update: int
+    time_s: float
+    episodes_total: int
+    generated_tokens_total: int
+    env_steps_total: int
+    engine_busy_s: float
+
+    def rates(self, later: Totals, engines: int) -> dict[str, float]:
+        """Rates over the window from this instant to ``later``. Engine idle = 1 - engine busy
+        time / (window x engines); busy means at least one request in flight on that engine."""
+        wall = later.time_s - self.time_s
+        if wall <= 0:
+            raise ValueError(f"an empty measuring window ({wall} s): measure at least one update")
+        busy = (later.engine_busy_s - self.engine_busy_s) / (wall * engines)
+        episodes = later.episodes_total - self.episodes_total
+        return {
+            "updates": later.update - self.update,
+            "wall_s": wall,
+            "episodes": episodes,
+            "episodes_per_s": episodes / wall,
+            "generated_tokens_per_s": (later.generated_tokens_total - self.generated_tokens_total)
+            / wall,
+            "env_steps_per_s": (later.env_steps_total - self.env_steps_total) / wall,
+            "grpo_steps_per_hour": (later.update - self.update) * 3600 / wall,
+            "engine_idle_fraction": min(1.0, max(0.0, 1.0 - busy)),
+        }
+
+
+@dataclass(frozen=True)
+class UpdateRow:
+    """One learner update, as ``metrics.jsonl`` records it.
+
+    Rates (``*_per_s``) and percentiles cover the time since the previous update; ``*_total`` and
+    ``engine_busy_s`` are running totals, so any window of updates can be measured from two rows.
+    ``engine_idle_fraction`` is None on the first update (no previous busy time to compare).
+    """
+
+    update: int
+    version: int
+    time_s: float
+    reward_by_tier: dict[str, float]
+    success_by_tier: dict[str, float]
+    episode_len_mean: float
+    generated_tokens_per_s: float
+    env_steps_per_s: float
+    episodes_per_s: float
+    env_step_ms_p50: float
+    env_step_ms_p99: float
+    generate_ms_p50: float
+    engine_idle_fraction: float | None
+    episodes_total: int
+    generated_tokens_total: int
+    env_steps_total: int
+    engine_busy_s: float
+    queue_depth: int
+    env_workers: int
+    staleness_histogram: dict[int, int]
+    ledger: dict[str, int]
+    swap_s: float | None
+    frontier_tier: str
+    learner: dict[str, Any] | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def totals(self) -> Totals:
+        return Totals(
+            self.update, self.time_s, self.episodes_total, self.generated_tokens_total,
+            self.env_steps_total, self.engine_busy_s,
+        )  # fmt: skip
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+class Metrics:
+    def __init__(self, run_dir: Path, total_updates: int) -> None:
+        self.run_dir = run_dir
+        self.jsonl = (run_dir / "metrics.jsonl").open("a")
+        self.events = (run_dir / "events.log").open("a")
+        self.total_updates = total_updates
+        self.history: list[UpdateRow] = []
+        self._window: dict[str, deque] = defaultdict(lambda: deque(maxlen=256))
+        self._tier_reward: dict[str, deque] = defaultdict(lambda: deque(maxlen=64))
+        self._tier_success: dict[str, deque] = defaultdict(lambda: deque(maxlen=64))
+        self._since = time.perf_counter()
+        self._counts = defaultdict(float)
+        self._engine_busy_prev: float | None = None
+        self._tty = sys.stdout.isatty()
+        self._tb = _tensorboard(run_dir / "tb")
+        self._gauges = _ray_gauges()
+
+    def observe_group(self, group: TrajectoryGroup) -> None:
+        for traj in group.trajectories:
+            if traj.end == "failed":
+                continue
+            self._tier_reward[group.tier].append(traj.total_reward)
+            self._tier_success[group.tier].append(float(traj.achieved))
+            self._window["episode_len"].append(len(traj.turns))
+            self._counts["tokens"] += traj.generated_tokens
+            self._counts["env_steps"] += len(traj.turns)
+            self._counts["episodes"] += 1
+            self._counts["format_failures"] += traj.format_failures
+            for turn in traj.turns:
+                self._window["env_ms"].append(turn.env_s * 1000)
+                self._window["gen_ms"].append(turn.generate_s * 1000)
+
+    def log_update(
+        self,
+        state: RunState,
+        learner: UpdateMetrics | None,
+        swap_s: float | None,
+        health: list[dict],
+        queue_depth: int,
+        workers: int,
+        ledger: dict[str, int],
+        frontier_tier: str,
+    ) -> UpdateRow:
+        now = time.perf_counter()
+        elapsed = max(now - self._since, 1e-9)
+        busy = sum(h["busy_s"] for h in health)
+        idle = None
+        if self._engine_busy_prev is not None:
+            idle = max(0.0, 1.0 - (busy - self._engine_busy_prev) / (elapsed * len(health)))
+        self._engine_busy_prev = busy
+        row = UpdateRow(
+            update=state.updates,
+            version=state.version,
+            time_s=round(now - state.started, 3),
+            reward_by_tier={t: _mean(v) for t, v in self._tier_reward.items()},
+            success_by_tier={t: _mean(v) for t, v in self._tier_success.items()},
+            episode_len_mean=_mean(self._window["episode_len"]),
+            generated_tokens_per_s=self._counts["tokens"] / elapsed,
+            env_steps_per_s=self._counts["env_steps"] / elapsed,
+            episodes_per_s=self._counts["episodes"] / elapsed,
+            env_step_ms_p50=percentile(list(self._window["env_ms"]), 0.5),
+            env_step_ms_p99=percentile(list(self._window["env_ms"]), 0.99),
+            generate_ms_p50=percentile(list(self._window["gen_ms"]), 0.5),
+            engine_idle_fraction=idle,
+            episodes_total=state.episodes_played,
+            generated_tokens_total=state.generated_tokens,
+            env_steps_total=state.env_steps,
+            engine_busy_s=busy,
+            queue_depth=queue_depth,
+            env_workers=workers,
+            staleness_histogram=dict(state.staleness),
+            ledger=ledger,
+            swap_s=swap_s,
+            frontier_tier=frontier_tier,
+            learner=learner.as_dict() if learner is not None else None,
+        )
+        self._since = now
+        self._counts.clear()
+        self.history.append(row)
+        self.jsonl.write(json.dumps(row.as_dict()) + "\n")
+        self.jsonl.flush()
+        self._export(row)
+        self._progress(row)
+        return row
+
+    def _export(self, row: UpdateRow) -> None:
+        step = row.update
+        scalars = {
+            k: v
+            for k, v in row.as_dict().items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        }
+        for tier, value in row.reward_by_tier.items():
+            scalars[f"reward/{tier}"] = value
+        for tier, value in row.success_by_tier.items():
+            scalars[f"success/{tier}"] = value
+        for key, value in (row.learner or {}).items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                scalars[f"learner/{key}"] = value
+        if self._tb is not None:
+            for key, value in scalars.items():
+                self._tb.add_scalar(key, value, step)
+            self._tb.flush()
+        for key, gauge in self._gauges.items():
+            if scalars.get(key) is not None:
+                gauge.set(float(scalars[key]))
+
+    def _progress(self, row: UpdateRow) -> None:
+        rewards = " ".join(f"{t[:4]}={v:.2f}" for t, v in row.reward_by_tier.items())
+        idle = row.engine_idle_fraction
+        line = (
+            f"[update {row.update}/{self.total_updates}] v{row.version} "
+            f"reward {rewards} | {row.episodes_per_s:.2f} ep/s "
+            f"{row.generated_tokens_per_s:.0f} tok/s {row.env_steps_per_s:.1f} steps/s | "
+            f"idle {'-' if idle is None else f'{idle:.0%}'} queue {row.queue_depth} "
+            f"workers {row.env_workers} | ledger {row.ledger['trained']} trained "
+            f"{row.ledger['dropped_stale']} stale {row.ledger['failed']} failed"
+        )
+        print(line, flush=True)
+
+    def event(self, message: str) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        self.events.write(f"{stamp} {message}\n")
+        self.events.flush()
+        print(f"[{stamp}] {message}", flush=True)
+
+    def plot(self, path: Path) -> Path:
+        """The reward curve by tier over updates, as a PNG."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 4))
+        tiers = sorted({t for row in self.history for t in row.reward_by_tier})
+        for tier in tiers:
+            rows = [r for r in self.history if tier in r.reward_by_tier]
+            xs = [r.update for r in rows]
+            ys = [r.reward_by_tier[tier] for r in rows]
+            ax.plot(xs, ys, marker="o", label=tier)
+        ax.set_xlabel("learner update")
+        ax.set_ylabel("mean episode reward (recent episodes)")
+        ax.set_title("rlfarm reward curve")
+        if tiers:
+            ax.legend()
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return path
+
+    def close(self) -> None:
+        self.jsonl.close()
+        self.events.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values) if values else 0.0
+
+
+def _tensorboard(path: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is a declared dependency; keep the run going without it
+        return None
+    return SummaryWriter(log_dir=str(path))
+
+
+def _ray_gauges() -> dict:
+    """Gauges exported by Ray's metrics agent to Prometheus (ray_rlfarm_* series)."""
+    try:
+        from ray.util.metrics import Gauge
+    except ImportError:
+        return {}
+    names = (
+        "episodes_per_s", "generated_tokens_per_s", "env_steps_per_s", "env_step_ms_p50",
+        "env_step_ms_p99", "engine_idle_fraction", "queue_depth", "env_workers", "version",
+        "swap_s",
+    )  # fmt: skip
+    return {n: Gauge(f"rlfarm_{n}", description=f"rlfarm {n.replace('_', ' ')}") for n in names}

@@ -1,0 +1,53 @@
+"""A watchdog that fails a stalled run loudly: no progress for ``timeout_s``, and every thread's
+stack is dumped to the run directory and the main thread is interrupted.
+
+Progress is what the caller says it is (``beat``); the farm beats on progress only.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import sys
+import threading
+import time
+from pathlib import Path
+
+
+class Watchdog:
+    """If no group or update finishes for ``timeout_s``, dump every thread's stack and fail."""
+
+    def __init__(self, timeout_s: float, run_dir: Path) -> None:
+        self.timeout_s = timeout_s
+        self.dump_path = run_dir / "watchdog-stacks.txt"
+        self._last = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="rlfarm-watchdog", daemon=True)
+        self.fired = False
+
+    def start(self) -> None:
+        self._last = time.monotonic()
+        self._thread.start()
+
+    def beat(self) -> None:
+        self._last = time.monotonic()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(1.0):
+            stalled = time.monotonic() - self._last
+            if stalled > self.timeout_s:
+                self.fired = True
+                with self.dump_path.open("w") as f:
+                    f.write(f"no progress for {stalled:.0f}s; stacks of the driver:\n")
+                    faulthandler.dump_traceback(file=f, all_threads=True)
+                sys.stderr.write(
+                    f"rlfarm watchdog: no progress for {stalled:.0f}s (run.watchdog_s="
+                    f"{self.timeout_s:.0f}); stacks in {self.dump_path}; failing the run\n"
+                )
+                faulthandler.dump_traceback(all_threads=True)
+                import _thread
+
+                _thread.interrupt_main()
+                return

@@ -1,0 +1,60 @@
+"""The env server's settings and its command-line flags (no FastAPI import: ``rlfarm --help``
+and ``rlfarm env serve --help`` stay instant)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ServerSettings(BaseModel):
+    """How the env server runs (the ``rlfarm env serve`` flags)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    sandbox_processes: int = Field(
+        default=2, ge=1, le=64, description="Sandbox processes (each runs one command at a time)."
+    )
+    max_sessions: int = Field(default=256, ge=1)
+    idle_timeout_s: float = Field(default=600.0, gt=0)
+    reap_interval_s: float = Field(default=10.0, gt=0)
+    catalog: Path | None = Field(default=None, description="Task file or directory.")
+    max_steps: int = Field(default=15, ge=1)
+    chaos: bool = False
+    command_timeout_s: float = Field(default=10.0, gt=0)
+    prewarm: bool = True
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """The server's flags (defaults match ``ServerSettings``); ``rlfarm env serve`` uses them."""
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument(
+        "--sandbox-processes", type=int, default=2, help="sandbox processes (one per core)"
+    )
+    parser.add_argument("--max-sessions", type=int, default=256, help="session cap")
+    parser.add_argument(
+        "--idle-timeout", type=float, default=600.0, help="close sessions idle this long (s)"
+    )
+    parser.add_argument("--catalog", type=Path, default=None, help="task file or directory")
+    parser.add_argument("--max-steps", type=int, default=15, help="steps per episode")
+    parser.add_argument("--chaos", action="store_true", help="enable chaos injection")
+    parser.add_argument("--no-prewarm", action="store_true", help="skip sandbox warm-up")
+
+
+def settings_from_args(args: argparse.Namespace) -> ServerSettings:
+    return ServerSettings(
+        host=args.host,
+        port=args.port,
+        sandbox_processes=args.sandbox_processes,
+        max_sessions=args.max_sessions,
+        idle_timeout_s=args.idle_timeout,
+        catalog=args.catalog,
+        max_steps=args.max_steps,
+        chaos=args.chaos,
+        prewarm=not args.no_prewarm,
+    )

@@ -1,0 +1,53 @@
+"""The one contract between the rollout loop and an environment.
+
+An episode is: ``reset(task_id, seed)`` gives the first user turn; then, turn after turn, the
+model's raw reply goes to ``step(reply)``, which answers with the next user turn, the step's
+reward, and whether the episode is over. Everything is text in, text out: how a reply becomes an
+action (the AWS env extracts one ``aws ...`` command) and how an observation becomes the next
+user turn is the environment's business, so the loop, the learner and the ledger work the same
+for any env. The AWS env is one implementation (``rollout.aws_env``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What the agent gets back from ``reset`` or ``step``.
+
+    - ``text``: the next user turn, as the model will read it (after reset: the task).
+    - ``reward``: this step's reward (0 on reset); an episode's return is the sum over steps.
+    - ``done``: the episode is over (success, a step limit, or the env ended it).
+    - ``success``: the task was achieved (implies ``done`` for the loop).
+    - ``progress``: the env's partial credit in [0, 1], if it grades progress.
+    - ``hints_used``: hints consumed so far, if the env offers hints.
+    - ``action``: what the env executed from the reply (None when nothing usable was found).
+    - ``well_formed``: the reply was in the env's expected format as written (a format metric).
+    - ``info``: env-specific details for logs and episode files (never shown to the model).
+    """
+
+    text: str
+    reward: float = 0.0
+    done: bool = False
+    success: bool = False
+    progress: float = 0.0
+    hints_used: int = 0
+    action: str | None = None
+    well_formed: bool = True
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class EnvSession(Protocol):
+    """One episode slot of an environment. ``system_prompt`` opens every conversation (None: the
+    conversation starts with the task turn)."""
+
+    system_prompt: str | None
+
+    async def reset(self, task_id: str, seed: int) -> StepResult: ...
+
+    async def step(self, reply: str) -> StepResult: ...
+
+    async def close(self) -> None: ...
