@@ -49,6 +49,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from env.body_limit import BodyLimit
 from env.chaos import ChaosConfig
 from env.sandbox_pool import PoolClosed, SandboxLost, SandboxPool, SandboxRequestError
 from env.sandbox_process import ResetPayload
@@ -267,6 +268,7 @@ def create_app(
                 await asyncio.to_thread(pool.close)
 
     app = FastAPI(title="rlfarm AWS env", version=VERSION, lifespan=lifespan)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.state.service = service
     _add_error_handlers(app)
     _add_info_routes(app, service)
@@ -317,8 +319,17 @@ def _add_error_handlers(app: FastAPI) -> None:
         )
 
 
+# Validation errors say where and what was wrong, never what was sent: echoing the input back
+# would reflect any client's payload (or a huge one) into the answer and the logs.
+_ERROR_KEYS = ("type", "loc", "msg")
+
+
 def _plain(errors: Any) -> Any:
-    return json.loads(json.dumps(errors, default=str))
+    """Validation errors as JSON, without the offending input."""
+    return [
+        {k: e[k] for k in _ERROR_KEYS if k in e}
+        for e in json.loads(json.dumps(errors, default=str))
+    ]
 
 
 def _add_info_routes(app: FastAPI, service: EnvService) -> None:
@@ -496,6 +507,7 @@ def serve(settings: ServerSettings) -> None:
         # Longer than clients' own keep-alive expiry (httpx: 5 s), so the server never
         # closes a pooled connection just as a client reuses it.
         timeout_keep_alive=75,
+        ws_max_size=settings.max_body_bytes,  # the same limit for one WebSocket message
     )
 
 

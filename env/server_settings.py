@@ -27,6 +27,9 @@ class ServerSettings(BaseModel):
     chaos: bool = False
     command_timeout_s: float = Field(default=10.0, gt=0)
     prewarm: bool = True
+    max_body_bytes: int = Field(
+        default=1 << 20, ge=1024, description="Largest request body (or WebSocket message)."
+    )
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,6 +47,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-steps", type=int, default=15, help="steps per episode")
     parser.add_argument("--chaos", action="store_true", help="enable chaos injection")
     parser.add_argument("--no-prewarm", action="store_true", help="skip sandbox warm-up")
+    parser.add_argument(
+        "--max-body-bytes", type=int, default=1 << 20,
+        help="largest request body or WebSocket message, bytes (bigger gets 413)",
+    )  # fmt: skip
 
 
 def settings_from_args(args: argparse.Namespace) -> ServerSettings:
@@ -57,4 +64,5 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         max_steps=args.max_steps,
         chaos=args.chaos,
         prewarm=not args.no_prewarm,
+        max_body_bytes=args.max_body_bytes,
     )

@@ -5,13 +5,16 @@
 - malformed JSON, schema errors, unknown sessions/tasks, steps before reset: clear 4xx;
 - OpenEnv routes (default session and X-Session-Id), schema, metadata, WebSocket;
 - the sync and async clients;
-- idle sessions are reaped and their slots freed.
+- idle sessions are reaped and their slots freed;
+- request bodies over the limit get 413 before they are buffered; errors never echo input.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from env.client import AsyncEnvClient, EnvClient, EnvServerError
@@ -145,6 +149,61 @@ def test_malformed_requests_get_clear_4xx(url: str, request: pytest.FixtureReque
         assert error_of(too_long)[:2] == (422, "invalid_request")
         negative_seed = http.post("/reset", json={"seed": -1})
         assert error_of(negative_seed)[:2] == (422, "invalid_request")
+
+
+def _raw_request(url: str, head: bytes, chunks: list[bytes]) -> bytes:
+    """Send a request over a plain socket (sending stops if the server hangs up); the answer."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(head)
+        with contextlib.suppress(OSError):  # the server may close before all of it is sent
+            for chunk in chunks:
+                sock.sendall(chunk)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            data = sock.recv(65536)
+            if not data:
+                break
+            answer += data
+        return answer
+
+
+def test_bodies_over_the_limit_get_413_and_errors_never_echo_input(url: str) -> None:
+    # A declared length over the limit is refused before any of the body is sent.
+    head = (
+        b"POST /sessions/nope/step HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 1000000000\r\n\r\n"
+    )
+    assert _raw_request(url, head, []).startswith(b"HTTP/1.1 413")
+    # A chunked body (no length) is counted as it arrives and cut off past the limit.
+    head = (
+        b"POST /sessions/nope/step HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+    )
+    piece = b"a" * (256 * 1024)
+    chunk = f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
+    assert _raw_request(url, head, [chunk] * 8 + [b"0\r\n\r\n"]).startswith(b"HTTP/1.1 413")
+    with httpx.Client(base_url=url, timeout=60) as http:
+        big = http.post("/reset", content=b"x" * (2 << 20))
+        assert error_of(big)[:2] == (413, "body_too_large")
+        # Validation errors say where and what, never what was sent.
+        secret = "s3cr3t-" * 1200
+        too_long = http.post("/sessions/nope/step", json={"action": {"command": secret}})
+        assert error_of(too_long)[:2] == (422, "invalid_request")
+        assert "s3cr3t" not in too_long.text
+        assert all(set(e) <= {"type", "loc", "msg"} for e in too_long.json()["detail"])
+        bad_json = http.post(
+            "/reset", content=b'{"seed": "s3cr3t', headers={"content-type": "application/json"}
+        )
+        assert error_of(bad_json)[:2] == (400, "invalid_json") and "s3cr3t" not in bad_json.text
+        fine = http.post("/sessions")  # the server is unharmed
+        assert fine.status_code == 201
+        assert http.delete(f"/sessions/{fine.json()['session_id']}").status_code == 204
+    with connect(url.replace("http", "ws") + "/ws") as ws:
+        ws.send(json.dumps({"type": "step", "data": {"command": "x" * (2 << 20)}}))
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=30)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009  # message too big
 
 
 def test_idle_sessions_are_reaped_and_errors_explain(catalog_file: Path) -> None:
