@@ -71,6 +71,24 @@ class TrainSettings(_Strict):
         default=1, ge=0, description="Drop groups sampled more than this many versions ago."
     )
     queue_size: int = Field(default=8, ge=1, description="Bound of the group queue.")
+    checkpoint_every: int = Field(
+        default=5,
+        ge=1,
+        description="Write a checkpoint (learner + driver state) every this many updates; also "
+        "at the start, at the end and on SIGTERM/SIGINT. A killed run resumes from the newest.",
+    )
+    keep_checkpoints: int = Field(default=3, ge=1, description="Newest checkpoints kept on disk.")
+    max_consecutive_failed_groups: int = Field(
+        default=16,
+        ge=1,
+        description="Stop the run (quoting the causes) after this many failed groups in a row.",
+    )
+    max_groups_without_signal: int = Field(
+        default=64,
+        ge=1,
+        description="Stop the run after this many groups in a row whose episodes all scored the "
+        "same (no learning signal: GRPO cannot update).",
+    )
 
 
 class RunSettings(_Strict):
@@ -86,7 +104,13 @@ class RunSettings(_Strict):
     watchdog_s: float = Field(
         default=600.0,
         gt=0,
-        description="Fail loudly (with stacks) if nothing progresses this long.",
+        description="Fail loudly (with stacks) if no trainable group or update comes this long.",
+    )
+    max_learner_restarts: int = Field(
+        default=3,
+        ge=0,
+        description="Times a dead learner actor is restarted (from its state after the last "
+        "update) before the run stops.",
     )
     eval_episodes: int = Field(
         default=2, ge=0, description="Greedy episodes per held-out task in the before/after eval."

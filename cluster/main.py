@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -39,40 +40,64 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, default=None, help="YAML file (see configs/)")
     add_overrides(parser)
     parser.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS/local)")
+    parser.add_argument(
+        "--resume", action="store_true",
+        help="continue the run in <run.out_dir>/<run.name> from its newest checkpoint",
+    )  # fmt: skip
 
 
-async def run(config: FarmConfig, model_path: str) -> dict:
+async def run(config: FarmConfig, model_path: str, resume: bool = False) -> dict:
+    """The whole run: held-out eval, GRPO, held-out eval again, ``summary.json``. A run that stops
+    early (an error, a limit, the watchdog, SIGTERM/SIGINT) still writes its summary, with why,
+    after the farm checkpointed it and balanced its ledger."""
     from cluster.farm.driver import Farm
+    from cluster.farm.failures import RunStopped
 
     started = time.time()
-    farm = Farm.start(config, model_path)
+    farm = Farm.start(config, model_path, resume=resume)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, farm.request_stop, sig.name)
+    summary = {"run": config.run.name, "model": model_path, "mode": config.train.mode,
+               "run_dir": str(farm.run_dir), "resumed": resume}  # fmt: skip
     try:
         farm.metrics.event(f"run {config.run.name}: model {model_path}, mode {config.train.mode}")
-        before = await farm.evaluate(version=0)
-        farm.metrics.event(f"held-out before: {json.dumps(before)}")
-        ledger = await farm.main_loop()
-        after = await farm.evaluate(version=farm.state.version)
-        farm.metrics.event(f"held-out after: {json.dumps(after)}")
-        summary = {
-            "run": config.run.name,
-            "model": model_path,
-            "mode": config.train.mode,
-            "updates": farm.state.updates,
-            "final_version": farm.state.version,
-            "wall_s": round(time.time() - started, 1),
-            "heldout_tasks": len(farm.split.heldout),
-            "before": before,
-            "after": after,
-            "ledger": ledger,
-            "ledger_balanced": farm.ledger.balanced,
-            "staleness_histogram": farm.state.staleness,
-            "worker_restarts": farm.workers.restarts,
-        }
+        await farm.begin()
+        if farm.before is None:
+            farm.before = await farm.evaluate(version=0)
+            farm.metrics.event(f"held-out before: {json.dumps(farm.before)}")
+        try:
+            await farm.main_loop()
+            summary["stopped"] = {"kind": "completed", "message": ""}
+            summary["after"] = await farm.evaluate(version=farm.state.version)
+            farm.metrics.event(f"held-out after: {json.dumps(summary['after'])}")
+        except RunStopped as stop:
+            summary["stopped"] = {"kind": stop.kind, "message": stop.message}
+            farm.metrics.event(f"run stopped ({stop.kind}): {stop.message}")
+        summary.update(_outcome(farm, started))
         (farm.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
         farm.metrics.plot(farm.run_dir / "reward_curve.png")
         return summary
     finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
         farm.shutdown()
+
+
+def _outcome(farm, started: float) -> dict:
+    return {
+        "updates": farm.state.updates,
+        "final_version": farm.state.version,
+        "wall_s": round(time.time() - started, 1),
+        "heldout_tasks": len(farm.split.heldout),
+        "before": farm.before,
+        "ledger": farm.ledger.summary(),
+        "ledger_balanced": farm.ledger.balanced,
+        "staleness_histogram": farm.state.staleness,
+        "worker_restarts": farm.workers.restarts,
+        "engine_restarts": farm.engine_restarts,
+        "learner_restarts": farm.learner_restarts,
+    }
 
 
 def summary_table(summary: dict) -> str:
@@ -82,8 +107,8 @@ def summary_table(summary: dict) -> str:
         f"{summary['updates']} GRPO updates:",
         f"{'tier':<14}{'completion':>16}{'reward':>18}{'progress':>16}",
     ]
-    for tier, before in summary["before"].items():
-        after = summary["after"].get(tier, {})
+    for tier, before in (summary["before"] or {}).items():
+        after = summary.get("after", {}).get(tier, {})
         cells = [
             f"{before.get(key) or 0:.2f} -> {after.get(key) or 0:.2f}"
             for key in ("completion_rate", "reward", "max_progress")
@@ -96,22 +121,32 @@ def train(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config, args.overrides)
     except ConfigError as exc:
-        print(exc, file=sys.stderr)
+        print(f"rlfarm train: {exc}", file=sys.stderr)
+        return 2
+    from cluster.farm.driver import RunDirectoryError, check_run_dir
+
+    try:
+        run_dir = Path(config.run.out_dir).resolve() / config.run.name
+        check_run_dir(run_dir, args.resume)  # before minutes of set-up, not after
+    except RunDirectoryError as exc:
+        print(f"rlfarm train: {exc}", file=sys.stderr)
         return 2
     from cluster.ray_runtime import farm_cpus, init_ray
     from cluster.warm_start import prepare_model
 
     init_ray(args.address, farm_cpus(config.run.engines, config.env.workers))
     model_path = prepare_model(config)
-    try:
-        summary = asyncio.run(run(config, model_path))
-    except KeyboardInterrupt:
-        # The watchdog interrupts the main thread after dumping stacks; say so and fail.
-        print("rlfarm: run interrupted (watchdog or Ctrl-C); see events.log", file=sys.stderr)
-        return 3
+    summary = asyncio.run(run(config, model_path, resume=args.resume))
+    stopped = summary["stopped"]
+    if stopped["kind"] != "completed":
+        print(f"rlfarm: the run stopped early ({stopped['kind']}): {stopped['message']}",
+              file=sys.stderr)  # fmt: skip
+        print(f"ledger: {json.dumps(summary['ledger'])} (balanced: {summary['ledger_balanced']})")
+        print(f"summary: {run_dir / 'summary.json'}; continue with --resume")
+        return 130 if stopped["kind"] == "signal" else 1
     print(summary_table(summary))
     print(f"ledger: {json.dumps(summary['ledger'])} (balanced: {summary['ledger_balanced']})")
-    run_dir = Path(config.run.out_dir) / config.run.name
+    print(f"run directory: {run_dir}")
     print(f"summary: {run_dir / 'summary.json'}  reward curve: {run_dir / 'reward_curve.png'}")
     return 0
 

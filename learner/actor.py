@@ -8,6 +8,7 @@ Ray pickles across processes.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import ray
@@ -15,6 +16,17 @@ import ray
 from learner.config import LearnerConfig
 from learner.types import SampleGroup, UpdateMetrics
 from serving.types import AdapterVersion
+
+
+@dataclass(frozen=True)
+class UpdateResult:
+    """One farm update: the learner's report, the version it published (None when no group had
+    signal), and its full training state right after the update (``export_state`` blobs), which
+    the driver keeps so a restarted learner can continue from exactly here."""
+
+    metrics: UpdateMetrics
+    adapter: AdapterVersion | None
+    state: dict[str, bytes]
 
 
 @ray.remote
@@ -31,13 +43,26 @@ class LearnerActor:
     def train_step(self, groups: Sequence[SampleGroup]) -> UpdateMetrics:
         return self.learner.train_step(groups)
 
-    def publish(self, out_dir: str) -> AdapterVersion:
-        return self.learner.publish(out_dir)
-
     def train_and_publish(
         self, groups: Sequence[SampleGroup], out_dir: str
     ) -> tuple[UpdateMetrics, AdapterVersion | None]:
         return self.learner.train_and_publish(groups, out_dir)
+
+    def update(self, groups: Sequence[SampleGroup], out_dir: str) -> UpdateResult:
+        """``train_and_publish``, then the state to resume from."""
+        metrics, adapter = self.learner.train_and_publish(groups, out_dir)
+        return UpdateResult(metrics, adapter, self.learner.export_state())
+
+    def export_state(self) -> dict[str, bytes]:
+        return self.learner.export_state()
+
+    def import_state(self, blobs: dict[str, bytes]) -> dict[str, int]:
+        """Continue from exported state; returns where the learner now is (see ``state``)."""
+        self.learner.import_state(blobs)
+        return self.state()
+
+    def publish(self, out_dir: str) -> AdapterVersion:
+        return self.learner.publish(out_dir)
 
     def save_checkpoint(self, path: str, extra: dict[str, Any] | None = None) -> str:
         return str(self.learner.save_checkpoint(path, extra))

@@ -21,7 +21,13 @@ from typing import Any
 import torch
 
 from learner import grpo
-from learner.checkpoint import TrainingState, load_checkpoint, save_checkpoint
+from learner.checkpoint import (
+    TrainingState,
+    export_state,
+    import_state,
+    load_checkpoint,
+    save_checkpoint,
+)
 from learner.config import LearnerConfig
 from learner.types import Sample, SampleGroup, UpdateMetrics, is_zero_variance
 from serving.types import AdapterVersion
@@ -456,8 +462,19 @@ class Learner:
 
     def load_checkpoint(self, path: str | Path) -> dict[str, Any]:
         """Restore everything ``save_checkpoint`` wrote; returns the caller's ``extra`` dict."""
+        return self._restore(lambda state: load_checkpoint(state, Path(path)))
+
+    def export_state(self, extra: dict[str, Any] | None = None) -> dict[str, bytes]:
+        """The full training state as named blobs (what a checkpoint directory holds)."""
+        return export_state(self._training_state(), extra or {})
+
+    def import_state(self, blobs: dict[str, bytes]) -> dict[str, Any]:
+        """Restore blobs from ``export_state``; returns their ``extra`` dict."""
+        return self._restore(lambda state: import_state(state, blobs))
+
+    def _restore(self, load) -> dict[str, Any]:
         state = self._training_state()
-        extra = load_checkpoint(state, Path(path))
+        extra = load(state)
         self.step, self.version, self.data_cursor = state.step, state.version, state.data_cursor
         return extra
 

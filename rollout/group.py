@@ -86,12 +86,21 @@ async def run_group(
         EpisodeSpec(spec.task_id, spec.tier, spec.seed, spec.group_id, index)
         for index in range(spec.size)
     ]
-    results = await asyncio.gather(
-        *(
-            _episode_with_retry(e, new_env, engine, tokenizer, limits, env_timeout_s, attempts)
-            for e in episodes
-        )
-    )
+    try:
+        # An error that is not the env's (the engine died, a bug) ends the whole group at once:
+        # the other episodes are cancelled rather than left generating for nothing.
+        async with asyncio.TaskGroup() as group:
+            tasks = [
+                group.create_task(
+                    _episode_with_retry(
+                        e, new_env, engine, tokenizer, limits, env_timeout_s, attempts
+                    )
+                )
+                for e in episodes
+            ]
+    except BaseExceptionGroup as failures:
+        raise failures.exceptions[0] from None
+    results = [t.result() for t in tasks]
     errors = [t.error for t in results if t.end == "failed"]
     return TrajectoryGroup(
         group_id=spec.group_id,

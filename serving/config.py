@@ -58,6 +58,12 @@ class EngineConfig(BaseModel):
         description="Largest |engine - learner| probe logprob gap accepted after a swap; "
         "0 picks 1e-3 for float32 and 0.1 for 16-bit dtypes.",
     )
+    max_restarts: int = Field(
+        default=3,
+        ge=0,
+        description="Times Ray restarts a dead engine actor (it then reloads the current adapter "
+        "and verifies it before serving); past that the engine stays down and its groups fail.",
+    )
     request_timeout_s: float = Field(
         default=600.0, gt=0, description="Upper bound on one generate call seen by the caller."
     )

@@ -12,21 +12,24 @@ the learner's numbers, so an adapter that silently did not land stops the run.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from serving.adapters import (
     BASE_VERSION,
     AdapterError,
     AdapterRegistry,
+    AdapterVerificationError,
     lora_name,
     validate_adapter_dir,
 )
 from serving.config import EngineConfig
-from serving.types import AdapterProbe, Completion, ProbeResult, SamplingSpec
+from serving.types import AdapterProbe, AdapterVersion, Completion, ProbeResult, SamplingSpec
 
 
 def resolve_model_path(model: str) -> str:
@@ -42,9 +45,17 @@ def resolve_model_path(model: str) -> str:
 class Engine:
     """A vLLM AsyncLLM with versioned LoRA adapters. Wrapped by ``EngineActor`` for Ray."""
 
-    def __init__(self, config: EngineConfig, engine_id: str = "engine-0") -> None:
+    def __init__(
+        self, config: EngineConfig, engine_id: str = "engine-0", board: Any = None
+    ) -> None:
         self.config = config
         self.engine_id = engine_id
+        # The pool's AdapterBoard (None for a standalone engine): a restarted engine takes its
+        # current adapter, verified, before it serves anything.
+        self._board = board
+        self._caught_up = board is None
+        self._catch_up_lock = asyncio.Lock()
+        self._probe_results: dict[int, ProbeResult | None] = {}
         self.model_path = resolve_model_path(config.model)
         self.registry = AdapterRegistry(max_loras=config.max_loras)
         self._request_ids = itertools.count()
@@ -111,6 +122,7 @@ class Engine:
         adapter_version: int | None = None,
     ) -> Completion:
         """Sample one completion; ``adapter_version=None`` means the newest loaded version."""
+        await self._catch_up()
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind
@@ -190,8 +202,37 @@ class Engine:
     async def load_adapter(
         self, version: int, path: str, probe: AdapterProbe | None = None
     ) -> ProbeResult | None:
-        """Register ``version`` from ``path`` for new requests; answer its probe if given."""
+        """Register ``version`` from ``path`` for new requests; answer its probe if given.
+
+        Loading a version that is already resident answers with its first probe result (a
+        restarted engine may have taken it from the board before the pool's broadcast came).
+        """
+        await self._catch_up()
+        return await self._load(version, path, probe)
+
+    async def _catch_up(self) -> None:
+        if self._caught_up:
+            return
+        async with self._catch_up_lock:
+            if self._caught_up:
+                return
+            current = await self._board.current.remote()
+            if current is not None:
+                result = await self._load(current.version, current.path, current.probe)
+                if result is not None and not result.matches:
+                    raise AdapterVerificationError(
+                        f"{self.engine_id} restarted and could not verify the current adapter "
+                        f"v{current.version} (probe differs by {result.max_abs_diff:.3g})"
+                    )
+            self._caught_up = True
+
+    async def _load(
+        self, version: int, path: str, probe: AdapterProbe | None
+    ) -> ProbeResult | None:
         from vllm.lora.request import LoRARequest
+
+        if version in self.registry.resident:
+            return self._probe_results.get(version)
 
         path = str(Path(path).resolve())
         validate_adapter_dir(
@@ -214,6 +255,7 @@ class Engine:
                 raise
             if not result.matches:
                 await self._rollback(version, previous_latest)
+        self._probe_results[version] = result
         await self._evict_idle()
         return result
 
@@ -257,6 +299,7 @@ class Engine:
     async def _evict_idle(self) -> None:
         for version in self.registry.evictable():
             self.registry.forget(version)
+            self._probe_results.pop(version, None)
             await self._llm.remove_lora(version)
 
     async def resident_versions(self) -> list[int]:
@@ -267,6 +310,7 @@ class Engine:
 
     async def health(self) -> dict:
         """Cheap liveness + load report; raises if the engine core has died."""
+        await self._catch_up()
         await self._llm.check_health()
         uptime = time.time() - self._started_at
         busy = self._busy_s
@@ -286,10 +330,25 @@ class Engine:
         }
 
     async def ready(self) -> str:
+        await self._catch_up()
         return self.engine_id
 
     def shutdown(self) -> None:
         self._llm.shutdown()
+
+
+class AdapterBoard:
+    """The adapter version every engine of a pool must serve, kept outside the engines: an engine
+    actor that Ray restarts after a crash reads it before taking requests."""
+
+    def __init__(self) -> None:
+        self._current: AdapterVersion | None = None
+
+    def publish(self, adapter: AdapterVersion) -> None:
+        self._current = adapter
+
+    def current(self) -> AdapterVersion | None:
+        return self._current
 
 
 def engine_actor_class():
@@ -297,6 +356,12 @@ def engine_actor_class():
     import ray
 
     return ray.remote(Engine)
+
+
+def adapter_board_class():
+    import ray
+
+    return ray.remote(num_cpus=0)(AdapterBoard)
 
 
 def _first_token_latency(output) -> float:

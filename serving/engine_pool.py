@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
+from typing import Any
 
 from serving.adapters import AdapterVerificationError
 from serving.config import EngineConfig
@@ -29,20 +30,30 @@ class EnginePool:
 
     handles: list
     config: EngineConfig
+    board: Any = None  # the AdapterBoard restarted engines catch up from
     in_flight: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.in_flight:
             self.in_flight = [0] * len(self.handles)
+        # Engines this caller routes around while Ray restarts them (each caller finds out
+        # for itself: the pool travels to every rollout worker by value).
+        self._recovering: dict[int, asyncio.Future] = {}
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_recovering"] = {}  # futures belong to this process's event loop
+        return state
 
     @classmethod
     def start(cls, config: EngineConfig, num_engines: int = 1) -> EnginePool:
         """Start ``num_engines`` engine actors and wait (bounded) until each can serve."""
         import ray
 
-        from serving.engine import engine_actor_class
+        from serving.engine import adapter_board_class, engine_actor_class
 
         actor = engine_actor_class()
+        board = adapter_board_class().remote()
         if config.resolved_device() == "cuda":
             gpus = (
                 config.tensor_parallel_size if config.tensor_parallel_size > 1 else config.gpu_share
@@ -50,8 +61,11 @@ class EnginePool:
             options = {"num_gpus": gpus, "num_cpus": 1}
         else:
             options = {"num_cpus": 1}
+        # Ray restarts a dead engine (same handle everywhere, so no caller holds a stale one);
+        # requests in flight on it fail, later ones wait for it to come back and catch up.
+        options["max_restarts"] = config.max_restarts
         handles = [
-            actor.options(max_concurrency=10_000, **options).remote(config, f"engine-{i}")
+            actor.options(max_concurrency=10_000, **options).remote(config, f"engine-{i}", board)
             for i in range(num_engines)
         ]
         try:
@@ -60,10 +74,40 @@ class EnginePool:
             raise EngineUnavailableError(
                 f"engines did not start within {STARTUP_TIMEOUT_S:.0f}s"
             ) from exc
-        return cls(handles=handles, config=config)
+        return cls(handles=handles, config=config, board=board)
 
-    def _pick(self) -> int:
-        return min(range(len(self.handles)), key=lambda i: self.in_flight[i])
+    def _pick(self) -> int | None:
+        """The least-loaded engine that is up (None: every engine is restarting)."""
+        up = [i for i in range(len(self.handles)) if i not in self._recovering]
+        return min(up, key=lambda i: self.in_flight[i]) if up else None
+
+    async def _engine(self) -> int:
+        while (index := self._pick()) is None:  # all down: wait for the first to come back
+            await asyncio.wait(self._recovering.values(), return_when="FIRST_COMPLETED")
+        return index
+
+    def _went_down(self, index: int) -> None:
+        """Route around engine ``index`` until it answers again (Ray is restarting it)."""
+        if index not in self._recovering:
+            self._recovering[index] = asyncio.ensure_future(self._recover(index))
+
+    async def _recover(self, index: int) -> None:
+        import ray
+
+        deadline = asyncio.get_running_loop().time() + STARTUP_TIMEOUT_S
+        try:
+            while True:
+                try:  # ``ready`` answers once the engine is back and holds the current adapter
+                    await asyncio.wait_for(
+                        self.handles[index].ready.remote(), self.config.control_timeout_s
+                    )
+                    return
+                except (ray.exceptions.RayActorError, TimeoutError):
+                    if asyncio.get_running_loop().time() > deadline:
+                        return  # given up on: requests to it now fail fast and say why
+                    await asyncio.sleep(1.0)
+        finally:
+            self._recovering.pop(index, None)
 
     async def generate(
         self,
@@ -71,8 +115,12 @@ class EnginePool:
         sampling: SamplingSpec,
         adapter_version: int | None = None,
     ) -> Completion:
-        """Generate on the least-loaded engine; raises ``EngineUnavailableError`` on timeout."""
-        index = self._pick()
+        """Generate on the least-loaded engine that is up. Raises ``EngineUnavailableError`` on
+        timeout or when the engine dies mid-request (the caller's episode is lost; the pool routes
+        later requests around the engine while Ray restarts it)."""
+        import ray
+
+        index = await self._engine()
         self.in_flight[index] += 1
         try:
             ref = self.handles[index].generate.remote(prompt_token_ids, sampling, adapter_version)
@@ -81,6 +129,9 @@ class EnginePool:
             raise EngineUnavailableError(
                 f"engine-{index} did not finish a request in {self.config.request_timeout_s:.0f}s"
             ) from exc
+        except ray.exceptions.RayActorError as exc:
+            self._went_down(index)
+            raise EngineUnavailableError(f"engine-{index} died during a request: {exc}") from exc
         finally:
             self.in_flight[index] -= 1
 
@@ -88,13 +139,16 @@ class EnginePool:
         """Load ``adapter`` on every engine and verify each engine's probe answer.
 
         Raises ``AdapterVerificationError`` if any engine's logprobs disagree with the learner's:
-        continuing would train on rollouts from a policy other than the one published.
+        continuing would train on rollouts from a policy other than the one published. An engine
+        that is down gets the adapter from the board when it comes back, verified the same way.
         """
+        if self.board is not None:  # first, so an engine restarting meanwhile catches up to it
+            await self.board.publish.remote(adapter)
         refs = [
             h.load_adapter.remote(adapter.version, adapter.path, adapter.probe)
             for h in self.handles
         ]
-        results = await self._bounded(refs, f"loading adapter v{adapter.version}")
+        results = self._survivors(await self._bounded(refs, f"loading adapter v{adapter.version}"))
         bad = [r for r in results if r is not None and not r.matches]
         if bad:
             worst = max(bad, key=lambda r: r.max_abs_diff)
@@ -106,13 +160,32 @@ class EnginePool:
         return [r for r in results if r is not None]
 
     async def health(self) -> list[dict]:
-        """Each engine's health report; raises ``EngineUnavailableError`` if any is stuck/dead."""
-        return await self._bounded([h.health.remote() for h in self.handles], "health check")
+        """Each engine's health report (``alive`` False for one Ray is restarting); raises
+        ``EngineUnavailableError`` if an engine is stuck, or reports an error of its own."""
+        reports = await self._bounded([h.health.remote() for h in self.handles], "health check")
+        return [
+            report if isinstance(report, dict) else
+            {"engine_id": f"engine-{i}", "alive": False, "busy_s": 0.0, "error": str(report)}
+            for i, report in enumerate(self._survivors(reports))
+        ]  # fmt: skip
+
+    def _survivors(self, results: list) -> list:
+        """``results`` of a broadcast with each dead engine's error kept as a value (and the
+        engine routed around); any other error is raised."""
+        import ray
+
+        for i, result in enumerate(results):
+            if isinstance(result, ray.exceptions.RayActorError):
+                self._went_down(i)
+            elif isinstance(result, BaseException):
+                raise result
+        return results
 
     async def _bounded(self, refs: list, what: str) -> list:
+        """Every ref's result or exception, within ``control_timeout_s``."""
         try:
             return await asyncio.wait_for(
-                asyncio.gather(*refs), timeout=self.config.control_timeout_s
+                asyncio.gather(*refs, return_exceptions=True), timeout=self.config.control_timeout_s
             )
         except TimeoutError as exc:
             raise EngineUnavailableError(
@@ -123,7 +196,9 @@ class EnginePool:
         import ray
 
         for handle in self.handles:
-            # A dead engine is already shut down; the actor is killed either way.
+            # A dead engine is already shut down; the actor is killed either way (for good).
             with contextlib.suppress(Exception):
                 ray.get(handle.shutdown.remote(), timeout=30)
-            ray.kill(handle)
+            ray.kill(handle, no_restart=True)
+        if self.board is not None:
+            ray.kill(self.board)

@@ -59,3 +59,21 @@ class CurriculumSampler:
             self.frontier += 1
             return True
         return False
+
+    def state(self) -> dict:
+        """What a checkpoint keeps: the frontier, the recent outcomes and the RNG."""
+        version, internal, gauss = self.rng.getstate()
+        return {
+            "frontier": self.frontier,
+            "recent": {tier: [bool(x) for x in window] for tier, window in self.recent.items()},
+            "rng": [version, list(internal), gauss],
+        }
+
+    def load_state(self, state: dict) -> None:
+        self.frontier = min(int(state["frontier"]), len(self.order) - 1)
+        for tier, outcomes in state["recent"].items():
+            if tier in self.recent:
+                self.recent[tier].clear()
+                self.recent[tier].extend(outcomes)
+        version, internal, gauss = state["rng"]
+        self.rng.setstate((version, tuple(internal), gauss))

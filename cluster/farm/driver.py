@@ -1,27 +1,35 @@
-"""The farm's driver: generation, env steps and learning, all at once.
+"""The farm's driver: generation, env steps and learning, all at once, surviving its parts.
 
 Parts (none of them knows about this driver):
-- ``EnginePool`` (serving/): M vLLM engines; adapters are broadcast to it and verified by probe.
+- ``EnginePool`` (serving/): M vLLM engines; adapters are broadcast to it and verified by probe;
+  a dead engine is restarted by Ray and catches up to the current adapter before serving.
 - ``RolloutWorkerSet`` of ``RolloutWorker`` actors (rollout/): each owns env sessions and plays
-  groups of G episodes of one task from one seeded initial state.
-- ``LearnerActor`` (learner/): one GRPO update per batch of groups, then publishes a version.
+  groups of G episodes of one task from one seeded initial state; a dead one is replaced.
+- ``LearnerActor`` (learner/): one GRPO update per batch of groups, then publishes a version and
+  hands back its full state, from which a restarted learner or a resumed run continues.
 - ``CurriculumSampler``: which training task next (``task_split`` decides which tasks are held
-  out); ``Ledger``: every episode's fate; ``Metrics``: JSONL, TensorBoard, Ray/Prometheus,
-  progress line; ``FarmControl``: the operator's scale knob; ``admission_target``: how many groups
-  may be in flight.
+  out); ``admission_target``: how many groups may be in flight; ``Ledger``: every episode's fate;
+  ``Metrics``: JSONL, TensorBoard, Ray/Prometheus, progress line; ``CheckpointStore``: learner +
+  driver state; ``FailureLimits`` and ``Watchdog``: stop a run that cannot progress;
+  ``FarmControl``: the operator's scale knob.
 
-``Farm.start()`` wires them; ``main_loop()`` drives them. In ``async`` mode group producers never
-wait for the learner: finished groups go through a bounded queue, and a group sampled more than
-``max_staleness`` versions before the current one is dropped, and the learner starts its next
-update while the engines load the version it just published. ``sync`` mode plays one batch,
-trains, publishes, and only then plays the next (for comparison and debugging).
+``Farm.start()`` wires them, ``begin()`` writes the first checkpoint or restores the newest one,
+``main_loop()`` drives them. In ``async`` mode group producers never wait for the learner:
+finished groups go through a bounded queue, a group sampled more than ``max_staleness`` versions
+before the newest is dropped, and the learner starts its next update while the engines load the
+version it just published. ``sync`` mode plays one batch, trains, publishes, and only then plays
+the next (for comparison and debugging). Any way the run stops early is a ``RunStopped``: the
+driver then writes a checkpoint of the last booked update and books every episode in flight as
+``interrupted``, so the ledger balances and ``--resume`` can continue.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -29,24 +37,45 @@ import yaml
 
 from cluster.config import FarmConfig
 from cluster.farm.admission import admission_target
+from cluster.farm.checkpoints import Checkpoint, CheckpointStore, DriverState
 from cluster.farm.curriculum import CurriculumSampler
+from cluster.farm.failures import FailureLimits, RunStopped
 from cluster.farm.ledger import Ledger
 from cluster.farm.metrics import Metrics, RunState, Totals, UpdateRow
 from cluster.farm.rollout_workers import RolloutWorkerSet
 from cluster.farm.watchdog import Watchdog
 from cluster.task_split import TaskRef, task_split
-from learner.types import Sample, SampleGroup, UpdateMetrics, is_zero_variance
+from learner.types import Sample, SampleGroup, is_zero_variance
 from rollout.episode import EpisodeLimits
 from rollout.group import GroupSpec
 from rollout.types import TrajectoryGroup
-from serving.types import AdapterVersion
 
 Batch = list[tuple[TrajectoryGroup, int]]  # trainable groups and their staleness
+LEARNER_RESTART_TIMEOUT_S = 600.0  # a restarted learner reloads its base model
+
+
+class RunDirectoryError(ValueError):
+    """A run directory is in use (start without --resume) or has nothing to resume."""
+
+
+def check_run_dir(run_dir: Path, resume: bool, keep: int = 1) -> None:
+    """Refuse to start a run over another one, or to resume one that has no checkpoint."""
+    used = [n for n in ("ledger.jsonl", "checkpoints") if (run_dir / n).exists()]
+    if used and not resume:
+        raise RunDirectoryError(
+            f"{run_dir} already holds a run ({', '.join(used)}): continue it with "
+            "`rlfarm train --config FILE --resume`, or start a new one under another name "
+            "(--set run.name=NEW), or remove the directory"
+        )
+    if resume and not CheckpointStore(run_dir, keep).updates():
+        raise RunDirectoryError(
+            f"nothing to resume in {run_dir}: it has no checkpoint; start the run without --resume"
+        )
 
 
 class Farm:
     """One run's driver. ``pool``, ``learner``, ``workers`` and ``control`` are the Ray parts
-    (``Farm.start`` makes them); everything else is the driver's own state."""
+    (``Farm.start`` makes them); ``resume_from`` is the checkpoint a resumed run continues."""
 
     def __init__(
         self,
@@ -56,10 +85,11 @@ class Farm:
         learner: Any,
         workers: RolloutWorkerSet,
         control: Any,
+        resume_from: Checkpoint | None = None,
     ) -> None:
         self.config = config
         self.model_path = model_path
-        self.run_dir = Path(config.run.out_dir) / config.run.name
+        self.run_dir = Path(config.run.out_dir).resolve() / config.run.name
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.pool = pool
         self.learner = learner
@@ -67,8 +97,19 @@ class Farm:
         self.control = control
         self.split = task_split(config)
         self.sampler = CurriculumSampler(self.split.train, config.curriculum, config.run.seed)
-        self.ledger = Ledger(self.run_dir / "ledger.jsonl")
-        self.metrics = Metrics(self.run_dir, config.train.updates)
+        self.resume_from = resume_from
+        last = resume_from.driver.updates if resume_from else None
+        ledger_path = self.run_dir / "ledger.jsonl"
+        self.ledger = (
+            Ledger.resume(ledger_path, last, f"the driver stopped; resumed after update {last}")
+            if resume_from
+            else Ledger(ledger_path)
+        )
+        self.metrics = Metrics(self.run_dir, config.train.updates, resume_after=last)
+        self.checkpoints = CheckpointStore(self.run_dir, config.train.keep_checkpoints)
+        self.failures = FailureLimits(
+            config.train.max_consecutive_failed_groups, config.train.max_groups_without_signal
+        )
         self.state = RunState()
         self.queue: asyncio.Queue[TrajectoryGroup] = asyncio.Queue(maxsize=config.train.queue_size)
         self.limits = EpisodeLimits(
@@ -79,16 +120,28 @@ class Farm:
             top_p=config.rollout.top_p,
         )
         self.group_size = config.rollout.group_size
-        self.watchdog = Watchdog(config.run.watchdog_s, self.run_dir)  # armed by main_loop
+        self.watchdog: Watchdog | None = None  # armed by main_loop
         self.stopping = False
         self.awaited_groups = 0  # trainable groups the learner's current batch still waits for
         self.loaded_version = 0  # the newest version every engine serves
+        self.published: list[int] = []  # versions published so far, ascending
+        self.learner_state: dict[str, bytes] | None = None  # after the newest booked update
+        self.before: dict | None = None  # the held-out eval before training, once made
+        self.learner_restarts = 0
+        self.engine_restarts = 0
+        self._engine_starts: dict[str, tuple] = {}
+        self._begun = False
+        self._pending_updates = 0  # updates trained and being booked (async mode)
+        self._checkpointed = -1
+        self._stop: RunStopped | None = None
+        self._main: asyncio.Task | None = None
 
     # ---- wiring -------------------------------------------------------------------------------
 
     @classmethod
-    def start(cls, config: FarmConfig, model_path: str) -> Farm:
-        """Start the engines, the learner and the env workers (bounded waits), then the driver."""
+    def start(cls, config: FarmConfig, model_path: str, resume: bool = False) -> Farm:
+        """Start the engines, the learner and the env workers (bounded waits), then the driver.
+        With ``resume`` the newest checkpoint in the run directory is continued."""
         import ray
 
         from cluster.farm.control import start_control
@@ -96,13 +149,15 @@ class Farm:
         from rollout.worker import rollout_worker_class
         from serving.engine_pool import EnginePool
 
-        run_dir = Path(config.run.out_dir) / config.run.name
+        run_dir = Path(config.run.out_dir).resolve() / config.run.name
+        check_run_dir(run_dir, resume)
         run_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint = CheckpointStore(run_dir, config.train.keep_checkpoints).latest()
         # The exact config of this run, beside its outputs (eval and resume read it back).
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json")))
         engine_cfg = config.engine.with_model(model_path)
         pool = EnginePool.start(engine_cfg, num_engines=config.run.engines)
-        learner_options = {}
+        learner_options: dict[str, Any] = {"max_restarts": config.run.max_learner_restarts}
         if engine_cfg.resolved_device() == "cuda":
             learner_options["num_gpus"] = config.run.learner_gpu_share
         learner = create_learner_actor(
@@ -122,62 +177,126 @@ class Farm:
         workers.resize(env.workers)
         control = start_control(config.run.name, env.workers)
         ray.get(learner.state.remote(), timeout=600)  # the learner has loaded its model
-        return cls(config, model_path, pool, learner, workers, control)
+        resume_from = checkpoint if resume else None
+        return cls(config, model_path, pool, learner, workers, control, resume_from)
+
+    async def begin(self) -> None:
+        """A new run writes its first checkpoint (update 0); a resumed one restores the newest:
+        the learner continues from it and the engines load its adapter before generating."""
+        if self._begun:
+            return
+        self._begun = True
+        if self.resume_from is None:
+            self.learner_state = await self.learner.export_state.remote()
+            await self._checkpoint()
+            return
+        driver = self.resume_from.driver
+        self.state = RunState.restore(driver.totals)
+        self.sampler.load_state(driver.curriculum)
+        self.published = list(driver.published)
+        self.before = driver.before
+        await self.learner.import_state.remote(self.resume_from.learner)
+        if driver.version > 0:
+            # The engines are new: they get the restored weights as a fresh version, so no name
+            # or number of a version published before the stop is ever reused.
+            adapter = await self.learner.publish.remote(str(self.run_dir / "adapters"))
+            self._publish(adapter.version)
+            await self.pool.load_adapter(adapter)
+            self.loaded_version = adapter.version
+        self.learner_state = await self.learner.export_state.remote()
+        self._checkpointed = self.state.updates
+        self.metrics.event(
+            f"resumed from {self.resume_from.path.name} (update {driver.updates}, serving "
+            f"v{self.state.version}); ledger {self.ledger.summary()}"
+        )
 
     # ---- the loop -----------------------------------------------------------------------------
 
     async def main_loop(self, updates: int | None = None, mode: str | None = None) -> dict:
         """Run learner updates until ``train.updates`` in total (or ``updates`` more) are done.
+        Raises ``RunStopped`` if the run stops early (after booking and checkpointing it).
 
         May be called again on the same farm (a benchmark runs stages in different modes).
         """
+        await self.begin()
         cfg = self.config.train
         mode = mode or cfg.mode
         target = cfg.updates if updates is None else self.state.updates + updates
         self.metrics.total_updates = target
         self.stopping = False
         self.awaited_groups = 0
-        self.loaded_version = self.state.version
-        self.watchdog = Watchdog(self.config.run.watchdog_s, self.run_dir)
+        self._pending_updates = 0
+        self._stop = None
+        self._main = asyncio.current_task()
+        self.watchdog = Watchdog(self.config.run.watchdog_s, self.run_dir, self._on_stall)
         self.watchdog.start()
-        producer = asyncio.ensure_future(self._produce()) if mode == "async" else None
+        producer = self._spawn(self._produce(), "the group producer") if mode == "async" else None
         try:
             if mode == "async":
                 await self._async_updates(target)
             else:
                 await self._sync_updates(target)
+        except asyncio.CancelledError:
+            if self._stop is None:
+                raise  # cancelled from outside: not ours to explain
+        except RunStopped as stopped:
+            self._stop = self._stop or stopped
+        except Exception as exc:  # a part failed in a way no limit covers: say what, stop cleanly
+            self._stop = self._stop or RunStopped("error", f"{type(exc).__name__}: {exc}")
+            self._stop.__cause__ = exc
         finally:
             self.stopping = True
-            if producer is not None:
-                await producer
-            while not self.queue.empty():
-                group = self.queue.get_nowait()
-                self.ledger.record(group, "dropped_end_of_run", "queued after the last update")
             self.watchdog.stop()
+            await self._wind_down(producer)
+        if self._stop is not None:
+            raise self._stop
         return self.ledger.summary()
+
+    async def _wind_down(self, producer: asyncio.Task | None) -> None:
+        """Book every group still around: after a completed loop the groups in flight finish and
+        are dropped as end-of-run; after an early stop they are cut off as interrupted, and the
+        last booked update is checkpointed."""
+        early = self._stop is not None
+        if producer is not None:
+            if early:
+                producer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, RunStopped):
+                await producer
+        fate = "interrupted" if early else "dropped_end_of_run"
+        while not self.queue.empty():
+            self.ledger.record(self.queue.get_nowait(), fate, "queued when the run stopped")
+        if early:
+            reason = f"the run stopped ({self._stop.kind}): {self._stop.message.splitlines()[0]}"
+            self.ledger.interrupt_open(reason)
+            await self._checkpoint()
 
     async def _produce(self) -> None:
         """Keep the admitted number of groups in flight; finished groups go to the queue."""
         inflight: set[asyncio.Future] = set()
-        while not self.stopping or inflight:
-            # While a published version is still being loaded, a group started now would open on
-            # the outgoing one and reach the learner a version staler than need be: hold it back
-            # for the swap (tens of ms).
-            swapping = self.loaded_version < self.state.version
-            target = 0 if self.stopping or swapping else self._admission_target()
-            while len(inflight) + self.queue.qsize() < target:
-                inflight.add(asyncio.ensure_future(self._play(*self.sampler.next())))
-            if not inflight:
-                if self.stopping:
-                    break
-                await asyncio.sleep(0.02)  # the cap is full, or a swap is under way
-                continue
-            done, inflight = await asyncio.wait(
-                inflight, timeout=0.02 if swapping else 0.5, return_when="FIRST_COMPLETED"
-            )
-            for fut in done:
-                await self._enqueue(fut.result())
-            await self._apply_control()
+        try:
+            while not self.stopping or inflight:
+                # While a published version is still being loaded, a group started now would open
+                # on the outgoing one and reach the learner a version staler than need be: hold
+                # it back for the swap (tens of ms).
+                swapping = self.loaded_version < self.state.version
+                target = 0 if self.stopping or swapping else self._admission_target()
+                while len(inflight) + self.queue.qsize() < target:
+                    inflight.add(asyncio.ensure_future(self._play(*self.sampler.next())))
+                if not inflight:
+                    if self.stopping:
+                        break
+                    await asyncio.sleep(0.02)  # the cap is full, or a swap is under way
+                    continue
+                done, inflight = await asyncio.wait(
+                    inflight, timeout=0.02 if swapping else 0.5, return_when="FIRST_COMPLETED"
+                )
+                for fut in done:
+                    await self._enqueue(fut.result())
+                await self._apply_control()
+        except asyncio.CancelledError:
+            for fut in inflight:  # their groups are booked interrupted by the wind-down
+                fut.cancel()
+            raise
 
     def _admission_target(self) -> int:
         train = self.config.train
@@ -213,16 +332,17 @@ class Farm:
         while (slot := self.workers.acquire()) is None:
             await asyncio.sleep(0.1)
         if not greedy:
-            self.ledger.start(size)
+            self.ledger.start(spec.group_id, spec.task_id, spec.tier, size)
         try:
             group = await slot.handle.play.remote(spec, limits, version)
+        except asyncio.CancelledError:
+            raise
         except Exception as exc:  # the actor died, or the engine failed mid-group
             group = spec.failed(f"{slot.name}: {type(exc).__name__}: {exc}")
             if _is_actor_death(exc):
                 self.workers.replace(slot)
         finally:
             self.workers.release(slot)
-        self.watchdog.beat()
         if not greedy:
             self._account(group)
         return group
@@ -247,27 +367,45 @@ class Farm:
             self.awaited_groups = n - len(batch) if wait else 0
             group = await self.queue.get()
             self.awaited_groups = 0
-            staleness = self.state.version - group.min_version
+            staleness = self._staleness(group)
             if group.failed:
                 self.ledger.record(group, "failed", group.error, self.state.updates)
-            elif staleness > self.config.train.max_staleness:
+                self.failures.failed_group(group)
+                continue
+            trainable = not is_zero_variance(group.rewards)
+            self.failures.played(group, trainable)
+            if staleness > self.config.train.max_staleness:
                 self.ledger.record(
                     group, "dropped_stale", f"staleness {staleness}", self.state.updates
                 )
-            elif is_zero_variance(group.rewards):
+            elif not trainable:
                 self.ledger.record(group, "dropped_zero_variance", "", self.state.updates)
             else:
                 self.state.staleness[staleness] = self.state.staleness.get(staleness, 0) + 1
                 batch.append((group, staleness))
+                self.watchdog.beat()
         return batch
+
+    def _staleness(self, group: TrajectoryGroup) -> int:
+        """Versions published after the oldest one the group was sampled with (numbers may
+        skip after a resume or a learner restart, so they are counted, not subtracted)."""
+        return sum(v > group.min_version for v in self.published)
+
+    def _publish(self, version: int) -> None:
+        """The newest published version, the yardstick of staleness from the moment it exists."""
+        self.published.append(version)
+        self.state.version = version
 
     async def _sync_updates(self, target: int) -> None:
         """Play one batch with the newest version, train on it, load the result, repeat."""
         while self.state.updates < target:
             await self._play_batch(self.config.train.groups_per_update)
             batch = await self._collect(self.config.train.groups_per_update, wait=False)
-            if batch:
-                await self._finish_update(batch, *await self._train(batch))
+            if batch and (result := await self._update(batch)) is not None:
+                if result.adapter is not None:
+                    self._publish(result.adapter.version)
+                self._pending_updates += 1
+                await self._finish_update(batch, result, target)
             await self._apply_control()
 
     async def _async_updates(self, target: int) -> None:
@@ -275,52 +413,154 @@ class Farm:
         and the driver books update k, so the learner never waits on weight sync or bookkeeping.
         The newest published version is the yardstick of staleness from the moment it exists
         (the groups of update k+1 are judged against it, as the learner's weights already are)."""
-        started = self.state.updates
-        finishing: asyncio.Future | None = None
-        while started < target:
+        finishing: asyncio.Task | None = None
+        while self.state.updates + self._pending_updates < target:
             batch = await self._collect(self.config.train.groups_per_update, wait=True)
-            training = asyncio.ensure_future(self._train(batch))
-            started += 1
+            training = asyncio.ensure_future(self._update(batch))
             if finishing is not None:
                 await finishing  # version k reaches the engines while k + 1 trains
+                finishing = None
             await self._apply_control()
-            learner_metrics, adapter = await training
-            if adapter is not None:
-                self.state.version = adapter.version
-            finishing = asyncio.ensure_future(self._finish_update(batch, learner_metrics, adapter))
+            result = await training
+            if result is None:
+                continue  # the learner died; it continues from its last state
+            if result.adapter is not None:
+                self._publish(result.adapter.version)
+            self._pending_updates += 1
+            finishing = self._spawn(self._finish_update(batch, result, target), "booking an update")
         if finishing is not None:
             await finishing
 
-    async def _train(self, batch: Batch) -> tuple[UpdateMetrics, AdapterVersion | None]:
-        samples = [to_sample_group(g) for g, _ in batch]
-        return await self.learner.train_and_publish.remote(samples, str(self.run_dir / "adapters"))
+    async def _update(self, batch: Batch):
+        """One learner update on ``batch``; None if the learner died (its groups are booked
+        failed, and the restarted learner continues from the last booked state)."""
+        import ray
 
-    async def _finish_update(
-        self, batch: Batch, learner_metrics: UpdateMetrics, adapter: AdapterVersion | None
-    ) -> None:
-        """Load the new version into every engine, then book the update (ledger, metrics)."""
+        samples = [to_sample_group(g) for g, _ in batch]
+        try:
+            return await self.learner.update.remote(samples, str(self.run_dir / "adapters"))
+        except ray.exceptions.RayActorError as exc:
+            cause = f"the learner died during an update: {type(exc).__name__}: {exc}"
+            for group, _ in batch:
+                self.ledger.record(group, "failed", cause, self.state.updates)
+            await self._restart_learner(cause)
+            return None
+
+    async def _restart_learner(self, cause: str) -> None:
+        """Wait for Ray to restart the learner actor, then hand it the last booked state."""
+        import ray
+
+        self.learner_restarts += 1
+        if self.learner_restarts > self.config.run.max_learner_restarts:
+            raise RunStopped(
+                "error", f"{cause}; it died {self.learner_restarts} times "
+                f"(run.max_learner_restarts={self.config.run.max_learner_restarts})",
+            )  # fmt: skip
+        self.metrics.event(
+            f"learner died ({cause}); restarting it from update {self.state.updates}"
+        )
+        deadline = time.monotonic() + LEARNER_RESTART_TIMEOUT_S
+        while True:
+            try:
+                await asyncio.wait_for(self.learner.state.remote(), timeout=60)
+                break
+            except (ray.exceptions.RayActorError, TimeoutError) as exc:
+                if time.monotonic() > deadline:
+                    raise RunStopped("error", f"{cause}; it did not come back: {exc}") from exc
+                await asyncio.sleep(1.0)
+        where = await self.learner.import_state.remote(self.learner_state)
+        self.metrics.event(f"learner restarted at step {where['step']}, version {where['version']}")
+
+    async def _finish_update(self, batch: Batch, result, target: int) -> None:
+        """Load the new version into every engine, book the update (ledger, metrics, learner
+        state), and checkpoint when due."""
         swap_s = None
-        if adapter is not None:
+        if result.adapter is not None:
             started = time.perf_counter()
-            await self.pool.load_adapter(adapter)  # raises if any engine's probe disagrees
+            await self.pool.load_adapter(result.adapter)  # raises if any engine's probe disagrees
             swap_s = time.perf_counter() - started
-            self.state.version = adapter.version
-            self.loaded_version = adapter.version
+            self.loaded_version = result.adapter.version
         self.state.updates += 1
+        self._pending_updates -= 1
+        self.learner_state = result.state
         for group, staleness in batch:
             self.ledger.record(group, "trained", "", self.state.updates, staleness)
         self.watchdog.beat()
+        health = await self.pool.health()
+        self._note_engine_restarts(health)
         row = self.metrics.log_update(
-            self.state, learner_metrics, swap_s, await self.pool.health(), self.queue.qsize(),
-            self.workers.size, self.ledger.summary(), self.sampler.frontier_tier,
+            self.state, result.metrics, swap_s, health, self.queue.qsize(), self.workers.size,
+            self.ledger.summary(), self.sampler.frontier_tier,
         )  # fmt: skip
         self.control.report.remote(row.as_dict())
+        updates = self.state.updates
+        if updates % self.config.train.checkpoint_every == 0 or updates >= target:
+            await self._checkpoint()
+
+    def _note_engine_restarts(self, health: list[dict]) -> None:
+        for report in health:
+            if "pid" not in report:
+                continue  # down right now; counted when it is back
+            key, started = report["engine_id"], (report["pid"], report["started_at"])
+            if self._engine_starts.get(key, started) != started:
+                self.engine_restarts += 1
+                self.metrics.event(f"{key} was restarted (now pid {report['pid']})")
+            self._engine_starts[key] = started
+
+    async def _checkpoint(self) -> None:
+        """Checkpoint the last booked update (once per update)."""
+        if self.learner_state is None or self._checkpointed == self.state.updates:
+            return
+        driver = DriverState(
+            updates=self.state.updates,
+            version=self.state.version,
+            published=list(self.published),
+            totals=self.state.snapshot(),
+            curriculum=self.sampler.state(),
+            before=self.before,
+        )
+        await asyncio.to_thread(self.checkpoints.save, driver, self.learner_state)
+        self._checkpointed = self.state.updates
 
     async def _apply_control(self) -> None:
         desired = await self.control.desired_env_workers.remote()
         if desired != self.workers.size:
             self.workers.resize(desired)
             self.metrics.event(f"env workers -> {desired}")
+
+    # ---- stopping early -----------------------------------------------------------------------
+
+    def _spawn(self, coro: Coroutine, what: str) -> asyncio.Task:
+        """A background task whose failure stops the run at once (never a silent deadlock)."""
+        task = asyncio.ensure_future(coro)
+
+        def surface(done: asyncio.Task) -> None:
+            if done.cancelled() or done.exception() is None:
+                return
+            exc = done.exception()
+            if isinstance(exc, RunStopped):
+                self.stop(exc)
+            else:
+                self.stop(RunStopped("error", f"{what} failed: {type(exc).__name__}: {exc}"))
+
+        task.add_done_callback(surface)
+        return task
+
+    def stop(self, reason: RunStopped) -> None:
+        """Stop the run early (the first reason wins); safe from signal handlers and callbacks."""
+        if self._stop is None and not self.stopping:
+            self._stop = reason
+            if self._main is not None and not self._main.done():
+                self._main.cancel()
+
+    def request_stop(self, signal_name: str) -> None:
+        """SIGTERM/SIGINT: stop, checkpoint the last booked update, keep the ledger balanced."""
+        self.stop(RunStopped("signal", f"stopped by {signal_name}: continue with --resume"))
+
+    def _on_stall(self, message: str) -> None:  # called from the watchdog's thread
+        loop = self._main.get_loop() if self._main is not None else None
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self.stop, RunStopped("watchdog", message))
 
     # ---- what benches and operators may change or read ----------------------------------------
 
@@ -346,7 +586,7 @@ class Farm:
         health = await self.pool.health()
         return Totals(
             update=self.state.updates,
-            time_s=time.perf_counter() - self.state.started,
+            time_s=self.state.elapsed(),
             episodes_total=self.state.episodes_played,
             generated_tokens_total=self.state.generated_tokens,
             env_steps_total=self.state.env_steps,
@@ -372,10 +612,12 @@ class Farm:
     def shutdown(self) -> None:
         import ray
 
+        self.ledger.interrupt_open("the driver shut down")  # balanced on every way out
         self.ledger.close()
         self.metrics.close()
         self.workers.shutdown()
         self.pool.shutdown()
+        ray.kill(self.learner, no_restart=True)
         ray.kill(self.control)  # its name is global on the cluster: free it for the next run
 
 

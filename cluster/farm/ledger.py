@@ -1,33 +1,61 @@
-"""Every started episode ends in exactly one ledger line; the counts always balance.
+"""Every started episode ends in exactly one fate; the counts always balance, on every way out.
 
 Fates: ``trained``; ``dropped_stale`` (sampled more than ``max_staleness`` versions ago);
 ``dropped_zero_variance`` (every episode of the group scored the same: no learning signal);
-``failed`` (an env or engine failure, or a worker that died; the whole group goes); and
-``dropped_end_of_run`` (finished after the last update). Groups are recorded whole.
+``failed`` (an env or engine failure, or a part that died; the whole group goes);
+``dropped_end_of_run`` (finished after the last update); and ``interrupted`` (in flight when the
+run stopped on an error, a signal or a kill, or trained into an update a resumed run rolled back).
+Groups are recorded whole.
+
+``ledger.jsonl`` is append-only: a ``start`` line per group before it plays, then one ``fate``
+line per episode. A later fate line for the same episode supersedes an earlier one (only a resume
+writes those), so the file alone tells every episode's final fate, even after ``kill -9``.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 from rollout.types import TrajectoryGroup
 
-FATES = ("trained", "dropped_stale", "dropped_zero_variance", "failed", "dropped_end_of_run")
+FATES = (
+    "trained",
+    "dropped_stale",
+    "dropped_zero_variance",
+    "failed",
+    "dropped_end_of_run",
+    "interrupted",
+)
+
+
+@dataclass(frozen=True)
+class OpenGroup:
+    """A started group that has no fate yet."""
+
+    group_id: str
+    task_id: str
+    tier: str
+    episodes: int
 
 
 class Ledger:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = path.open("a")
         self.started = 0
         self.counts: Counter[str] = Counter()
+        self.open: dict[str, OpenGroup] = {}
+        self._file = path.open("a")
 
-    def start(self, episodes: int) -> None:
-        """Count episodes as started before they run, so a lost group shows as imbalance."""
+    def start(self, group_id: str, task_id: str, tier: str, episodes: int) -> None:
+        """Count a group's episodes as started before they run, so a lost group shows."""
         self.started += episodes
+        self.open[group_id] = OpenGroup(group_id, task_id, tier, episodes)
+        self._write([{"event": "start", "group_id": group_id, "task_id": task_id, "tier": tier,
+                      "episodes": episodes}])  # fmt: skip
 
     def record(
         self,
@@ -37,26 +65,73 @@ class Ledger:
         step: int = -1,
         staleness: int | None = None,
     ) -> None:
-        if fate not in FATES:
-            raise ValueError(f"unknown fate {fate!r}; one of {FATES}")
+        _check_fate(fate)
+        self.open.pop(group.group_id, None)
+        lines = []
         for traj in group.trajectories:
-            line = {
-                "group_id": group.group_id,
-                "episode": traj.episode_index,
-                "task_id": group.task_id,
-                "tier": group.tier,
-                "fate": fate,
-                "reason": reason or traj.error,
-                "reward": round(traj.total_reward, 6),
-                "achieved": traj.achieved,
-                "turns": len(traj.turns),
-                "versions": sorted(set(traj.versions)),
-                "learner_step": step,
-                "staleness": staleness,
-            }
-            self._file.write(json.dumps(line) + "\n")
+            lines.append(
+                {
+                    "group_id": group.group_id,
+                    "episode": traj.episode_index,
+                    "task_id": group.task_id,
+                    "tier": group.tier,
+                    "fate": fate,
+                    "reason": reason or traj.error,
+                    "reward": round(traj.total_reward, 6),
+                    "achieved": traj.achieved,
+                    "turns": len(traj.turns),
+                    "versions": sorted(set(traj.versions)),
+                    "learner_step": step,
+                    "staleness": staleness,
+                }
+            )
             self.counts[fate] += 1
-        self._file.flush()
+        self._write(lines)
+
+    def interrupt_open(self, reason: str) -> int:
+        """Give every started group without a fate the fate ``interrupted``; returns how many
+        episodes that was. Called on every way out of a run, so the ledger balances."""
+        episodes = 0
+        for group in list(self.open.values()):
+            self._write([_fate_line(group.group_id, i, group.task_id, group.tier, "interrupted",
+                                    reason) for i in range(group.episodes)])  # fmt: skip
+            self.counts["interrupted"] += group.episodes
+            episodes += group.episodes
+        self.open.clear()
+        return episodes
+
+    @classmethod
+    def resume(cls, path: Path, last_update: int, reason: str) -> Ledger:
+        """Reopen a run's ledger after its driver stopped: the counts are read back, and every
+        episode that was in flight, or trained into an update after ``last_update`` (the update
+        the run continues from, whose later updates are lost), gets the fate ``interrupted``."""
+        ledger = cls(path)
+        starts: list[dict] = []
+        final: dict[tuple[str, int], dict] = {}
+        for line in read_ledger_lines(path):
+            if line.get("event") == "start":
+                starts.append(line)
+            else:
+                final[(line["group_id"], line["episode"])] = line
+        lost = []
+        for line in final.values():
+            if line["fate"] == "trained" and line["learner_step"] > last_update:
+                lost.append(line)
+                line = {**line, "fate": "interrupted"}
+            ledger.counts[line["fate"]] += 1
+        for line in lost:  # superseding lines: the last fate of an episode wins
+            ledger._write([_fate_line(line["group_id"], line["episode"], line["task_id"],
+                                      line["tier"], "interrupted",
+                                      f"trained into update {line['learner_step']}, which was "
+                                      f"lost: {reason}")])  # fmt: skip
+        for start in starts:  # per episode: a kill mid-write may have left a group half-booked
+            ledger.started += start["episodes"]
+            missing = [i for i in range(start["episodes"]) if (start["group_id"], i) not in final]
+            ledger._write([_fate_line(start["group_id"], i, start["task_id"], start["tier"],
+                                      "interrupted", f"in flight: {reason}")
+                           for i in missing])  # fmt: skip
+            ledger.counts["interrupted"] += len(missing)
+        return ledger
 
     @property
     def balanced(self) -> bool:
@@ -65,9 +140,42 @@ class Ledger:
     def summary(self) -> dict:
         return {"started": self.started, **{fate: self.counts[fate] for fate in FATES}}
 
+    def _write(self, lines: list[dict]) -> None:
+        self._file.write("".join(json.dumps(line) + "\n" for line in lines))
+        self._file.flush()
+
     def close(self) -> None:
         self._file.close()
 
 
+def _check_fate(fate: str) -> None:
+    if fate not in FATES:
+        raise ValueError(f"unknown fate {fate!r}; one of {FATES}")
+
+
+def _fate_line(group_id: str, episode: int, task_id: str, tier: str, fate: str,
+               reason: str) -> dict:  # fmt: skip
+    _check_fate(fate)
+    return {"group_id": group_id, "episode": episode, "task_id": task_id, "tier": tier,
+            "fate": fate, "reason": reason, "reward": 0.0, "achieved": False, "turns": 0,
+            "versions": [], "learner_step": -1, "staleness": None}  # fmt: skip
+
+
+def read_ledger_lines(path: Path) -> list[dict]:
+    """Every line of a ledger file, starts and fates (a line cut short by a kill is skipped)."""
+    lines = []
+    for raw in path.read_text().splitlines():
+        try:
+            lines.append(json.loads(raw))
+        except json.JSONDecodeError:
+            continue  # the last line of a driver killed mid-write
+    return lines
+
+
 def read_ledger(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The final fate of every episode, one dict each (later lines supersede earlier ones)."""
+    final: dict[tuple[str, int], dict] = {}
+    for line in read_ledger_lines(path):
+        if "fate" in line:
+            final[(line["group_id"], line["episode"])] = line
+    return list(final.values())

@@ -5,7 +5,6 @@ Prometheus (through Ray's metrics), a live progress line, events, and a reward-c
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections import defaultdict, deque
 from dataclasses import asdict, dataclass, field
@@ -28,6 +27,24 @@ class RunState:
     env_steps: int = 0
     staleness: dict[int, int] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def snapshot(self) -> dict[str, Any]:
+        """JSON for a checkpoint (the clock as elapsed seconds, so a resumed run continues it)."""
+        data = asdict(self)
+        data.pop("started")
+        data["elapsed_s"] = self.elapsed()
+        data["staleness"] = {str(k): v for k, v in self.staleness.items()}
+        return data
+
+    @classmethod
+    def restore(cls, data: dict[str, Any]) -> RunState:
+        data = dict(data)
+        elapsed = data.pop("elapsed_s")
+        data["staleness"] = {int(k): v for k, v in data["staleness"].items()}
+        return cls(**data, started=time.perf_counter() - elapsed)
 
 
 @dataclass(frozen=True)
@@ -114,20 +131,23 @@ def percentile(values: list[float], q: float) -> float:
 
 
 class Metrics:
-    def __init__(self, run_dir: Path, total_updates: int) -> None:
+    def __init__(self, run_dir: Path, total_updates: int, resume_after: int | None = None) -> None:
+        """``resume_after``: a resumed run continues after this update; rows of later updates
+        (lost with the driver) are dropped from ``metrics.jsonl`` and TensorBoard."""
         self.run_dir = run_dir
+        self.history: list[UpdateRow] = []
+        if resume_after is not None:
+            self.history = _keep_rows(run_dir / "metrics.jsonl", resume_after)
         self.jsonl = (run_dir / "metrics.jsonl").open("a")
         self.events = (run_dir / "events.log").open("a")
         self.total_updates = total_updates
-        self.history: list[UpdateRow] = []
         self._window: dict[str, deque] = defaultdict(lambda: deque(maxlen=256))
         self._tier_reward: dict[str, deque] = defaultdict(lambda: deque(maxlen=64))
         self._tier_success: dict[str, deque] = defaultdict(lambda: deque(maxlen=64))
         self._since = time.perf_counter()
         self._counts = defaultdict(float)
         self._engine_busy_prev: float | None = None
-        self._tty = sys.stdout.isatty()
-        self._tb = _tensorboard(run_dir / "tb")
+        self._tb = _tensorboard(run_dir / "tb", None if resume_after is None else resume_after + 1)
         self._gauges = _ray_gauges()
 
     def observe_group(self, group: TrajectoryGroup) -> None:
@@ -276,12 +296,32 @@ def _mean(values) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
-def _tensorboard(path: Path):
+def _tensorboard(path: Path, purge_step: int | None):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # tensorboard is a declared dependency; keep the run going without it
         return None
-    return SummaryWriter(log_dir=str(path))
+    # purge_step: TensorBoard hides events at or after it written before a resume.
+    return SummaryWriter(log_dir=str(path), purge_step=purge_step)
+
+
+def _keep_rows(path: Path, last_update: int) -> list[UpdateRow]:
+    """Rewrite ``metrics.jsonl`` with the rows up to ``last_update`` (atomically); return them."""
+    if not path.exists():
+        return []
+    rows = []
+    for raw in path.read_text().splitlines():
+        try:
+            row = json.loads(raw)
+        except json.JSONDecodeError:
+            continue  # a row cut short by a kill
+        if row["update"] <= last_update:
+            row["staleness_histogram"] = {int(k): v for k, v in row["staleness_histogram"].items()}
+            rows.append(UpdateRow(**row))
+    staging = path.with_name(path.name + ".tmp")
+    staging.write_text("".join(json.dumps(r.as_dict()) + "\n" for r in rows))
+    staging.replace(path)
+    return rows
 
 
 def _ray_gauges() -> dict:

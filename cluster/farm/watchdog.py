@@ -1,24 +1,24 @@
 """A watchdog that fails a stalled run loudly: no progress for ``timeout_s``, and every thread's
-stack is dumped to the run directory and the main thread is interrupted.
+stack is dumped to the run directory and ``on_stall`` is called (the farm stops the run with it).
 
-Progress is what the caller says it is (``beat``); the farm beats on progress only.
+Progress is what the caller says it is (``beat``); the farm beats on progress only (a trainable
+group, a finished update), never on failures, so a run that only fails cannot keep it quiet.
 """
 
 from __future__ import annotations
 
 import faulthandler
-import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 
 class Watchdog:
-    """If no group or update finishes for ``timeout_s``, dump every thread's stack and fail."""
-
-    def __init__(self, timeout_s: float, run_dir: Path) -> None:
+    def __init__(self, timeout_s: float, run_dir: Path, on_stall: Callable[[str], None]) -> None:
         self.timeout_s = timeout_s
         self.dump_path = run_dir / "watchdog-stacks.txt"
+        self.on_stall = on_stall
         self._last = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="rlfarm-watchdog", daemon=True)
@@ -42,12 +42,8 @@ class Watchdog:
                 with self.dump_path.open("w") as f:
                     f.write(f"no progress for {stalled:.0f}s; stacks of the driver:\n")
                     faulthandler.dump_traceback(file=f, all_threads=True)
-                sys.stderr.write(
-                    f"rlfarm watchdog: no progress for {stalled:.0f}s (run.watchdog_s="
-                    f"{self.timeout_s:.0f}); stacks in {self.dump_path}; failing the run\n"
+                self.on_stall(
+                    f"no trainable group and no update for {stalled:.0f}s (run.watchdog_s="
+                    f"{self.timeout_s:.0f}); the driver's stacks are in {self.dump_path}"
                 )
-                faulthandler.dump_traceback(all_threads=True)
-                import _thread
-
-                _thread.interrupt_main()
                 return

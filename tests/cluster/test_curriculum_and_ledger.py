@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from cluster.config import CurriculumSettings
 from cluster.farm.curriculum import CurriculumSampler
 from cluster.farm.ledger import Ledger, read_ledger
@@ -47,7 +49,8 @@ def _group(gid, n=4, failed=False):
 
 def test_ledger_balances_and_records_each_episode(tmp_path):
     ledger = Ledger(tmp_path / "ledger.jsonl")
-    ledger.start(12)
+    for gid in "abc":
+        ledger.start(gid, "t", "warmup", 4)
     ledger.record(_group("a"), "trained", step=1)
     ledger.record(_group("b", failed=True), "failed", "worker died")
     assert not ledger.balanced  # a group still unaccounted for
@@ -57,3 +60,57 @@ def test_ledger_balances_and_records_each_episode(tmp_path):
     rows = read_ledger(tmp_path / "ledger.jsonl")
     assert len(rows) == 12 and {r["fate"] for r in rows} == {"trained", "failed", "dropped_stale"}
     assert all(r["reason"] == "worker died" for r in rows if r["fate"] == "failed")
+
+
+def test_every_way_out_books_open_groups_and_a_resume_rolls_back_lost_updates(tmp_path):
+    path = tmp_path / "ledger.jsonl"
+    ledger = Ledger(path)
+    for gid in ("a", "b", "c", "d", "e"):
+        ledger.start(gid, "t", "warmup", 4)
+    ledger.record(_group("a"), "trained", step=1)
+    ledger.record(_group("b"), "trained", step=2)
+    ledger.record(_group("c"), "failed", "engine died")
+    ledger.record(_group("d"), "trained", step=3)  # update 3 will be lost: no checkpoint of it
+    assert not ledger.balanced and set(ledger.open) == {"e"}
+    ledger.close()  # the driver is killed here: "e" was in flight
+
+    resumed = Ledger.resume(path, last_update=2, reason="driver killed")
+    summary = resumed.summary()
+    assert resumed.balanced and not resumed.open
+    assert summary == {"started": 20, "trained": 8, "dropped_stale": 0, "dropped_zero_variance": 0,
+                       "failed": 4, "dropped_end_of_run": 0, "interrupted": 8}  # fmt: skip
+    final = {(r["group_id"], r["episode"]): r for r in read_ledger(path)}
+    assert len(final) == 20
+    assert {final[("d", i)]["fate"] for i in range(4)} == {"interrupted"}
+    assert "update 3" in final[("d", 0)]["reason"] and "in flight" in final[("e", 0)]["reason"]
+    # Later runs append; an error exit books whatever is still open.
+    resumed.start("f", "t", "warmup", 4)
+    assert resumed.interrupt_open("stopped by SIGTERM") == 4 and resumed.balanced
+    resumed.close()
+    again = Ledger.resume(path, last_update=2, reason="again")
+    assert again.summary() == {**summary, "started": 24, "interrupted": 12}
+
+
+def test_a_line_cut_short_by_a_kill_is_skipped_and_its_episode_interrupted(tmp_path):
+    path = tmp_path / "ledger.jsonl"
+    ledger = Ledger(path)
+    ledger.start("a", "t", "warmup", 2)
+    ledger.record(_group("a", n=2), "trained", step=1)
+    ledger.close()
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:20])  # the last write was cut
+    resumed = Ledger.resume(path, last_update=1, reason="killed mid-write")
+    assert resumed.balanced and resumed.summary()["trained"] == 1
+    assert resumed.summary()["interrupted"] == 1
+
+
+def test_the_curriculum_state_survives_a_checkpoint():
+    settings = CurriculumSettings(tiers=["warmup", "beginner"], promote_at=0.5, window=4)
+    sampler = CurriculumSampler(TASKS, settings, seed=3)
+    sampler.observe("warmup", [True] * 4)
+    [sampler.next() for _ in range(5)]
+    state = json.loads(json.dumps(sampler.state()))  # what a checkpoint file holds
+    copy = CurriculumSampler(TASKS, settings, seed=99)
+    copy.load_state(state)
+    assert copy.frontier_tier == "beginner"
+    assert [copy.next() for _ in range(20)] == [sampler.next() for _ in range(20)]
