@@ -176,6 +176,12 @@ def _cmd_bench_learner(args: argparse.Namespace) -> int:
     return main(args)
 
 
+def _cmd_bench_chaos(args: argparse.Namespace) -> int:
+    from benchmarks.chaos import main
+
+    return main(args)
+
+
 def _cmd_bench_env(args: argparse.Namespace) -> int:
     from benchmarks.env_step import main
 
@@ -326,6 +332,7 @@ def _add_bench_commands(sub: argparse._SubParsersAction) -> None:
         dest="bench_command", required=True
     )
     _add_rollout_bench(bench)
+    _add_chaos_bench(bench)
     _add_component_benches(bench)
 
 
@@ -352,6 +359,15 @@ def _add_rollout_bench(bench: argparse._SubParsersAction) -> None:
     rollout.add_argument("--sweep-group-sizes", type=_int_list, default=None, help="e.g. 4,8,16")
     rollout.add_argument("--sweep-updates", type=int, default=None, help="updates per sweep point")
     rollout.set_defaults(func=_cmd_bench_rollout)
+
+
+def _add_chaos_bench(bench: argparse._SubParsersAction) -> None:
+    chaos = bench.add_parser(
+        "chaos", help="a farm run with workers, sandboxes, engine, learner and driver killed"
+    )
+    chaos.add_argument("--json", action="store_true", help="print one JSON object")
+    chaos.add_argument("--out", type=Path, default=Path("runs/bench-chaos"), help="output dir")
+    chaos.set_defaults(func=_cmd_bench_chaos)
 
 
 def _add_component_benches(bench: argparse._SubParsersAction) -> None:

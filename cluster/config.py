@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from cluster.farm.faults import Fault
 from env.tiers import TIERS
 from learner.config import LearnerConfig
 from rollout.config import EnvSettings, RolloutSettings
@@ -105,6 +106,11 @@ class RunSettings(_Strict):
         default=600.0,
         gt=0,
         description="Fail loudly (with stacks) if no trainable group or update comes this long.",
+    )
+    faults: list[Fault] = Field(
+        default_factory=list,
+        description="Faults to inject on purpose, e.g. [{at_update: 2, kind: kill_engine}] "
+        "(rlfarm bench chaos); empty in real runs.",
     )
     max_learner_restarts: int = Field(
         default=3,

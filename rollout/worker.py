@@ -9,6 +9,8 @@ can account for every episode.
 
 from __future__ import annotations
 
+import asyncio
+
 from rollout.config import EnvSettings
 from rollout.episode import EpisodeLimits
 from rollout.group import GroupSpec, run_group
@@ -58,9 +60,23 @@ class RolloutWorker:
     async def ping(self) -> str:
         return self.name
 
-    def sandbox_pid(self) -> int | None:
-        """The pid of this worker's sandbox process (fault injection kills it)."""
-        return self.sessions.sandbox_pid()
+    async def break_sandbox(self, how: str) -> int | None:
+        """Fault injection (``run.faults``): SIGKILL (``kill``) or SIGSTOP (``hang``) this
+        worker's sandbox process; returns its pid (None with an env server). A process that is
+        already dead (being replaced after an earlier fault) is waited for, up to a minute."""
+        import os
+        import signal
+
+        for _ in range(120):
+            pid = self.sessions.sandbox_pid()
+            if pid is None:
+                return None
+            try:
+                os.kill(pid, signal.SIGKILL if how == "kill" else signal.SIGSTOP)
+                return pid
+            except ProcessLookupError:
+                await asyncio.sleep(0.5)
+        raise RuntimeError(f"{self.name}'s sandbox process did not come back within a minute")
 
 
 def rollout_worker_class():

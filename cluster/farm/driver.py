@@ -40,6 +40,7 @@ from cluster.farm.admission import admission_target
 from cluster.farm.checkpoints import Checkpoint, CheckpointStore, DriverState
 from cluster.farm.curriculum import CurriculumSampler
 from cluster.farm.failures import FailureLimits, RunStopped
+from cluster.farm.faults import inject_due
 from cluster.farm.ledger import Ledger
 from cluster.farm.metrics import Metrics, RunState, Totals, UpdateRow
 from cluster.farm.rollout_workers import RolloutWorkerSet
@@ -333,14 +334,15 @@ class Farm:
             await asyncio.sleep(0.1)
         if not greedy:
             self.ledger.start(spec.group_id, spec.task_id, spec.tier, size)
+        handle, name = slot.handle, slot.name
         try:
-            group = await slot.handle.play.remote(spec, limits, version)
+            group = await handle.play.remote(spec, limits, version)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the actor died, or the engine failed mid-group
-            group = spec.failed(f"{slot.name}: {type(exc).__name__}: {exc}")
-            if _is_actor_death(exc):
-                self.workers.replace(slot)
+            group = spec.failed(f"{name}: {type(exc).__name__}: {exc}")
+            if _is_actor_death(exc) and self.workers.replace(slot, handle):
+                self.metrics.event(f"{name} died; replaced by {slot.name}")
         finally:
             self.workers.release(slot)
         if not greedy:
@@ -496,6 +498,7 @@ class Farm:
         updates = self.state.updates
         if updates % self.config.train.checkpoint_every == 0 or updates >= target:
             await self._checkpoint()
+        await inject_due(self, updates)
 
     def _note_engine_restarts(self, health: list[dict]) -> None:
         for report in health:

@@ -55,15 +55,19 @@ class RolloutWorkerSet:
         slot.busy -= 1
         self._reap()
 
-    def replace(self, slot: WorkerSlot) -> None:
-        """Swap a dead worker's actor for a fresh one under a new name."""
+    def replace(self, slot: WorkerSlot, dead: Any) -> bool:
+        """Swap the dead actor ``dead`` in ``slot`` for a fresh one under a new name; False if
+        another of its groups already did (a worker plays several groups at once)."""
         import ray
 
+        if slot.handle is not dead:
+            return False
         self.restarts += 1
         with contextlib.suppress(Exception):  # already dead: nothing to kill
             ray.kill(slot.handle)
         slot.name = f"rollout-worker-{next(self._names)}"
         slot.handle = self.factory(slot.name)
+        return True
 
     def _reap(self) -> None:
         import ray

@@ -34,7 +34,7 @@ def test_every_command_group_is_registered_once():
     expected = {"train", "scale", "eval", "model", "serve", "sft", "tasks", "env", "bench"}
     assert expected <= set(commands)
     bench = next(a for a in commands["bench"]._actions if a.dest == "bench_command").choices
-    assert {"rollout", "hotswap", "learner", "env"} <= set(bench)
+    assert {"rollout", "chaos", "hotswap", "learner", "env"} <= set(bench)
 
 
 def test_env_serve_defaults_match_the_server_settings():
