@@ -96,7 +96,7 @@ def _outcome(farm, started: float) -> dict:
         "staleness_histogram": farm.state.staleness,
         "worker_restarts": farm.workers.restarts,
         "engine_restarts": farm.engine_restarts,
-        "learner_restarts": farm.learner_restarts,
+        "learner_restarts": farm.recovery.learner_restarts,
     }
 
 
@@ -123,10 +123,10 @@ def train(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"rlfarm train: {exc}", file=sys.stderr)
         return 2
-    from cluster.farm.driver import RunDirectoryError, check_run_dir
+    from cluster.farm.wiring import RunDirectoryError, check_run_dir, run_directory
 
     try:
-        run_dir = Path(config.run.out_dir).resolve() / config.run.name
+        run_dir = run_directory(config)
         check_run_dir(run_dir, args.resume)  # before minutes of set-up, not after
     except RunDirectoryError as exc:
         print(f"rlfarm train: {exc}", file=sys.stderr)

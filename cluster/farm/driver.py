@@ -30,21 +30,22 @@ import contextlib
 import time
 import uuid
 from collections.abc import Coroutine
-from pathlib import Path
 from typing import Any
 
 import yaml
 
 from cluster.config import FarmConfig
 from cluster.farm.admission import admission_target
-from cluster.farm.checkpoints import Checkpoint, CheckpointStore, DriverState
+from cluster.farm.checkpoints import Checkpoint, CheckpointStore
 from cluster.farm.curriculum import CurriculumSampler
 from cluster.farm.failures import FailureLimits, RunStopped
 from cluster.farm.faults import inject_due
 from cluster.farm.ledger import Ledger
 from cluster.farm.metrics import Metrics, RunState, Totals, UpdateRow
+from cluster.farm.recovery import Recovery
 from cluster.farm.rollout_workers import RolloutWorkerSet
 from cluster.farm.watchdog import Watchdog
+from cluster.farm.wiring import check_run_dir, run_directory, start_parts
 from cluster.task_split import TaskRef, task_split
 from learner.types import Sample, SampleGroup, is_zero_variance
 from rollout.episode import EpisodeLimits
@@ -52,26 +53,6 @@ from rollout.group import GroupSpec
 from rollout.types import TrajectoryGroup
 
 Batch = list[tuple[TrajectoryGroup, int]]  # trainable groups and their staleness
-LEARNER_RESTART_TIMEOUT_S = 600.0  # a restarted learner reloads its base model
-
-
-class RunDirectoryError(ValueError):
-    """A run directory is in use (start without --resume) or has nothing to resume."""
-
-
-def check_run_dir(run_dir: Path, resume: bool, keep: int = 1) -> None:
-    """Refuse to start a run over another one, or to resume one that has no checkpoint."""
-    used = [n for n in ("ledger.jsonl", "checkpoints") if (run_dir / n).exists()]
-    if used and not resume:
-        raise RunDirectoryError(
-            f"{run_dir} already holds a run ({', '.join(used)}): continue it with "
-            "`rlfarm train --config FILE --resume`, or start a new one under another name "
-            "(--set run.name=NEW), or remove the directory"
-        )
-    if resume and not CheckpointStore(run_dir, keep).updates():
-        raise RunDirectoryError(
-            f"nothing to resume in {run_dir}: it has no checkpoint; start the run without --resume"
-        )
 
 
 class Farm:
@@ -90,7 +71,7 @@ class Farm:
     ) -> None:
         self.config = config
         self.model_path = model_path
-        self.run_dir = Path(config.run.out_dir).resolve() / config.run.name
+        self.run_dir = run_directory(config)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.pool = pool
         self.learner = learner
@@ -98,7 +79,6 @@ class Farm:
         self.control = control
         self.split = task_split(config)
         self.sampler = CurriculumSampler(self.split.train, config.curriculum, config.run.seed)
-        self.resume_from = resume_from
         last = resume_from.driver.updates if resume_from else None
         ledger_path = self.run_dir / "ledger.jsonl"
         self.ledger = (
@@ -107,7 +87,10 @@ class Farm:
             else Ledger(ledger_path)
         )
         self.metrics = Metrics(self.run_dir, config.train.updates, resume_after=last)
-        self.checkpoints = CheckpointStore(self.run_dir, config.train.keep_checkpoints)
+        self.recovery = Recovery(
+            CheckpointStore(self.run_dir, config.train.keep_checkpoints), resume_from,
+            config.run.max_learner_restarts,
+        )  # fmt: skip
         self.failures = FailureLimits(
             config.train.max_consecutive_failed_groups, config.train.max_groups_without_signal
         )
@@ -126,14 +109,10 @@ class Farm:
         self.awaited_groups = 0  # trainable groups the learner's current batch still waits for
         self.loaded_version = 0  # the newest version every engine serves
         self.published: list[int] = []  # versions published so far, ascending
-        self.learner_state: dict[str, bytes] | None = None  # after the newest booked update
         self.before: dict | None = None  # the held-out eval before training, once made
-        self.learner_restarts = 0
         self.engine_restarts = 0
         self._engine_starts: dict[str, tuple] = {}
-        self._begun = False
         self._pending_updates = 0  # updates trained and being booked (async mode)
-        self._checkpointed = -1
         self._stop: RunStopped | None = None
         self._main: asyncio.Task | None = None
 
@@ -143,73 +122,20 @@ class Farm:
     def start(cls, config: FarmConfig, model_path: str, resume: bool = False) -> Farm:
         """Start the engines, the learner and the env workers (bounded waits), then the driver.
         With ``resume`` the newest checkpoint in the run directory is continued."""
-        import ray
-
-        from cluster.farm.control import start_control
-        from learner.actor import create_learner_actor
-        from rollout.worker import rollout_worker_class
-        from serving.engine_pool import EnginePool
-
-        run_dir = Path(config.run.out_dir).resolve() / config.run.name
+        run_dir = run_directory(config)
         check_run_dir(run_dir, resume)
         run_dir.mkdir(parents=True, exist_ok=True)
         checkpoint = CheckpointStore(run_dir, config.train.keep_checkpoints).latest()
         # The exact config of this run, beside its outputs (eval and resume read it back).
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json")))
-        engine_cfg = config.engine.with_model(model_path)
-        pool = EnginePool.start(engine_cfg, num_engines=config.run.engines)
-        learner_options: dict[str, Any] = {"max_restarts": config.run.max_learner_restarts}
-        if engine_cfg.resolved_device() == "cuda":
-            learner_options["num_gpus"] = config.run.learner_gpu_share
-        learner = create_learner_actor(
-            config.learner.with_model(model_path),
-            torch_threads=config.run.learner_threads,
-            **learner_options,
-        )
-        worker_cls = rollout_worker_class()
-        env, max_steps = config.env, config.rollout.max_steps
-
-        def start_worker(name: str):
-            return worker_cls.options(name=None, num_cpus=0.5).remote(
-                name, pool, model_path, env, max_steps
-            )
-
-        workers = RolloutWorkerSet(factory=start_worker)
-        workers.resize(env.workers)
-        control = start_control(config.run.name, env.workers)
-        ray.get(learner.state.remote(), timeout=600)  # the learner has loaded its model
-        resume_from = checkpoint if resume else None
-        return cls(config, model_path, pool, learner, workers, control, resume_from)
+        parts = start_parts(config, model_path)
+        return cls(config, model_path, parts.pool, parts.learner, parts.workers, parts.control,
+                   checkpoint if resume else None)  # fmt: skip
 
     async def begin(self) -> None:
         """A new run writes its first checkpoint (update 0); a resumed one restores the newest:
         the learner continues from it and the engines load its adapter before generating."""
-        if self._begun:
-            return
-        self._begun = True
-        if self.resume_from is None:
-            self.learner_state = await self.learner.export_state.remote()
-            await self._checkpoint()
-            return
-        driver = self.resume_from.driver
-        self.state = RunState.restore(driver.totals)
-        self.sampler.load_state(driver.curriculum)
-        self.published = list(driver.published)
-        self.before = driver.before
-        await self.learner.import_state.remote(self.resume_from.learner)
-        if driver.version > 0:
-            # The engines are new: they get the restored weights as a fresh version, so no name
-            # or number of a version published before the stop is ever reused.
-            adapter = await self.learner.publish.remote(str(self.run_dir / "adapters"))
-            self._publish(adapter.version)
-            await self.pool.load_adapter(adapter)
-            self.loaded_version = adapter.version
-        self.learner_state = await self.learner.export_state.remote()
-        self._checkpointed = self.state.updates
-        self.metrics.event(
-            f"resumed from {self.resume_from.path.name} (update {driver.updates}, serving "
-            f"v{self.state.version}); ledger {self.ledger.summary()}"
-        )
+        await self.recovery.begin(self)
 
     # ---- the loop -----------------------------------------------------------------------------
 
@@ -269,7 +195,7 @@ class Farm:
         if early:
             reason = f"the run stopped ({self._stop.kind}): {self._stop.message.splitlines()[0]}"
             self.ledger.interrupt_open(reason)
-            await self._checkpoint()
+            await self.recovery.checkpoint(self)
 
     async def _produce(self) -> None:
         """Keep the admitted number of groups in flight; finished groups go to the queue."""
@@ -393,7 +319,7 @@ class Farm:
         skip after a resume or a learner restart, so they are counted, not subtracted)."""
         return sum(v > group.min_version for v in self.published)
 
-    def _publish(self, version: int) -> None:
+    def note_published(self, version: int) -> None:
         """The newest published version, the yardstick of staleness from the moment it exists."""
         self.published.append(version)
         self.state.version = version
@@ -405,7 +331,7 @@ class Farm:
             batch = await self._collect(self.config.train.groups_per_update, wait=False)
             if batch and (result := await self._update(batch)) is not None:
                 if result.adapter is not None:
-                    self._publish(result.adapter.version)
+                    self.note_published(result.adapter.version)
                 self._pending_updates += 1
                 await self._finish_update(batch, result, target)
             await self._apply_control()
@@ -427,7 +353,7 @@ class Farm:
             if result is None:
                 continue  # the learner died; it continues from its last state
             if result.adapter is not None:
-                self._publish(result.adapter.version)
+                self.note_published(result.adapter.version)
             self._pending_updates += 1
             finishing = self._spawn(self._finish_update(batch, result, target), "booking an update")
         if finishing is not None:
@@ -445,33 +371,8 @@ class Farm:
             cause = f"the learner died during an update: {type(exc).__name__}: {exc}"
             for group, _ in batch:
                 self.ledger.record(group, "failed", cause, self.state.updates)
-            await self._restart_learner(cause)
+            await self.recovery.restart_learner(self, cause)
             return None
-
-    async def _restart_learner(self, cause: str) -> None:
-        """Wait for Ray to restart the learner actor, then hand it the last booked state."""
-        import ray
-
-        self.learner_restarts += 1
-        if self.learner_restarts > self.config.run.max_learner_restarts:
-            raise RunStopped(
-                "error", f"{cause}; it died {self.learner_restarts} times "
-                f"(run.max_learner_restarts={self.config.run.max_learner_restarts})",
-            )  # fmt: skip
-        self.metrics.event(
-            f"learner died ({cause}); restarting it from update {self.state.updates}"
-        )
-        deadline = time.monotonic() + LEARNER_RESTART_TIMEOUT_S
-        while True:
-            try:
-                await asyncio.wait_for(self.learner.state.remote(), timeout=60)
-                break
-            except (ray.exceptions.RayActorError, TimeoutError) as exc:
-                if time.monotonic() > deadline:
-                    raise RunStopped("error", f"{cause}; it did not come back: {exc}") from exc
-                await asyncio.sleep(1.0)
-        where = await self.learner.import_state.remote(self.learner_state)
-        self.metrics.event(f"learner restarted at step {where['step']}, version {where['version']}")
 
     async def _finish_update(self, batch: Batch, result, target: int) -> None:
         """Load the new version into every engine, book the update (ledger, metrics, learner
@@ -484,7 +385,7 @@ class Farm:
             self.loaded_version = result.adapter.version
         self.state.updates += 1
         self._pending_updates -= 1
-        self.learner_state = result.state
+        self.recovery.booked(result.state)
         for group, staleness in batch:
             self.ledger.record(group, "trained", "", self.state.updates, staleness)
         self.watchdog.beat()
@@ -497,7 +398,7 @@ class Farm:
         self.control.report.remote(row.as_dict())
         updates = self.state.updates
         if updates % self.config.train.checkpoint_every == 0 or updates >= target:
-            await self._checkpoint()
+            await self.recovery.checkpoint(self)
         await inject_due(self, updates)
 
     def _note_engine_restarts(self, health: list[dict]) -> None:
@@ -509,21 +410,6 @@ class Farm:
                 self.engine_restarts += 1
                 self.metrics.event(f"{key} was restarted (now pid {report['pid']})")
             self._engine_starts[key] = started
-
-    async def _checkpoint(self) -> None:
-        """Checkpoint the last booked update (once per update)."""
-        if self.learner_state is None or self._checkpointed == self.state.updates:
-            return
-        driver = DriverState(
-            updates=self.state.updates,
-            version=self.state.version,
-            published=list(self.published),
-            totals=self.state.snapshot(),
-            curriculum=self.sampler.state(),
-            before=self.before,
-        )
-        await asyncio.to_thread(self.checkpoints.save, driver, self.learner_state)
-        self._checkpointed = self.state.updates
 
     async def _apply_control(self) -> None:
         desired = await self.control.desired_env_workers.remote()

@@ -1,0 +1,84 @@
+"""Starting a farm's Ray parts, and the run directory they write into.
+
+``start_parts`` starts the engines, the learner and the env workers with bounded waits and
+returns their handles; the driver never sees how they were placed. ``check_run_dir`` refuses to
+start a run over another one, or to resume one that has nothing to resume, before any of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cluster.config import FarmConfig
+from cluster.farm.checkpoints import CheckpointStore
+from cluster.farm.rollout_workers import RolloutWorkerSet
+
+LEARNER_START_TIMEOUT_S = 600.0  # the learner loads its base model before it answers
+
+
+class RunDirectoryError(ValueError):
+    """A run directory is in use (start without --resume) or has nothing to resume."""
+
+
+def run_directory(config: FarmConfig) -> Path:
+    """Where the run's outputs go: ``run.out_dir/run.name``, absolute, on the driver's disk."""
+    return Path(config.run.out_dir).resolve() / config.run.name
+
+
+def check_run_dir(run_dir: Path, resume: bool) -> None:
+    """Refuse to start a run over another one, or to resume one that has no checkpoint."""
+    used = [n for n in ("ledger.jsonl", "checkpoints") if (run_dir / n).exists()]
+    if used and not resume:
+        raise RunDirectoryError(
+            f"{run_dir} already holds a run ({', '.join(used)}): continue it with "
+            "`rlfarm train --config FILE --resume`, or start a new one under another name "
+            "(--set run.name=NEW), or remove the directory"
+        )
+    if resume and not CheckpointStore(run_dir, keep=1).updates():
+        raise RunDirectoryError(
+            f"nothing to resume in {run_dir}: it has no checkpoint; start the run without --resume"
+        )
+
+
+@dataclass(frozen=True)
+class FarmParts:
+    pool: Any  # serving.engine_pool.EnginePool
+    learner: Any  # the LearnerActor's handle
+    workers: RolloutWorkerSet
+    control: Any  # the FarmControl actor's handle
+
+
+def start_parts(config: FarmConfig, model_path: str) -> FarmParts:
+    """Start the engines, the learner and the env workers; returns when all can work."""
+    import ray
+
+    from cluster.farm.control import start_control
+    from learner.actor import create_learner_actor
+    from rollout.worker import rollout_worker_class
+    from serving.engine_pool import EnginePool
+
+    engine_cfg = config.engine.with_model(model_path)
+    pool = EnginePool.start(engine_cfg, num_engines=config.run.engines)
+    learner_options: dict[str, Any] = {"max_restarts": config.run.max_learner_restarts}
+    if engine_cfg.resolved_device() == "cuda":
+        learner_options["num_gpus"] = config.run.learner_gpu_share
+    learner = create_learner_actor(
+        config.learner.with_model(model_path),
+        torch_threads=config.run.learner_threads,
+        **learner_options,
+    )
+    worker_cls = rollout_worker_class()
+    env, max_steps = config.env, config.rollout.max_steps
+
+    def start_worker(name: str):
+        return worker_cls.options(name=None, num_cpus=0.5).remote(
+            name, pool, model_path, env, max_steps
+        )
+
+    workers = RolloutWorkerSet(factory=start_worker)
+    workers.resize(env.workers)
+    control = start_control(config.run.name, env.workers)
+    ray.get(learner.state.remote(), timeout=LEARNER_START_TIMEOUT_S)
+    return FarmParts(pool, learner, workers, control)
