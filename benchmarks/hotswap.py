@@ -1,10 +1,10 @@
 """``rlfarm bench hotswap``: adapter swap latency with a steady stream of requests in flight.
 
-A learner-side peft model publishes N adapter versions (real ``publish_adapter``: atomic dir,
-manifest, probe) while C client loops keep the engine busy. For each version the swap latency is
-the time from "published on disk" to the first completion that reports the new version; the load
-includes the engine's probe verification. The engine's pid and start time are read before and
-after to count restarts (there must be none).
+A learner-side peft model publishes N adapter versions (the learner's own ``build_version``:
+files in memory, digest, probe) while C client loops keep the engine busy. For each version the
+swap latency is the time from "published" to the first completion that reports the new version;
+it includes shipping the files, the engine's copy and its probe verification. The engine's pid
+and start time are read before and after to count restarts (there must be none).
 """
 
 from __future__ import annotations
@@ -43,10 +43,11 @@ async def _client(pool, prompt: list[int], stream: _Stream, sampling: SamplingSp
 
 
 async def _run(pool, learner, versions: int, concurrency: int, gap_s: float) -> dict:
-    model, tokenizer, out_dir = learner
-    from learner.publish import probe_prompt_ids, publish_adapter
+    model, tokenizer, _ = learner
+    from learner.publish import build_version, probe_prompt_ids, probe_tokens
 
     prompt = probe_prompt_ids(tokenizer)
+    probe_ids = probe_tokens(model, tokenizer, model.device)
     sampling = SamplingSpec(max_tokens=16, temperature=1.0)
     stream = _Stream()
     clients = [
@@ -55,12 +56,9 @@ async def _run(pool, learner, versions: int, concurrency: int, gap_s: float) -> 
     before = await pool.health()
     latencies, load_s = [], []
     await asyncio.sleep(gap_s)
-    for _ in range(versions):
+    for version in range(1, versions + 1):
         _perturb(model)
-        adapter = publish_adapter(
-            model, tokenizer, out_dir, min_version=0, learner_step=0, keep_last=4,
-            device=model.device,
-        )  # fmt: skip
+        adapter = build_version(model, probe_ids, version, 0, model.device)
         published = time.perf_counter()
         await pool.load_adapter(adapter)
         load_s.append(time.perf_counter() - published)

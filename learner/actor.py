@@ -44,13 +44,14 @@ class LearnerActor:
         return self.learner.train_step(groups)
 
     def train_and_publish(
-        self, groups: Sequence[SampleGroup], out_dir: str
+        self, groups: Sequence[SampleGroup], out_dir: str | None = None
     ) -> tuple[UpdateMetrics, AdapterVersion | None]:
         return self.learner.train_and_publish(groups, out_dir)
 
-    def update(self, groups: Sequence[SampleGroup], out_dir: str) -> UpdateResult:
-        """``train_and_publish``, then the state to resume from."""
-        metrics, adapter = self.learner.train_and_publish(groups, out_dir)
+    def update(self, groups: Sequence[SampleGroup], min_version: int = 0) -> UpdateResult:
+        """One update; the new version (files in memory, numbered above ``min_version``) and
+        the state to continue from travel back to the driver: the learner writes no files."""
+        metrics, adapter = self.learner.train_and_publish(groups, min_version=min_version)
         return UpdateResult(metrics, adapter, self.learner.export_state())
 
     def export_state(self) -> dict[str, bytes]:
@@ -61,8 +62,9 @@ class LearnerActor:
         self.learner.import_state(blobs)
         return self.state()
 
-    def publish(self, out_dir: str) -> AdapterVersion:
-        return self.learner.publish(out_dir)
+    def publish(self, min_version: int = 0) -> AdapterVersion:
+        """The current weights as a new version (files in memory, nothing written)."""
+        return self.learner.publish(min_version=min_version)
 
     def save_checkpoint(self, path: str, extra: dict[str, Any] | None = None) -> str:
         return str(self.learner.save_checkpoint(path, extra))

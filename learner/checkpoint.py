@@ -79,7 +79,7 @@ def export_state(learner: TrainingState, extra: dict[str, Any]) -> dict[str, byt
         json.dumps(extra)
     except TypeError as err:
         raise ValueError(f"checkpoint extra must be JSON-serialisable: {err}") from err
-    blobs = adapter_blobs(learner.model)
+    blobs = {f"adapter/{name}": data for name, data in adapter_files(learner.model).items()}
     blobs["optimizer.pt"] = _torch_bytes(learner.optimizer.state_dict())
     blobs["scheduler.pt"] = _torch_bytes(learner.scheduler.state_dict())
     blobs["rng.pt"] = _torch_bytes(_rng_state())
@@ -129,7 +129,7 @@ def import_state(learner: TrainingState, blobs: dict[str, bytes], where: str = "
     return dict(state["extra"])
 
 
-def adapter_blobs(model) -> dict[str, bytes]:
+def adapter_files(model) -> dict[str, bytes]:
     """The peft model's adapter in ``save_pretrained``'s layout (config + float32 safetensors),
     built in memory: no temporary files, no model card."""
     from peft.utils import get_peft_model_state_dict
@@ -139,8 +139,8 @@ def adapter_blobs(model) -> dict[str, bytes]:
                get_peft_model_state_dict(model).items()}  # fmt: skip
     config = model.peft_config["default"].to_dict()
     return {
-        "adapter/adapter_model.safetensors": save_safetensors(weights),
-        "adapter/adapter_config.json": json.dumps(config, indent=1, default=_jsonable).encode(),
+        "adapter_model.safetensors": save_safetensors(weights),
+        "adapter_config.json": json.dumps(config, indent=1, default=_jsonable).encode(),
     }
 
 

@@ -219,6 +219,7 @@ class Learner:
         self.version = 0
         self.data_cursor = 0
         self.last_publish_s: float | None = None
+        self._probe_ids: tuple[list[int], list[int]] | None = None  # computed on first publish
 
     # ------------------------------------------------------------------ training
 
@@ -420,32 +421,33 @@ class Learner:
 
     # ------------------------------------------------------------------ publishing
 
-    def publish(self, out_dir: str | Path) -> AdapterVersion:
-        """Write the current adapter as the next version under ``out_dir`` (atomic)."""
-        from learner.publish import publish_adapter
+    def publish(self, out_dir: str | Path | None = None, min_version: int = 0) -> AdapterVersion:
+        """The current adapter as the next version: ``max(version, min_version, newest in
+        out_dir) + 1``, so versions never repeat, even after a resume from an older checkpoint.
+        With ``out_dir`` it is also stored there (atomically, newest ``keep_last`` kept)."""
+        from learner.publish import build_version, probe_tokens
+        from serving.adapter_files import published_versions, store_adapter
 
         started = time.perf_counter()
-        adapter = publish_adapter(
-            self.model,
-            self.tokenizer,
-            out_dir,
-            min_version=self.version,
-            learner_step=self.step,
-            keep_last=self.config.keep_last,
-            device=self.device,
-        )
+        on_disk = published_versions(Path(out_dir)) if out_dir is not None else []
+        version = max([self.version, min_version, *on_disk]) + 1
+        if self._probe_ids is None:
+            self._probe_ids = probe_tokens(self.model, self.tokenizer, self.device)
+        adapter = build_version(self.model, self._probe_ids, version, self.step, self.device)
+        if out_dir is not None:
+            adapter = store_adapter(adapter, Path(out_dir), self.config.keep_last)
         self.version = adapter.version
         self.last_publish_s = time.perf_counter() - started
         return adapter
 
     def train_and_publish(
-        self, groups: Sequence[SampleGroup], out_dir: str | Path
+        self, groups: Sequence[SampleGroup], out_dir: str | Path | None = None, min_version: int = 0
     ) -> tuple[UpdateMetrics, AdapterVersion | None]:
         """``train_step`` then, if the weights changed, ``publish``; metrics carry publish_s."""
         metrics = self.train_step(groups)
         if not metrics.stepped:
             return metrics, None
-        adapter = self.publish(out_dir)
+        adapter = self.publish(out_dir, min_version)
         return replace(metrics, publish_s=self.last_publish_s), adapter
 
     # ------------------------------------------------------------------ checkpoints

@@ -13,6 +13,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from serving.types import AdapterProbe
+
 BASE_VERSION = 0
 
 
@@ -98,6 +100,7 @@ def _check_weight_shapes(weights: Path, rank: int, hidden_size: int | None) -> N
 @dataclass
 class _Resident:
     path: str
+    probe: AdapterProbe | None = None  # the learner's numbers, to judge the next version by
     in_flight: int = 0
 
 
@@ -109,12 +112,12 @@ class AdapterRegistry:
     resident: dict[int, _Resident] = field(default_factory=dict)
     latest: int = BASE_VERSION
 
-    def register(self, version: int, path: str) -> None:
+    def register(self, version: int, path: str, probe: AdapterProbe | None = None) -> None:
         if version <= BASE_VERSION:
             raise AdapterError(f"adapter version must be >= 1 (0 is the base model), got {version}")
         if version in self.resident:
             raise AdapterError(f"adapter version {version} is already loaded; versions are unique")
-        self.resident[version] = _Resident(path=path)
+        self.resident[version] = _Resident(path=path, probe=probe)
         self.latest = max(self.latest, version)
 
     def acquire(self, version: int | None) -> int:

@@ -4,6 +4,14 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+# vLLM's accepted max_lora_rank values (vllm.config.lora.MaxLoRARanks, vLLM 0.32).
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def vllm_lora_rank(rank: int) -> int:
+    """The smallest max_lora_rank vLLM accepts that holds ``rank``."""
+    return next((r for r in VLLM_LORA_RANKS if r >= rank), VLLM_LORA_RANKS[-1])
+
 
 class EngineConfig(BaseModel):
     """How each vLLM engine is built. One config serves CPU (tiny model) and GPU (real models)."""
@@ -25,7 +33,12 @@ class EngineConfig(BaseModel):
         ge=1,
         description="Adapter versions resident at once; older unused versions are evicted.",
     )
-    max_lora_rank: int = Field(default=8, ge=1, description="Largest LoRA rank accepted.")
+    max_lora_rank: int = Field(
+        default=8,
+        ge=1,
+        description="Largest LoRA rank accepted; one of vLLM's: "
+        + ", ".join(map(str, VLLM_LORA_RANKS)),
+    )
     lora_target_modules: list[str] | None = Field(
         default=None,
         description="peft module names the adapters train (e.g. q_proj, o_proj); vLLM then runs "
@@ -55,8 +68,9 @@ class EngineConfig(BaseModel):
     probe_atol: float = Field(
         default=0.0,
         ge=0,
-        description="Largest |engine - learner| probe logprob gap accepted after a swap; "
-        "0 picks 1e-3 for float32 and 0.1 for 16-bit dtypes.",
+        description="Largest mean |engine - learner| probe logprob gap accepted after a swap "
+        "(a single token may be 5x that in 16-bit); 0 picks 1e-3 for float32 (max too) and 0.1 "
+        "for 16-bit dtypes. See serving/probes.py.",
     )
     max_restarts: int = Field(
         default=3,
@@ -93,6 +107,12 @@ class EngineConfig(BaseModel):
                 "engine.gpu_share applies to single-GPU engines; with tensor_parallel_size>1 "
                 "remove gpu_share (each engine takes whole GPUs)"
             )
+        if self.max_lora_rank not in VLLM_LORA_RANKS:
+            raise ValueError(
+                f"engine.max_lora_rank={self.max_lora_rank} is not a rank vLLM accepts "
+                f"({', '.join(map(str, VLLM_LORA_RANKS))}): use "
+                f"{vllm_lora_rank(self.max_lora_rank)}"
+            )
         if self.resolved_device() == "cpu" and self.tensor_parallel_size != 1:
             raise ValueError(
                 "engine.tensor_parallel_size>1 needs GPUs; on CPU set tensor_parallel_size: 1"
@@ -117,8 +137,3 @@ class EngineConfig(BaseModel):
         if self.dtype != "auto":
             return self.dtype
         return "float32" if self.resolved_device() == "cpu" else "bfloat16"
-
-    def resolved_probe_atol(self) -> float:
-        if self.probe_atol > 0:
-            return self.probe_atol
-        return 1e-3 if self.resolved_dtype() == "float32" else 0.1

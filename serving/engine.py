@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import shutil
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -29,7 +31,15 @@ from serving.adapters import (
     validate_adapter_dir,
 )
 from serving.config import EngineConfig
-from serving.types import AdapterProbe, AdapterVersion, Completion, ProbeResult, SamplingSpec
+from serving.probes import judge_probe
+from serving.types import (
+    AdapterProbe,
+    AdapterVersion,
+    Completion,
+    ProbeResult,
+    SamplingSpec,
+    weights_digest,
+)
 
 
 def resolve_model_path(model: str) -> str:
@@ -56,6 +66,8 @@ class Engine:
         self._caught_up = board is None
         self._catch_up_lock = asyncio.Lock()
         self._probe_results: dict[int, ProbeResult | None] = {}
+        # This engine's own copies of the adapters it serves (node-local, removed on eviction).
+        self._cache_dir = Path(tempfile.mkdtemp(prefix=f"rlfarm-adapters-{engine_id}-"))
         self.model_path = resolve_model_path(config.model)
         self.registry = AdapterRegistry(max_loras=config.max_loras)
         self._request_ids = itertools.count()
@@ -199,16 +211,16 @@ class Engine:
 
     # ---- adapters ---------------------------------------------------------------------------
 
-    async def load_adapter(
-        self, version: int, path: str, probe: AdapterProbe | None = None
-    ) -> ProbeResult | None:
-        """Register ``version`` from ``path`` for new requests; answer its probe if given.
+    async def load_adapter(self, adapter: AdapterVersion) -> ProbeResult | None:
+        """Serve ``adapter`` to new requests; answer its probe if it has one.
 
-        Loading a version that is already resident answers with its first probe result (a
-        restarted engine may have taken it from the board before the pool's broadcast came).
+        The adapter's files are written to this engine's own node-local cache and their digest
+        checked before vLLM reads them: no engine opens a path another machine wrote. Loading a
+        version that is already resident answers with its first probe result (a restarted
+        engine may have taken it from the board before the pool's broadcast came).
         """
         await self._catch_up()
-        return await self._load(version, path, probe)
+        return await self._load(adapter)
 
     async def _catch_up(self) -> None:
         if self._caught_up:
@@ -218,46 +230,65 @@ class Engine:
                 return
             current = await self._board.current.remote()
             if current is not None:
-                result = await self._load(current.version, current.path, current.probe)
+                result = await self._load(current)
                 if result is not None and not result.matches:
                     raise AdapterVerificationError(
                         f"{self.engine_id} restarted and could not verify the current adapter "
-                        f"v{current.version} (probe differs by {result.max_abs_diff:.3g})"
+                        f"v{current.version} (probe differs by {result.mean_abs_diff:.3g})"
                     )
             self._caught_up = True
 
-    async def _load(
-        self, version: int, path: str, probe: AdapterProbe | None
-    ) -> ProbeResult | None:
+    async def _load(self, adapter: AdapterVersion) -> ProbeResult | None:
         from vllm.lora.request import LoRARequest
 
+        version = adapter.version
         if version in self.registry.resident:
             return self._probe_results.get(version)
-
-        path = str(Path(path).resolve())
+        path, weights_ok = self._cache(adapter)
         validate_adapter_dir(
             path, self.config.max_lora_rank, self._hidden_size, self.config.lora_target_modules
         )
         try:
-            added = await self._llm.add_lora(LoRARequest(lora_name(version), version, path))
+            added = await self._llm.add_lora(LoRARequest(lora_name(version), version, str(path)))
         except Exception as exc:
-            raise AdapterError(f"vLLM rejected adapter v{version} at {path}: {exc}") from exc
+            raise AdapterError(f"vLLM rejected adapter v{version}: {exc}") from exc
         if not added:
-            raise AdapterError(f"vLLM refused to add adapter v{version} at {path}")
+            raise AdapterError(f"vLLM refused to add adapter v{version}")
+        previous = self.registry.resident.get(self.registry.latest)
         previous_latest = self.registry.latest
-        self.registry.register(version, path)
+        self.registry.register(version, str(path), adapter.probe)
         result = None
-        if probe is not None:
+        if adapter.probe is not None:
             try:
-                result = await self.answer_probe(version, probe)
+                served = await self.probe_logprobs(version, adapter.probe)
             except Exception:
                 await self._rollback(version, previous_latest)
                 raise
+            result = judge_probe(
+                version, self.engine_id, adapter.probe, served,
+                previous.probe if previous is not None else None,
+                self.config.resolved_dtype(), self.config.probe_atol, weights_ok,
+            )  # fmt: skip
             if not result.matches:
                 await self._rollback(version, previous_latest)
         self._probe_results[version] = result
         await self._evict_idle()
         return result
+
+    def _cache(self, adapter: AdapterVersion) -> tuple[Path, bool]:
+        """Write the adapter's files into this engine's cache; (its directory, digest ok)."""
+        if not adapter.files:
+            raise AdapterError(
+                f"adapter v{adapter.version} arrived without its files: engines load adapters "
+                "from the bytes they are sent (serving.adapter_files.read_adapter reads a dir)"
+            )
+        path = self._cache_dir / f"v{adapter.version:06d}"
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+        for name, data in adapter.files.items():
+            (path / name).write_bytes(data)
+        written = weights_digest({n: (path / n).read_bytes() for n in adapter.files})
+        return path, not adapter.sha256 or written == adapter.sha256
 
     async def _rollback(self, version: int, previous_latest: int) -> None:
         # A version that failed verification must never serve a request.
@@ -265,8 +296,8 @@ class Engine:
         self.registry.latest = previous_latest
         await self._llm.remove_lora(version)
 
-    async def answer_probe(self, version: int, probe: AdapterProbe) -> ProbeResult:
-        """Teacher-forced logprobs of the probe continuation under ``version``, vs the learner's."""
+    async def probe_logprobs(self, version: int, probe: AdapterProbe) -> list[float]:
+        """Teacher-forced logprobs of the probe continuation under ``version``."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
@@ -281,26 +312,15 @@ class Engine:
         ):
             final = output
         start = len(probe.prompt_token_ids)
-        engine_lp = [final.prompt_logprobs[i][ids[i]].logprob for i in range(start, len(ids))]
-        diff = max(abs(a - b) for a, b in zip(engine_lp, probe.logprobs, strict=True))
-        ref_gap = 0.0
-        if probe.reference_logprobs:
-            ref_gap = max(
-                abs(a - b) for a, b in zip(probe.logprobs, probe.reference_logprobs, strict=True)
-            )
-        return ProbeResult(
-            version=version,
-            engine_id=self.engine_id,
-            max_abs_diff=float(diff),
-            reference_gap=float(ref_gap),
-            atol=self.config.resolved_probe_atol(),
-        )
+        return [float(final.prompt_logprobs[i][ids[i]].logprob) for i in range(start, len(ids))]
 
     async def _evict_idle(self) -> None:
         for version in self.registry.evictable():
+            path = self.registry.resident[version].path
             self.registry.forget(version)
             self._probe_results.pop(version, None)
             await self._llm.remove_lora(version)
+            shutil.rmtree(path, ignore_errors=True)
 
     async def resident_versions(self) -> list[int]:
         """Versions the vLLM engine itself holds (for tests and the bench)."""
@@ -335,6 +355,7 @@ class Engine:
 
     def shutdown(self) -> None:
         self._llm.shutdown()
+        shutil.rmtree(self._cache_dir, ignore_errors=True)
 
 
 class AdapterBoard:

@@ -142,20 +142,19 @@ class EnginePool:
         continuing would train on rollouts from a policy other than the one published. An engine
         that is down gets the adapter from the board when it comes back, verified the same way.
         """
+        import ray
+
+        shipped = ray.put(adapter)  # the files go into the object store once, for every engine
         if self.board is not None:  # first, so an engine restarting meanwhile catches up to it
-            await self.board.publish.remote(adapter)
-        refs = [
-            h.load_adapter.remote(adapter.version, adapter.path, adapter.probe)
-            for h in self.handles
-        ]
+            await self.board.publish.remote(shipped)
+        refs = [h.load_adapter.remote(shipped) for h in self.handles]
         results = self._survivors(await self._bounded(refs, f"loading adapter v{adapter.version}"))
         bad = [r for r in results if r is not None and not r.matches]
         if bad:
             worst = max(bad, key=lambda r: r.max_abs_diff)
             raise AdapterVerificationError(
-                f"adapter v{adapter.version} did not land as published: {worst.engine_id} "
-                f"probe logprobs differ from the learner's by {worst.max_abs_diff:.3g} "
-                f"(tolerance {worst.atol:.3g}); refusing to sample from an unverified policy"
+                f"adapter v{adapter.version} did not land as published on {worst.engine_id}: "
+                f"{_what_went_wrong(worst)}; refusing to sample from an unverified policy"
             )
         return [r for r in results if r is not None]
 
@@ -202,3 +201,14 @@ class EnginePool:
             ray.kill(handle, no_restart=True)
         if self.board is not None:
             ray.kill(self.board)
+
+
+def _what_went_wrong(result: ProbeResult) -> str:
+    if not result.weights_ok:
+        return "the weights it wrote do not have the digest the learner published"
+    if result.nearer_previous:
+        return "its probe answer is nearer the previous version's than this one's"
+    return (
+        f"its probe logprobs differ from the learner's by {result.mean_abs_diff:.3g} on average, "
+        f"{result.max_abs_diff:.3g} at most (tolerance {result.atol:.3g} / {result.max_atol:.3g})"
+    )

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from serving.adapters import AdapterError, validate_adapter_dir
-from serving.config import EngineConfig
+from serving.config import EngineConfig, vllm_lora_rank
 
 
 def base_model_of(adapter_dir: Path) -> str:
@@ -47,7 +47,7 @@ def serve_command(
         sys.executable, "-m", "serving.openai_server", "--model", base,
         "--host", host, "--port", str(port),
         "--enable-lora", "--lora-modules", f"{name}={adapter}",
-        "--max-lora-rank", str(max(rank, engine.max_lora_rank)),
+        "--max-lora-rank", str(vllm_lora_rank(max(rank, engine.max_lora_rank))),
         "--max-model-len", str(engine.max_model_len),
         "--dtype", engine.resolved_dtype(),
     ]  # fmt: skip

@@ -10,12 +10,15 @@ weights) and the run must stop. This module imports neither torch nor vLLM.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 MANIFEST_NAME = "manifest.json"
+WEIGHTS_FILE = "adapter_model.safetensors"
+CONFIG_FILE = "adapter_config.json"
 
 
 @dataclass(frozen=True)
@@ -35,27 +38,44 @@ class AdapterProbe:
 
 @dataclass(frozen=True)
 class AdapterVersion:
-    """One published LoRA adapter: integer version, its directory, and where it came from."""
+    """One published LoRA adapter: its integer version, its files, and where it came from.
+
+    ``files`` maps file names (``adapter_config.json``, ``adapter_model.safetensors``) to their
+    bytes: an adapter travels to engines through Ray with its files, so no engine ever opens a
+    path another node wrote. ``sha256`` is the digest of the weights file, which an engine checks
+    after writing its own copy. ``path`` is where a copy is stored on this machine, if anywhere.
+    """
 
     version: int
-    path: str
+    path: str | None = None
     learner_step: int = 0
     created_at: float = 0.0
     probe: AdapterProbe | None = None
+    sha256: str = ""
+    files: dict[str, bytes] = field(default_factory=dict, repr=False, compare=False)
 
     def to_manifest(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        data.pop("files")
+        return data
 
     @classmethod
-    def from_manifest(cls, data: dict) -> AdapterVersion:
+    def from_manifest(cls, data: dict, files: dict[str, bytes] | None = None) -> AdapterVersion:
         probe = data.get("probe")
         return cls(
             version=int(data["version"]),
-            path=str(data["path"]),
+            path=data.get("path"),
             learner_step=int(data.get("learner_step", 0)),
             created_at=float(data.get("created_at", 0.0)),
             probe=AdapterProbe(**probe) if probe else None,
+            sha256=str(data.get("sha256", "")),
+            files=files or {},
         )
+
+
+def weights_digest(files: dict[str, bytes]) -> str:
+    """sha256 of an adapter's weights file (what engines check they loaded)."""
+    return hashlib.sha256(files.get(WEIGHTS_FILE, b"")).hexdigest()
 
 
 def write_manifest(adapter: AdapterVersion, directory: str | Path | None = None) -> Path:
@@ -114,22 +134,37 @@ class Completion:
 
 @dataclass(frozen=True)
 class ProbeResult:
-    """An engine's answer to an adapter probe, compared with the learner's expectation.
+    """An engine's answer to an adapter probe, judged against the learner's numbers
+    (``serving.probes.judge_probe`` says how).
 
-    ``max_abs_diff`` is the largest |engine - learner| logprob gap over the probe tokens;
-    ``reference_gap`` the largest |learner adapter - learner base| gap: when it is not larger
-    than the tolerance the probe cannot tell this adapter from the base model.
+    ``max_abs_diff``/``mean_abs_diff``: |engine - learner| over the probe tokens, against
+    ``atol`` (the mean) and ``max_atol``; ``reference_gap``: the largest |adapter - base| gap of
+    the learner's own numbers. ``distinguishable``: the learner's numbers for this version and
+    the previous one differ by more than the tolerance, so the probe can tell them apart;
+    ``nearer_previous``: the engine's answer is closer to the previous version's numbers than
+    to this one's (a swap that did not land). ``weights_ok``: the bytes the engine loaded have
+    the digest the learner published.
     """
 
     version: int
     engine_id: str
     max_abs_diff: float
+    mean_abs_diff: float
     reference_gap: float
     atol: float
+    max_atol: float
+    distinguishable: bool = False
+    nearer_previous: bool = False
+    weights_ok: bool = True
 
     @property
     def matches(self) -> bool:
-        return self.max_abs_diff <= self.atol
+        return (
+            self.weights_ok
+            and not self.nearer_previous
+            and self.mean_abs_diff <= self.atol
+            and self.max_abs_diff <= self.max_atol
+        )
 
     @property
     def discriminative(self) -> bool:

@@ -183,15 +183,15 @@ async def _engine_results(targets, rows, tasks, new_env, config, opts, out_dir) 
 
 async def _load_adapter(pool, adapter_dir: str, used: set[int]) -> int:
     """Load an adapter dir; a published one keeps its version and probe, a plain peft dir
-    becomes version 1 (or the next free one) without a probe."""
-    from serving.types import MANIFEST_NAME, AdapterVersion, read_manifest
+    becomes the next free version without a probe."""
+    from serving.adapter_files import read_adapter
+    from serving.types import MANIFEST_NAME
 
-    if (Path(adapter_dir) / MANIFEST_NAME).exists():
-        adapter = read_manifest(adapter_dir)
-    else:
-        adapter = AdapterVersion(version=1, path=str(Path(adapter_dir).resolve()))
+    fresh = max(used, default=0) + 1
+    published = (Path(adapter_dir) / MANIFEST_NAME).exists()
+    adapter = read_adapter(Path(adapter_dir), None if published else fresh)
     if adapter.version in used:
-        adapter = dataclasses.replace(adapter, version=max(used) + 1)
+        adapter = dataclasses.replace(adapter, version=fresh)
     used.add(adapter.version)
     await pool.load_adapter(adapter)
     return adapter.version

@@ -51,6 +51,7 @@ from learner.types import Sample, SampleGroup, is_zero_variance
 from rollout.episode import EpisodeLimits
 from rollout.group import GroupSpec
 from rollout.types import TrajectoryGroup
+from serving.adapter_files import published_versions, store_adapter
 
 Batch = list[tuple[TrajectoryGroup, int]]  # trainable groups and their staleness
 
@@ -113,6 +114,7 @@ class Farm:
         self.engine_restarts = 0
         self._engine_starts: dict[str, tuple] = {}
         self._pending_updates = 0  # updates trained and being booked (async mode)
+        self._disk_versions = max(published_versions(self.run_dir / "adapters"), default=0)
         self._stop: RunStopped | None = None
         self._main: asyncio.Task | None = None
 
@@ -319,6 +321,14 @@ class Farm:
         skip after a resume or a learner restart, so they are counted, not subtracted)."""
         return sum(v > group.min_version for v in self.published)
 
+    def version_floor(self) -> int:
+        """Every version number up to this one is taken (published now or before a resume)."""
+        return max([self._disk_versions, *self.published])
+
+    def store_adapter(self, adapter) -> None:
+        """The run directory's copy of a version (the driver's disk; engines keep their own)."""
+        store_adapter(adapter, self.run_dir / "adapters", self.config.learner.keep_last)
+
     def note_published(self, version: int) -> None:
         """The newest published version, the yardstick of staleness from the moment it exists."""
         self.published.append(version)
@@ -366,7 +376,7 @@ class Farm:
 
         samples = [to_sample_group(g) for g, _ in batch]
         try:
-            return await self.learner.update.remote(samples, str(self.run_dir / "adapters"))
+            return await self.learner.update.remote(samples, self.version_floor())
         except ray.exceptions.RayActorError as exc:
             cause = f"the learner died during an update: {type(exc).__name__}: {exc}"
             for group, _ in batch:
@@ -379,6 +389,7 @@ class Farm:
         state), and checkpoint when due."""
         swap_s = None
         if result.adapter is not None:
+            await asyncio.to_thread(self.store_adapter, result.adapter)
             started = time.perf_counter()
             await self.pool.load_adapter(result.adapter)  # raises if any engine's probe disagrees
             swap_s = time.perf_counter() - started

@@ -53,7 +53,8 @@ class Recovery:
         if driver.version > 0:
             # The engines are new: they get the restored weights as a fresh version, so no name
             # or number of a version published before the stop is ever reused.
-            adapter = await farm.learner.publish.remote(str(farm.run_dir / "adapters"))
+            adapter = await farm.learner.publish.remote(farm.version_floor())
+            await asyncio.to_thread(farm.store_adapter, adapter)
             farm.note_published(adapter.version)
             await farm.pool.load_adapter(adapter)
             farm.loaded_version = adapter.version

@@ -11,8 +11,8 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from learner.config import LearnerConfig
-from learner.publish import published_versions
 from learner.trainer import Learner
+from serving.adapter_files import published_versions
 from serving.types import read_manifest
 from tests.learner.samples import random_group
 
@@ -73,10 +73,11 @@ def test_probe_is_reproduced_by_plain_peft(trained, tmp_path, tiny_model_dir):
         max(abs(a - b) for a, b in zip(probe.logprobs, probe.reference_logprobs, strict=True))
         > 1e-3
     )
-    # the completion is the adapter's greedy continuation
-    with torch.no_grad():
+    # the completion is the base model's greedy continuation: the same tokens for every version
+    with torch.no_grad(), loaded.disable_adapter():
         logits = loaded(input_ids=torch.tensor([ids])).logits[0, start - 1 : -1]
     assert logits.argmax(-1).tolist() == probe.completion_token_ids
+    assert trained.publish().probe.completion_token_ids == probe.completion_token_ids
 
 
 def test_versions_never_repeat_when_a_new_learner_publishes_into_the_same_dir(

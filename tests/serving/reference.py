@@ -8,7 +8,14 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from serving.types import AdapterProbe, AdapterVersion, write_manifest
+from serving.types import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    AdapterProbe,
+    AdapterVersion,
+    weights_digest,
+    write_manifest,
+)
 
 
 class Reference:
@@ -48,6 +55,7 @@ class Reference:
                 if "lora_B" in name:
                     param.mul_(scale)
         suffix = "" if len(modules) == 4 else "-" + "-".join(modules)
+        suffix += "" if scale == 1.0 else f"-x{scale:g}"
         out = self.workdir / f"adapter-seed{seed}-r{rank}{suffix}"
         model.save_pretrained(out)
         return out
@@ -95,6 +103,8 @@ class Reference:
             logprobs=self.logprobs(source, ids, len(prompt)),
             reference_logprobs=self.logprobs(None, ids, len(prompt)),
         )
-        published = AdapterVersion(version=version, path=str(adapter), probe=probe)
+        files = {name: (adapter / name).read_bytes() for name in (CONFIG_FILE, WEIGHTS_FILE)}
+        published = AdapterVersion(version=version, path=str(adapter), probe=probe,
+                                   sha256=weights_digest(files), files=files)  # fmt: skip
         write_manifest(published)
         return published

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 
 import pytest
 
+from serving.adapter_files import read_adapter
 from serving.adapters import AdapterError, AdapterVerificationError
-from serving.types import AdapterVersion, SamplingSpec
+from serving.types import SamplingSpec
 
 pytestmark = pytest.mark.vllm
 
@@ -103,30 +105,40 @@ def test_wrong_adapters_are_errors_not_ignored(pool, reference, versions, run, t
     (corrupt / "adapter_config.json").write_text((good / "adapter_config.json").read_text())
     (corrupt / "adapter_model.safetensors").write_bytes(b"\x00garbage" * 10)
     with pytest.raises(AdapterError, match="unreadable safetensors"):
-        run(pool.load_adapter(AdapterVersion(version=versions(), path=str(corrupt))))
+        run(pool.load_adapter(read_adapter(corrupt, versions())))
 
     too_big = reference.make_adapter(seed=52, rank=16)
     with pytest.raises(AdapterError, match="rank"):
-        run(pool.load_adapter(AdapterVersion(version=versions(), path=str(too_big))))
+        run(pool.load_adapter(read_adapter(too_big, versions())))
 
     # The engine runs LoRA on the attention projections only: an MLP adapter is refused up
     # front rather than loaded with part of its weights silently ignored.
     mlp = reference.make_adapter(seed=54, modules=("q_proj", "gate_proj"))
     with pytest.raises(AdapterError, match="gate_proj"):
-        run(pool.load_adapter(AdapterVersion(version=versions(), path=str(mlp))))
+        run(pool.load_adapter(read_adapter(mlp, versions())))
 
     not_lora = tmp_path / "not-lora"
     not_lora.mkdir()
     config = json.loads((good / "adapter_config.json").read_text()) | {"peft_type": "IA3"}
     (not_lora / "adapter_config.json").write_text(json.dumps(config))
     with pytest.raises(AdapterError, match="peft_type"):
-        run(pool.load_adapter(AdapterVersion(version=versions(), path=str(not_lora))))
+        run(pool.load_adapter(read_adapter(not_lora, versions())))
 
     # Right files, wrong weights: the probe published for another adapter must not match.
     other = reference.make_adapter(seed=53)
     mislabeled = reference.publish(versions(), good, probe_from=other)
     with pytest.raises(AdapterVerificationError, match="did not land"):
         run(pool.load_adapter(mislabeled))
+
+    # Right files, but the bytes changed on the way: the published digest is checked.
+    published = reference.publish(versions(), good)
+    weights = bytearray(published.files["adapter_model.safetensors"])
+    weights[-1] ^= 0x01  # one bit of the last tensor's data
+    tampered = dataclasses.replace(
+        published, files={**published.files, "adapter_model.safetensors": bytes(weights)}
+    )
+    with pytest.raises(AdapterVerificationError, match="digest"):
+        run(pool.load_adapter(tampered))
 
     # None of the failures changed what new requests run with.
     assert run(pool.health())[0]["latest_version"] == before
