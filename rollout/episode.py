@@ -19,11 +19,15 @@ from serving.types import SamplingSpec
 
 
 class Generator(Protocol):
+    """Samples a completion. ``route_key`` names the episode, so every turn of it can go to the
+    same engine (its prefix cache holds the conversation so far)."""
+
     async def generate(
         self,
         prompt_token_ids: list[int],
         sampling: SamplingSpec,
         adapter_version: int | None = None,
+        route_key: str | None = None,
     ): ...
 
 
@@ -72,13 +76,14 @@ async def run_episode(
         top_p=limits.top_p,
         stop_token_ids=(tokenizer.eos_token_id,),
     )
+    route_key = f"{spec.group_id}/{spec.episode_index}"
     traj.end = "max_steps"
     for _ in range(limits.max_steps):
         if len(conv.token_ids) + limits.max_new_tokens > limits.max_model_len:
             traj.end = "context_limit"
             break
         started = time.perf_counter()
-        completion = await engine.generate(list(conv.token_ids), sampling)
+        completion = await engine.generate(list(conv.token_ids), sampling, route_key=route_key)
         generated = time.perf_counter()
         reply = conv.add_completion(completion.token_ids)
         result = await env.step(reply)

@@ -19,15 +19,18 @@ from serving.types import Completion, SamplingSpec
 
 
 class PinnedEngine:
-    """An engine (pool) with every request pinned to one adapter version (None = newest)."""
+    """An engine (pool) with every request pinned to one adapter version (None = newest);
+    ``sticky`` keeps each episode on one engine (its ``route_key``), else least-loaded."""
 
-    def __init__(self, pool, version: int | None) -> None:
-        self.pool, self.version = pool, version
+    def __init__(self, pool, version: int | None, sticky: bool = True) -> None:
+        self.pool, self.version, self.sticky = pool, version, sticky
 
     async def generate(
-        self, prompt_token_ids: list[int], sampling: SamplingSpec, adapter_version=None
-    ) -> Completion:
-        return await self.pool.generate(prompt_token_ids, sampling, self.version)
+        self, prompt_token_ids: list[int], sampling: SamplingSpec, adapter_version=None,
+        route_key: str | None = None,
+    ) -> Completion:  # fmt: skip
+        key = route_key if self.sticky else None
+        return await self.pool.generate(prompt_token_ids, sampling, self.version, key)
 
 
 class RolloutWorker:
@@ -45,12 +48,13 @@ class RolloutWorker:
         self.sessions = AwsSessions(settings, max_steps)
 
     async def play(
-        self, spec: GroupSpec, limits: EpisodeLimits, adapter_version: int | None = None
-    ) -> TrajectoryGroup:
+        self, spec: GroupSpec, limits: EpisodeLimits, adapter_version: int | None = None,
+        sticky: bool = True,
+    ) -> TrajectoryGroup:  # fmt: skip
         return await run_group(
             spec,
             self.sessions.new,
-            PinnedEngine(self.engine_pool, adapter_version),
+            PinnedEngine(self.engine_pool, adapter_version, sticky),
             self.tokenizer,
             limits,
             env_timeout_s=self.settings.step_timeout_s,

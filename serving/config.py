@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # vLLM's accepted max_lora_rank values (vllm.config.lora.MaxLoRARanks, vLLM 0.32).
@@ -64,6 +66,12 @@ class EngineConfig(BaseModel):
         default=True, description="Reuse KV of shared prefixes (keyed per adapter version)."
     )
     max_num_seqs: int = Field(default=64, ge=1, description="Sequences batched per engine step.")
+    routing: Literal["sticky", "least_loaded"] = Field(
+        default="sticky",
+        description="'sticky': every turn of an episode goes to the same engine (a stable hash "
+        "of the episode), so its prefix stays cached there; 'least_loaded': each turn to the "
+        "engine with the fewest requests in flight.",
+    )
     seed: int = Field(default=0, description="Engine sampling seed.")
     probe_atol: float = Field(
         default=0.0,

@@ -77,6 +77,7 @@ class Engine:
         self._in_flight = 0
         self._served = 0
         self._failed = 0
+        self._prefix_cache = {"queries": 0, "hits": 0}  # vLLM's own counts, summed
         self._llm = self._build()
         self._hidden_size = self._read_hidden_size()
 
@@ -117,7 +118,13 @@ class Engine:
             kwargs["kv_cache_memory_bytes"] = int(cfg.cpu_kv_cache_gib * 1024**3)
         else:
             kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
-        return AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
+            if cfg.tensor_parallel_size > 1:
+                # Inside a Ray actor, vLLM's own Ray executor starts the tensor-parallel workers
+                # in the placement group the actor was scheduled in (cluster.placement).
+                kwargs["distributed_executor_backend"] = "ray"
+        return AsyncLLM.from_engine_args(
+            AsyncEngineArgs(**kwargs), stat_loggers=[prefix_cache_logger(self._prefix_cache)]
+        )
 
     def _read_hidden_size(self) -> int | None:
         try:
@@ -347,6 +354,8 @@ class Engine:
             "resident_versions": sorted(self.registry.resident),
             "busy_s": busy,
             "uptime_s": uptime,
+            "prefix_cache_queries": self._prefix_cache["queries"],
+            "prefix_cache_hits": self._prefix_cache["hits"],
         }
 
     async def ready(self) -> str:
@@ -356,6 +365,26 @@ class Engine:
     def shutdown(self) -> None:
         self._llm.shutdown()
         shutil.rmtree(self._cache_dir, ignore_errors=True)
+
+
+def prefix_cache_logger(counts: dict[str, int]):
+    """A vLLM stat-logger factory that adds the scheduler's prefix-cache queries and hits (in
+    tokens) to ``counts``: vLLM's own numbers, read in process."""
+    from vllm.v1.metrics.loggers import StatLoggerBase
+
+    class PrefixCacheCounter(StatLoggerBase):
+        def __init__(self, vllm_config, engine_index: int = 0) -> None:
+            pass
+
+        def record(self, scheduler_stats, iteration_stats, mm_cache_stats=None, engine_idx=0):
+            if scheduler_stats is not None:
+                counts["queries"] += scheduler_stats.prefix_cache_stats.queries
+                counts["hits"] += scheduler_stats.prefix_cache_stats.hits
+
+        def log_engine_initialized(self) -> None:
+            pass
+
+    return PrefixCacheCounter
 
 
 class AdapterBoard:

@@ -1,8 +1,9 @@
-"""M engine actors behind one object: least-loaded routing, adapter broadcast, health checks.
+"""M engine actors behind one object: sticky routing, adapter broadcast, health checks.
 
 Callers (rollout workers, the driver) never see placement: the pool starts its engines, routes
-each request to the engine with the fewest requests in flight from this caller, and broadcasts
-adapter loads to all engines, verifying every engine's probe answer. Every remote call has a
+every request of an episode to the same engine (prefix-cache hits) or, without a route key, to
+the engine with the fewest requests in flight from this caller, and broadcasts adapter loads to
+all engines, verifying every engine's probe answer. Every remote call has a
 bounded wait: a stuck engine must surface as an error, never as a run that hangs forever.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,13 +78,24 @@ class EnginePool:
             ) from exc
         return cls(handles=handles, config=config, board=board)
 
-    def _pick(self) -> int | None:
-        """The least-loaded engine that is up (None: every engine is restarting)."""
-        up = [i for i in range(len(self.handles)) if i not in self._recovering]
-        return min(up, key=lambda i: self.in_flight[i]) if up else None
+    def _pick(self, route_key: str | None = None) -> int | None:
+        """The engine for a request (None: every engine is restarting).
 
-    async def _engine(self) -> int:
-        while (index := self._pick()) is None:  # all down: wait for the first to come back
+        With a ``route_key`` (one per episode) every request of the episode goes to the same
+        engine, chosen by a stable hash: its growing prefix stays in that engine's prefix
+        cache, and episodes spread evenly over engines. Without one, or while that engine is
+        down, the least-loaded engine that is up."""
+        up = [i for i in range(len(self.handles)) if i not in self._recovering]
+        if not up:
+            return None
+        if route_key is not None:
+            home = zlib.crc32(route_key.encode()) % len(self.handles)  # same in every process
+            if home in up:
+                return home
+        return min(up, key=lambda i: self.in_flight[i])
+
+    async def _engine(self, route_key: str | None = None) -> int:
+        while (index := self._pick(route_key)) is None:  # all down: wait for one to come back
             await asyncio.wait(self._recovering.values(), return_when="FIRST_COMPLETED")
         return index
 
@@ -114,13 +127,14 @@ class EnginePool:
         prompt_token_ids: list[int],
         sampling: SamplingSpec,
         adapter_version: int | None = None,
+        route_key: str | None = None,
     ) -> Completion:
-        """Generate on the least-loaded engine that is up. Raises ``EngineUnavailableError`` on
-        timeout or when the engine dies mid-request (the caller's episode is lost; the pool routes
-        later requests around the engine while Ray restarts it)."""
+        """Generate on the episode's engine (``route_key``) or the least-loaded one that is up.
+        Raises ``EngineUnavailableError`` on timeout or when the engine dies mid-request (the
+        caller's episode is lost; the pool routes around the engine while Ray restarts it)."""
         import ray
 
-        index = await self._engine()
+        index = await self._engine(route_key)
         self.in_flight[index] += 1
         try:
             ref = self.handles[index].generate.remote(prompt_token_ids, sampling, adapter_version)

@@ -105,6 +105,7 @@ class Farm:
             top_p=config.rollout.top_p,
         )
         self.group_size = config.rollout.group_size
+        self.sticky = config.engine.routing == "sticky"
         self.watchdog: Watchdog | None = None  # armed by main_loop
         self.stopping = False
         self.awaited_groups = 0  # trainable groups the learner's current batch still waits for
@@ -264,7 +265,7 @@ class Farm:
             self.ledger.start(spec.group_id, spec.task_id, spec.tier, size)
         handle, name = slot.handle, slot.name
         try:
-            group = await handle.play.remote(spec, limits, version)
+            group = await handle.play.remote(spec, limits, version, self.sticky)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the actor died, or the engine failed mid-group
@@ -476,6 +477,12 @@ class Farm:
             raise ValueError(f"group size {group_size}: GRPO needs at least 2 episodes per group")
         self.group_size = group_size
 
+    def set_routing(self, routing: str) -> None:
+        """'sticky' or 'least_loaded' for the groups started from now on."""
+        if routing not in ("sticky", "least_loaded"):
+            raise ValueError(f"routing {routing!r}: use 'sticky' or 'least_loaded'")
+        self.sticky = routing == "sticky"
+
     @property
     def history(self) -> list[UpdateRow]:
         """Every update's metrics row so far."""
@@ -491,6 +498,8 @@ class Farm:
             generated_tokens_total=self.state.generated_tokens,
             env_steps_total=self.state.env_steps,
             engine_busy_s=sum(h["busy_s"] for h in health),
+            prefix_cache_queries=sum(h.get("prefix_cache_queries", 0) for h in health),
+            prefix_cache_hits=sum(h.get("prefix_cache_hits", 0) for h in health),
         )
 
     # ---- evaluation ---------------------------------------------------------------------------

@@ -57,6 +57,8 @@ class Totals:
     generated_tokens_total: int
     env_steps_total: int
     engine_busy_s: float
+    prefix_cache_queries: int = 0
+    prefix_cache_hits: int = 0
 
     def rates(self, later: Totals, engines: int) -> dict[str, float]:
         """Rates over the window from this instant to ``later``. Engine idle = 1 - engine busy
@@ -76,6 +78,10 @@ class Totals:
             "env_steps_per_s": (later.env_steps_total - self.env_steps_total) / wall,
             "grpo_steps_per_hour": (later.update - self.update) * 3600 / wall,
             "engine_idle_fraction": min(1.0, max(0.0, 1.0 - busy)),
+            "prefix_cache_hit_rate": _ratio(
+                later.prefix_cache_hits - self.prefix_cache_hits,
+                later.prefix_cache_queries - self.prefix_cache_queries,
+            ),
         }
 
 
@@ -105,6 +111,9 @@ class UpdateRow:
     generated_tokens_total: int
     env_steps_total: int
     engine_busy_s: float
+    prefix_cache_hit_rate: float | None
+    prefix_cache_queries: int
+    prefix_cache_hits: int
     queue_depth: int
     env_workers: int
     staleness_histogram: dict[int, int]
@@ -119,7 +128,8 @@ class UpdateRow:
     def totals(self) -> Totals:
         return Totals(
             self.update, self.time_s, self.episodes_total, self.generated_tokens_total,
-            self.env_steps_total, self.engine_busy_s,
+            self.env_steps_total, self.engine_busy_s, self.prefix_cache_queries,
+            self.prefix_cache_hits,
         )  # fmt: skip
 
 
@@ -147,6 +157,7 @@ class Metrics:
         self._since = time.perf_counter()
         self._counts = defaultdict(float)
         self._engine_busy_prev: float | None = None
+        self._cache_prev = (0, 0)  # prefix-cache (queries, hits) at the previous update
         self._tb = _tensorboard(run_dir / "tb", None if resume_after is None else resume_after + 1)
         self._gauges = _ray_gauges()
 
@@ -181,8 +192,14 @@ class Metrics:
         busy = sum(h["busy_s"] for h in health)
         idle = None
         if self._engine_busy_prev is not None:
-            idle = max(0.0, 1.0 - (busy - self._engine_busy_prev) / (elapsed * len(health)))
+            idle = min(
+                1.0, max(0.0, 1.0 - (busy - self._engine_busy_prev) / (elapsed * len(health)))
+            )
         self._engine_busy_prev = busy
+        queries = sum(h.get("prefix_cache_queries", 0) for h in health)
+        hits = sum(h.get("prefix_cache_hits", 0) for h in health)
+        hit_rate = _ratio(hits - self._cache_prev[1], queries - self._cache_prev[0])
+        self._cache_prev = (queries, hits)
         row = UpdateRow(
             update=state.updates,
             version=state.version,
@@ -201,6 +218,9 @@ class Metrics:
             generated_tokens_total=state.generated_tokens,
             env_steps_total=state.env_steps,
             engine_busy_s=busy,
+            prefix_cache_hit_rate=hit_rate,
+            prefix_cache_queries=queries,
+            prefix_cache_hits=hits,
             queue_depth=queue_depth,
             env_workers=workers,
             staleness_histogram=dict(state.staleness),
@@ -242,12 +262,14 @@ class Metrics:
 
     def _progress(self, row: UpdateRow) -> None:
         rewards = " ".join(f"{t[:4]}={v:.2f}" for t, v in row.reward_by_tier.items())
-        idle = row.engine_idle_fraction
+        idle, cache = row.engine_idle_fraction, row.prefix_cache_hit_rate
         line = (
             f"[update {row.update}/{self.total_updates}] v{row.version} "
             f"reward {rewards} | {row.episodes_per_s:.2f} ep/s "
             f"{row.generated_tokens_per_s:.0f} tok/s {row.env_steps_per_s:.1f} steps/s | "
-            f"idle {'-' if idle is None else f'{idle:.0%}'} queue {row.queue_depth} "
+            f"idle {'-' if idle is None else f'{idle:.0%}'} "
+            f"cache {'-' if cache is None else f'{cache:.0%}'} "
+            f"queue {row.queue_depth} "
             f"workers {row.env_workers} | ledger {row.ledger['trained']} trained "
             f"{row.ledger['dropped_stale']} stale {row.ledger['failed']} failed"
         )
@@ -289,6 +311,10 @@ class Metrics:
         self.events.close()
         if self._tb is not None:
             self._tb.close()
+
+
+def _ratio(part: float, whole: float) -> float | None:
+    return part / whole if whole > 0 else None
 
 
 def _mean(values) -> float:

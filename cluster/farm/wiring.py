@@ -7,6 +7,7 @@ start a run over another one, or to resume one that has nothing to resume, befor
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,9 @@ from cluster.config import FarmConfig
 from cluster.farm.checkpoints import CheckpointStore
 from cluster.farm.rollout_workers import RolloutWorkerSet
 
-LEARNER_START_TIMEOUT_S = 600.0  # the learner loads its base model before it answers
+LEARNER_START_TIMEOUT_S = 600.0
+# Set by Ray's job supervisor in the environment of every submitted job's driver.
+RAY_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # the learner loads its base model before it answers
 
 
 class RunDirectoryError(ValueError):
@@ -23,8 +26,17 @@ class RunDirectoryError(ValueError):
 
 
 def run_directory(config: FarmConfig) -> Path:
-    """Where the run's outputs go: ``run.out_dir/run.name``, absolute, on the driver's disk."""
-    return Path(config.run.out_dir).resolve() / config.run.name
+    """Where the run's outputs go: ``run.out_dir/run.name``, absolute, on the driver's disk.
+
+    A relative ``run.out_dir`` is relative to the working directory, except under ``ray job
+    submit``: there the working directory is a copy Ray unpacks for the job (and deletes), so it
+    is taken under ``$RLFARM_HOME`` instead (default ``~/.cache/rlfarm/runs/<name>``)."""
+    out_dir = Path(config.run.out_dir).expanduser()
+    if not out_dir.is_absolute() and os.environ.get(RAY_JOB_ENV):
+        from serving.tiny_model import rlfarm_home
+
+        out_dir = rlfarm_home() / out_dir
+    return out_dir.resolve() / config.run.name
 
 
 def check_run_dir(run_dir: Path, resume: bool) -> None:

@@ -33,7 +33,9 @@ class ScriptedEngine:
         self.tokenizer, self.script, self.on_call = tokenizer, script, on_call
         self.calls = 0
 
-    async def generate(self, prompt_token_ids, sampling, adapter_version=None) -> Completion:
+    async def generate(
+        self, prompt_token_ids, sampling, adapter_version=None, route_key=None
+    ) -> Completion:
         self.calls += 1
         if self.on_call is not None:
             self.on_call(self.calls)

@@ -146,6 +146,17 @@ def test_wrong_adapters_are_errors_not_ignored(pool, reference, versions, run, t
     assert out.adapter_version == before
 
 
+def test_prefix_cache_hits_are_counted_from_vllms_own_stats(pool, reference, run):
+    prompt = reference.prompt("a prompt long enough to fill cache blocks " * 8)
+    before = run(pool.health())[0]
+    run(pool.generate(prompt, GREEDY))
+    middle = run(pool.health())[0]
+    run(pool.generate(prompt, GREEDY))  # same version, same prefix: served from the cache
+    after = run(pool.health())[0]
+    assert middle["prefix_cache_queries"] - before["prefix_cache_queries"] >= len(prompt) - 16
+    assert after["prefix_cache_hits"] - middle["prefix_cache_hits"] >= len(prompt) // 2
+
+
 def test_health_reports_load_and_identity(pool, run):
     report = run(pool.health())[0]
     assert report["engine_id"] == "engine-0"
