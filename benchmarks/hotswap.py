@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import statistics
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -96,15 +97,21 @@ def _perturb(model) -> None:
                 param.add_(torch.randn_like(param) * 0.02)
 
 
-def _learner_model(model_path: str, workdir: Path):
+def _learner_model(model_path: str, workdir: Path, engine: EngineConfig):
+    """The learner's side on the engine's device and dtype (CUDA and bf16 on a GPU config)."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.manual_seed(0)
-    base = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    dtype = getattr(torch, engine.resolved_dtype())
+    base = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
     config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
-    return get_peft_model(base, config), AutoTokenizer.from_pretrained(model_path), workdir
+    model = get_peft_model(base, config).to(engine.resolved_device())
+    for param in model.parameters():  # LoRA weights are float32, as the learner keeps them
+        if param.requires_grad:
+            param.data = param.data.float()
+    return model, AutoTokenizer.from_pretrained(model_path), workdir
 
 
 def run_hotswap_bench(
@@ -121,7 +128,7 @@ def run_hotswap_bench(
     pool = EnginePool.start(engine, num_engines=1)
     try:
         with tempfile.TemporaryDirectory(prefix="rlfarm-hotswap-") as tmp:
-            learner = _learner_model(model_path, Path(tmp))
+            learner = _learner_model(model_path, Path(tmp), engine)
             result = asyncio.run(_run(pool, learner, versions, concurrency, gap_s))
     finally:
         pool.shutdown()
@@ -130,7 +137,19 @@ def run_hotswap_bench(
 
 
 def main(args) -> int:
-    result = run_hotswap_bench(versions=args.versions, concurrency=args.concurrency, gap_s=args.gap)
+    engine = None
+    if args.config is not None:
+        from cluster.config import ConfigError, load_config
+
+        try:
+            config = load_config(args.config)
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        engine = config.engine
+    result = run_hotswap_bench(
+        versions=args.versions, concurrency=args.concurrency, gap_s=args.gap, engine=engine
+    )
     if args.json:
         print(json.dumps(result))
     else:

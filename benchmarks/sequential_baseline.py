@@ -1,7 +1,8 @@
 """The sequential baseline of ``rlfarm bench rollout``: what the farm is measured against.
 
 Shaped like the public project's loop: the warm model in this process under transformers
-``generate`` (float32, sampling at the farm's temperature), one episode turn at a time behind a
+``generate`` (on the engines' device and dtype: float32 on CPU, bf16 on a GPU; sampling at the
+farm's temperature), one episode turn at a time behind a
 ``threading.Lock`` (the public trainer serialised generation the same way), the env in-process
 (``AwsEnv`` on one sandbox process), and no learning. The G episodes of a group run on G threads
 so env steps may overlap another episode's generation, but never two generations at once.
@@ -39,20 +40,27 @@ class BaselineStats:
 class _LockedGenerator:
     """transformers ``generate`` for one prompt at a time; the lock serialises all callers."""
 
-    def __init__(self, model_path: str, temperature: float, max_new_tokens: int) -> None:
+    def __init__(
+        self, model_path: str, temperature: float, max_new_tokens: int, device: str, dtype: str
+    ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.torch = torch
+        self.device = torch.device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+        self.model = (
+            AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype))
+            .to(self.device)
+            .eval()
+        )
         self.temperature = temperature
         self.max_new_tokens = max_new_tokens
         self.lock = threading.Lock()
 
     def generate(self, prompt_ids: list[int]) -> list[int]:
         torch = self.torch
-        ids = torch.tensor([prompt_ids])
+        ids = torch.tensor([prompt_ids], device=self.device)
         sampling = (
             {"do_sample": True, "temperature": self.temperature, "top_p": 1.0, "top_k": 0}
             if self.temperature > 0
@@ -116,7 +124,11 @@ def run_sequential_baseline(model_path: str, config: FarmConfig, groups: int, lo
     sampler = CurriculumSampler(
         task_split(config, catalog.tasks).train, config.curriculum, config.run.seed
     )
-    gen = _LockedGenerator(model_path, config.rollout.temperature, config.rollout.max_new_tokens)
+    # The engines' device and dtype: on a GPU config the baseline runs on CUDA in bf16 too.
+    gen = _LockedGenerator(
+        model_path, config.rollout.temperature, config.rollout.max_new_tokens,
+        config.engine.resolved_device(), config.engine.resolved_dtype(),
+    )  # fmt: skip
     size = config.rollout.group_size
     stats = BaselineStats()
     count_lock = threading.Lock()

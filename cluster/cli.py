@@ -376,6 +376,9 @@ def _add_component_benches(bench: argparse._SubParsersAction) -> None:
     hotswap.add_argument("--versions", type=int, default=10, help="adapter versions to publish")
     hotswap.add_argument("--concurrency", type=int, default=8, help="client loops in flight")
     hotswap.add_argument("--gap", type=float, default=1.0, help="seconds between versions")
+    hotswap.add_argument(
+        "--config", type=Path, default=None, help="farm config whose engine settings to use"
+    )
     hotswap.set_defaults(func=_cmd_bench_hotswap)
 
     learner = bench.add_parser(

@@ -151,6 +151,24 @@ class RunSettings(_Strict):
     )
 
 
+class PlacementSettings(_Strict):
+    """Where Ray reserves the engines and the learner (see cluster/placement.py)."""
+
+    strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        default="PACK",
+        description="How the engines' and the learner's bundles are spread over nodes: PACK keeps "
+        "them on as few nodes as possible (one multi-GPU node: that node).",
+    )
+    engine_resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Extra custom Ray resources each engine needs, e.g. {engine_node: 1} to pin "
+        "engines to nodes started with --resources '{\"engine_node\": 8}'.",
+    )
+    learner_resources: dict[str, float] = Field(
+        default_factory=dict, description="Extra custom Ray resources the learner needs."
+    )
+
+
 class FarmConfig(_Strict):
     """Everything one run needs. Shared settings are set once here and propagated."""
 
@@ -165,6 +183,7 @@ class FarmConfig(_Strict):
     curriculum: CurriculumSettings = Field(default_factory=CurriculumSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
     run: RunSettings = Field(default_factory=RunSettings)
+    placement: PlacementSettings = Field(default_factory=PlacementSettings)
 
     @model_validator(mode="before")
     @classmethod

@@ -96,6 +96,20 @@ class LearnerConfig(BaseModel):
         "prefix). Not combined with gradient_checkpointing (recomputation cannot replay the "
         "shared prefix), which then processes every episode whole.",
     )
+    logit_chunk_tokens: int = Field(
+        1024,
+        ge=0,
+        description="Trained positions projected onto the vocabulary at once; each chunk's "
+        "logits are recomputed in backward, so [tokens x vocab] never exists whole (0: all at "
+        "once, fastest for a small vocabulary).",
+    )
+    memory_headroom: float = Field(
+        0.9,
+        gt=0.0,
+        le=1.0,
+        description="Share of the GPU memory free at start-up the learner's estimate may use; "
+        "a config estimated to need more is refused before training (see learner/memory.py).",
+    )
     grad_clip: float = Field(1.0, gt=0.0, description="Max global gradient L2 norm.")
     gradient_checkpointing: bool = Field(
         False,

@@ -28,6 +28,7 @@ Every function here is deterministic and hand-checkable; the trainer only wires 
 from __future__ import annotations
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 
 def group_advantages(
@@ -67,6 +68,7 @@ def masked_token_logprobs(
     token_ids: torch.Tensor,
     loss_mask: torch.Tensor,
     temperature: float = 1.0,
+    chunk_tokens: int = 0,
 ) -> torch.Tensor:
     """``token_logprobs`` computed only where ``loss_mask`` is 1; every other position is 0.
 
@@ -74,16 +76,36 @@ def masked_token_logprobs(
     sampled tokens are trained, and in an agent episode they are a small share of the tokens
     (system prompt, task and env observations are not), so projecting just those positions onto
     the vocabulary skips most of the [B, T, V] logits, their logsumexp and its backward.
+
+    ``chunk_tokens`` > 0 projects that many trained positions at a time and recomputes each
+    chunk's logits in backward instead of keeping them: the [tokens x vocab] tensor never exists
+    whole (a 150k vocabulary makes it ~0.6 GB per 1k tokens in float32). Same values and
+    gradients as unchunked.
     """
     predicts = loss_mask[:, 1:].bool()  # hidden state i predicts token i + 1
-    logits = output_layer(hidden[:, :-1][predicts]).float()
-    if temperature != 1.0:
-        logits = logits / temperature
-    targets = token_ids[:, 1:][predicts].unsqueeze(-1)
-    picked = logits.gather(-1, targets).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    states = hidden[:, :-1][predicts]
+    targets = token_ids[:, 1:][predicts]
+    if 0 < chunk_tokens < len(targets):
+        pieces = [
+            checkpoint(_chunk_logprobs, states[i : i + chunk_tokens], targets[i : i + chunk_tokens],
+                       output_layer, temperature, use_reentrant=False)
+            for i in range(0, len(targets), chunk_tokens)
+        ]  # fmt: skip
+        picked = torch.cat(pieces)
+    else:
+        picked = _chunk_logprobs(states, targets, output_layer, temperature)
     out = torch.zeros(predicts.shape, dtype=picked.dtype, device=picked.device)
     out = out.masked_scatter(predicts, picked)
     return torch.nn.functional.pad(out, (1, 0), value=0.0)
+
+
+def _chunk_logprobs(
+    states: torch.Tensor, targets: torch.Tensor, output_layer: torch.nn.Module, temperature: float
+) -> torch.Tensor:
+    logits = output_layer(states).float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
 
 def truncated_importance_weights(

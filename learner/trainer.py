@@ -174,6 +174,7 @@ class Learner:
                 f"{config.model_path} has no chat template: rollouts, SFT and the adapter probe "
                 "render prompts with the tokenizer's own template; use a chat/instruct model"
             )
+        self.memory = _check_memory(config, self.device)  # before any weight is on the device
         base = AutoModelForCausalLM.from_pretrained(config.model_path, dtype=DTYPES[config.dtype])
         missing = [m for m in config.target_modules if not _has_module(base, m)]
         if missing:
@@ -385,6 +386,7 @@ class Learner:
             batch["input_ids"],
             batch["loss_mask"],
             self.config.temperature,
+            self.config.logit_chunk_tokens,
         )
 
     def _logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -528,6 +530,27 @@ def _split(groups: list[list[_Row]], parts: int) -> list[list[_Row]]:
     n = min(parts, len(groups))
     bounds = [round(i * len(groups) / n) for i in range(n + 1)]
     return [[row for group in groups[a:b] for row in group] for a, b in itertools.pairwise(bounds)]
+
+
+def _check_memory(config: LearnerConfig, device: torch.device):
+    """Estimate the learner's memory from the model's shape (no weights loaded), say it, and on
+    a GPU refuse a config that cannot fit what is free there (``learner.memory``)."""
+    import sys
+
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from learner.memory import ModelShape, check_fits, estimate
+
+    hf_config = AutoConfig.from_pretrained(config.model_path)
+    with torch.device("meta"):
+        params = sum(p.numel() for p in AutoModelForCausalLM.from_config(hf_config).parameters())
+    shape = ModelShape.from_hf_config(hf_config, params)
+    if device.type == "cuda":
+        need = check_fits(shape, config, torch.cuda.mem_get_info(device)[0])
+    else:
+        need = estimate(shape, config)
+    print(f"learner memory estimate on {device}: {need.describe()}", file=sys.stderr)
+    return need
 
 
 def _has_module(model: torch.nn.Module, name: str) -> bool:

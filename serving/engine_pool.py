@@ -22,6 +22,15 @@ from serving.types import AdapterVersion, Completion, ProbeResult, SamplingSpec
 STARTUP_TIMEOUT_S = 900.0  # first start compiles nothing on CPU but may build the tiny model
 
 
+def default_engine_resources(config: EngineConfig) -> dict:
+    """Ray resources of one engine actor: a CPU, and on a GPU its share (or, with tensor
+    parallelism, none: vLLM's own workers take the GPUs)."""
+    if config.resolved_device() != "cuda":
+        return {"num_cpus": 1}
+    gpus = 0 if config.tensor_parallel_size > 1 else config.gpu_share
+    return {"num_cpus": 1, "num_gpus": gpus}
+
+
 class EngineUnavailableError(RuntimeError):
     """An engine did not answer within its bound or reported itself unhealthy."""
 
@@ -48,26 +57,27 @@ class EnginePool:
         return state
 
     @classmethod
-    def start(cls, config: EngineConfig, num_engines: int = 1) -> EnginePool:
-        """Start ``num_engines`` engine actors and wait (bounded) until each can serve."""
+    def start(
+        cls, config: EngineConfig, num_engines: int = 1, placements: list[dict] | None = None
+    ) -> EnginePool:
+        """Start ``num_engines`` engine actors and wait (bounded) until each can serve.
+        ``placements``: Ray options per engine (its resources and placement-group slot, from
+        ``cluster.placement``); by default each takes one CPU, and its GPU share on a GPU."""
         import ray
 
         from serving.engine import adapter_board_class, engine_actor_class
 
         actor = engine_actor_class()
         board = adapter_board_class().remote()
-        if config.resolved_device() == "cuda":
-            gpus = (
-                config.tensor_parallel_size if config.tensor_parallel_size > 1 else config.gpu_share
-            )
-            options = {"num_gpus": gpus, "num_cpus": 1}
-        else:
-            options = {"num_cpus": 1}
-        # Ray restarts a dead engine (same handle everywhere, so no caller holds a stale one);
-        # requests in flight on it fail, later ones wait for it to come back and catch up.
-        options["max_restarts"] = config.max_restarts
+        placements = placements or [default_engine_resources(config)] * num_engines
         handles = [
-            actor.options(max_concurrency=10_000, **options).remote(config, f"engine-{i}", board)
+            actor.options(
+                max_concurrency=10_000,
+                # Ray restarts a dead engine (same handle everywhere, so no caller holds a stale
+                # one); requests in flight fail, later ones wait for it to come back, caught up.
+                max_restarts=config.max_restarts,
+                **placements[i],
+            ).remote(config, f"engine-{i}", board)
             for i in range(num_engines)
         ]
         try:

@@ -58,7 +58,8 @@ Batch = list[tuple[TrajectoryGroup, int]]  # trainable groups and their stalenes
 
 class Farm:
     """One run's driver. ``pool``, ``learner``, ``workers`` and ``control`` are the Ray parts
-    (``Farm.start`` makes them); ``resume_from`` is the checkpoint a resumed run continues."""
+    (``Farm.start`` makes them, in the resources ``placement`` reserved); ``resume_from`` is the
+    checkpoint a resumed run continues."""
 
     def __init__(
         self,
@@ -69,6 +70,7 @@ class Farm:
         workers: RolloutWorkerSet,
         control: Any,
         resume_from: Checkpoint | None = None,
+        placement: Any = None,
     ) -> None:
         self.config = config
         self.model_path = model_path
@@ -113,6 +115,7 @@ class Farm:
         self.published: list[int] = []  # versions published so far, ascending
         self.before: dict | None = None  # the held-out eval before training, once made
         self.engine_restarts = 0
+        self.placement = placement  # cluster.placement.FarmPlacement (released at shutdown)
         self._engine_starts: dict[str, tuple] = {}
         self._pending_updates = 0  # updates trained and being booked (async mode)
         self._disk_versions = max(published_versions(self.run_dir / "adapters"), default=0)
@@ -133,7 +136,7 @@ class Farm:
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json")))
         parts = start_parts(config, model_path)
         return cls(config, model_path, parts.pool, parts.learner, parts.workers, parts.control,
-                   checkpoint if resume else None)  # fmt: skip
+                   checkpoint if resume else None, parts.placement)  # fmt: skip
 
     async def begin(self) -> None:
         """A new run writes its first checkpoint (update 0); a resumed one restores the newest:
@@ -528,6 +531,8 @@ class Farm:
         self.pool.shutdown()
         ray.kill(self.learner, no_restart=True)
         ray.kill(self.control)  # its name is global on the cluster: free it for the next run
+        if self.placement is not None:
+            self.placement.release()
 
 
 def to_sample_group(group: TrajectoryGroup) -> SampleGroup:

@@ -60,6 +60,7 @@ class FarmParts:
     learner: Any  # the LearnerActor's handle
     workers: RolloutWorkerSet
     control: Any  # the FarmControl actor's handle
+    placement: Any  # cluster.placement.FarmPlacement: the reserved resources, to release
 
 
 def start_parts(config: FarmConfig, model_path: str) -> FarmParts:
@@ -67,19 +68,20 @@ def start_parts(config: FarmConfig, model_path: str) -> FarmParts:
     import ray
 
     from cluster.farm.control import start_control
+    from cluster.placement import FarmPlacement
     from learner.actor import create_learner_actor
     from rollout.worker import rollout_worker_class
     from serving.engine_pool import EnginePool
 
-    engine_cfg = config.engine.with_model(model_path)
-    pool = EnginePool.start(engine_cfg, num_engines=config.run.engines)
-    learner_options: dict[str, Any] = {"max_restarts": config.run.max_learner_restarts}
-    if engine_cfg.resolved_device() == "cuda":
-        learner_options["num_gpus"] = config.run.learner_gpu_share
+    placement = FarmPlacement.reserve(config)
+    pool = EnginePool.start(
+        config.engine.with_model(model_path), config.run.engines, placement.engines
+    )
     learner = create_learner_actor(
         config.learner.with_model(model_path),
         torch_threads=config.run.learner_threads,
-        **learner_options,
+        max_restarts=config.run.max_learner_restarts,
+        **placement.learner,
     )
     worker_cls = rollout_worker_class()
     env, max_steps = config.env, config.rollout.max_steps
@@ -93,4 +95,4 @@ def start_parts(config: FarmConfig, model_path: str) -> FarmParts:
     workers.resize(env.workers)
     control = start_control(config.run.name, env.workers)
     ray.get(learner.state.remote(), timeout=LEARNER_START_TIMEOUT_S)
-    return FarmParts(pool, learner, workers, control)
+    return FarmParts(pool, learner, workers, control, placement)

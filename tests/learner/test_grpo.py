@@ -74,11 +74,21 @@ def test_masked_token_logprobs_equal_the_full_ones_where_trained_with_the_same_g
     )
     full = grpo.token_logprobs(head(hidden), ids, temperature=0.7)
     masked = grpo.masked_token_logprobs(hidden, head, ids, mask, temperature=0.7)
-    assert masked.shape == full.shape
+    # In chunks of 2 trained positions, logits recomputed in backward: the same numbers again.
+    chunked = grpo.masked_token_logprobs(hidden, head, ids, mask, temperature=0.7, chunk_tokens=2)
+    assert masked.shape == full.shape == chunked.shape
     torch.testing.assert_close(masked * mask, full * mask)
+    torch.testing.assert_close(chunked, masked)
     assert (masked[mask == 0] == 0).all()
-    grads = [torch.autograd.grad((lp * mask).sum(), hidden)[0] for lp in (full, masked)]
+    grads = [torch.autograd.grad((lp * mask).sum(), hidden)[0] for lp in (full, masked, chunked)]
     torch.testing.assert_close(grads[0], grads[1])
+    torch.testing.assert_close(grads[0], grads[2])
+    head_grads = [
+        torch.autograd.grad((grpo.masked_token_logprobs(hidden, head, ids, mask, 1.0, k) * mask)
+                            .sum(), head.weight)[0]
+        for k in (0, 3)
+    ]  # fmt: skip
+    torch.testing.assert_close(head_grads[0], head_grads[1])
 
 
 # ---------------------------------------------------------------- clipping

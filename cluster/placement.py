@@ -1,0 +1,106 @@
+"""Where the engines and the learner run: reserved together in Ray placement groups.
+
+One placement group holds a bundle per engine and one for the learner, so Ray reserves them all
+before any starts and keeps them where ``placement.strategy`` says (PACK: on as few nodes as
+possible, which on one multi-GPU node means that node; SPREAD: across nodes). Extra custom
+resources pin a part to the nodes that offer them (``placement.engine_resources`` /
+``placement.learner_resources``, e.g. a node started with ``--resources '{"engine_node": 1}'``).
+
+An engine with ``tensor_parallel_size`` > 1 gets a placement group of its own: one CPU bundle for
+the engine actor and one GPU bundle per tensor-parallel worker on one node (STRICT_PACK), which
+vLLM's Ray executor fills with its workers, as vLLM intends inside Ray. Rollout workers are not
+reserved: they are light and go wherever Ray has room.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from cluster.config import FarmConfig
+
+PLACEMENT_TIMEOUT_S = 600.0  # a cluster short of resources must fail, not wait forever
+
+
+class PlacementError(RuntimeError):
+    """The cluster cannot hold the farm's engines and learner as configured."""
+
+
+@dataclass
+class FarmPlacement:
+    engines: list[dict[str, Any]]  # Ray actor options per engine
+    learner: dict[str, Any]  # Ray actor options of the learner
+    groups: list[Any] = field(default_factory=list)  # the placement groups, to release
+
+    @classmethod
+    def reserve(cls, config: FarmConfig) -> FarmPlacement:
+        """Reserve every engine's and the learner's resources (bounded wait)."""
+        import ray
+        from ray.util.placement_group import placement_group
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        engines, learner = farm_bundles(config)
+        tp = config.engine.tensor_parallel_size
+        strategy = config.placement.strategy
+        if tp == 1:
+            groups = [placement_group([*engines, learner], strategy=strategy)]
+            slots = [(groups[0], i, False) for i in range(len(engines) + 1)]
+        else:
+            groups = [placement_group(bundles, strategy="STRICT_PACK") for bundles in engines]
+            groups.append(placement_group([learner], strategy=strategy))
+            slots = [(g, 0, True) for g in groups]
+        try:
+            ray.get([g.ready() for g in groups], timeout=PLACEMENT_TIMEOUT_S)
+        except ray.exceptions.GetTimeoutError as exc:
+            for group in groups:
+                ray.util.remove_placement_group(group)
+            raise PlacementError(
+                f"Ray could not reserve the farm's bundles within {PLACEMENT_TIMEOUT_S:.0f}s: "
+                f"engines {engines}, learner {learner}, strategy {strategy}. The cluster has "
+                f"{ray.cluster_resources()}; lower run.engines or the GPU shares, or add nodes"
+            ) from exc
+
+        def options(slot: tuple, resources: dict[str, Any]) -> dict[str, Any]:
+            group, index, capture = slot
+            strategy = PlacementGroupSchedulingStrategy(
+                group, placement_group_bundle_index=index,
+                placement_group_capture_child_tasks=capture,
+            )  # fmt: skip
+            return {**resources, "scheduling_strategy": strategy}
+
+        engine_options = [
+            options(slots[i], _actor_resources(engines[i][0] if tp > 1 else engines[i]))
+            for i in range(len(engines))
+        ]
+        return cls(engine_options, options(slots[-1], _actor_resources(learner)), groups)
+
+    def release(self) -> None:
+        import ray
+
+        for group in self.groups:
+            ray.util.remove_placement_group(group)
+
+
+def farm_bundles(config: FarmConfig) -> tuple[list, dict[str, float]]:
+    """(a bundle per engine, or with tensor parallelism a list of bundles per engine; the
+    learner's bundle). Pure, so configs can be checked without a cluster."""
+    engine, place = config.engine, config.placement
+    cuda = engine.resolved_device() == "cuda"
+    if engine.tensor_parallel_size > 1:
+        head = {"CPU": 1.0, **place.engine_resources}
+        per_engine: Any = [head] + [{"GPU": 1.0}] * engine.tensor_parallel_size
+    else:
+        per_engine = {"CPU": 1.0, **({"GPU": engine.gpu_share} if cuda else {}),
+                      **place.engine_resources}  # fmt: skip
+    learner = {"CPU": 1.0, **({"GPU": config.run.learner_gpu_share} if cuda else {}),
+               **place.learner_resources}  # fmt: skip
+    return [per_engine] * config.run.engines, learner
+
+
+def _actor_resources(bundle: dict[str, float]) -> dict[str, Any]:
+    """The actor options that use exactly a bundle (custom resources included)."""
+    custom = {k: v for k, v in bundle.items() if k not in ("CPU", "GPU")}
+    options: dict[str, Any] = {"num_cpus": bundle.get("CPU", 0), "num_gpus": bundle.get("GPU", 0)}
+    if custom:
+        options["resources"] = custom
+    return options
