@@ -7,7 +7,7 @@ STAMP := $(VENV)/.rlfarm-installed
 # next month as today. `make lock` refreshes it on purpose.
 CONSTRAINTS := constraints.txt
 
-.PHONY: setup test run lint lock
+.PHONY: setup test run lint lock cluster-demo
 
 setup: $(STAMP)
 
@@ -27,6 +27,11 @@ test: setup
 # run), evaluate on held-out tasks, run GRPO with async rollouts, evaluate again.
 run: setup
 	$(VENV)/bin/rlfarm train --config configs/local.yaml
+
+# Two Ray nodes on this machine, the farm submitted with `ray job submit`, engine and learner on
+# different nodes; prints a JSON object last (see cluster/cluster_demo.py).
+cluster-demo: setup
+	$(PY) -m cluster.cluster_demo
 
 lint: setup
 	$(VENV)/bin/ruff check .

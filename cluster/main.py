@@ -75,6 +75,7 @@ async def run(config: FarmConfig, model_path: str, resume: bool = False) -> dict
             summary["stopped"] = {"kind": stop.kind, "message": stop.message}
             farm.metrics.event(f"run stopped ({stop.kind}): {stop.message}")
         summary.update(_outcome(farm, started))
+        summary["placement"] = await farm.whereabouts()
         (farm.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
         farm.metrics.plot(farm.run_dir / "reward_curve.png")
         return summary

@@ -72,6 +72,10 @@ class LearnerActor:
     def load_checkpoint(self, path: str) -> dict[str, Any]:
         return self.learner.load_checkpoint(path)
 
+    def node_id(self) -> str:
+        """The Ray node this learner runs on."""
+        return ray.get_runtime_context().get_node_id()
+
     def state(self) -> dict[str, int]:
         """Where the learner is: updates done, newest published version, groups consumed."""
         return {

@@ -64,6 +64,10 @@ class RolloutWorker:
     async def ping(self) -> str:
         return self.name
 
+    def close(self) -> None:
+        """Stop this worker's sandbox process (the actor is killed next)."""
+        self.sessions.close()
+
     async def break_sandbox(self, how: str) -> int | None:
         """Fault injection (``run.faults``): SIGKILL (``kill``) or SIGSTOP (``hang``) this
         worker's sandbox process; returns its pid (None with an env server). A process that is

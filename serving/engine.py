@@ -78,6 +78,7 @@ class Engine:
         self._served = 0
         self._failed = 0
         self._prefix_cache = {"queries": 0, "hits": 0}  # vLLM's own counts, summed
+        self._adapters_loaded = 0
         self._llm = self._build()
         self._hidden_size = self._read_hidden_size()
 
@@ -279,6 +280,7 @@ class Engine:
             if not result.matches:
                 await self._rollback(version, previous_latest)
         self._probe_results[version] = result
+        self._adapters_loaded += result is None or result.matches
         await self._evict_idle()
         return result
 
@@ -354,6 +356,8 @@ class Engine:
             "resident_versions": sorted(self.registry.resident),
             "busy_s": busy,
             "uptime_s": uptime,
+            "node_id": _node_id(),
+            "adapters_loaded": self._adapters_loaded,
             "prefix_cache_queries": self._prefix_cache["queries"],
             "prefix_cache_hits": self._prefix_cache["hits"],
         }
@@ -412,6 +416,16 @@ def adapter_board_class():
     import ray
 
     return ray.remote(num_cpus=0)(AdapterBoard)
+
+
+def _node_id() -> str | None:
+    """The Ray node this engine runs on (None outside Ray)."""
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+    except Exception:  # not in a Ray worker
+        return None
 
 
 def _first_token_latency(output) -> float:

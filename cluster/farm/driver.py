@@ -505,6 +505,16 @@ class Farm:
             prefix_cache_hits=sum(h.get("prefix_cache_hits", 0) for h in health),
         )
 
+    async def whereabouts(self) -> dict:
+        """The Ray nodes the engines and the learner run on, and the adapters each engine loaded."""
+        health = await self.pool.health()
+        return {
+            "engines": [
+                {k: h.get(k) for k in ("engine_id", "node_id", "adapters_loaded")} for h in health
+            ],
+            "learner_node_id": await self.learner.node_id.remote(),
+        }
+
     # ---- evaluation ---------------------------------------------------------------------------
 
     async def evaluate(self, version: int) -> dict[str, dict]:

@@ -79,6 +79,11 @@ class RolloutWorkerSet:
     def shutdown(self) -> None:
         import ray
 
+        # Closing first stops each worker's sandbox process cleanly (a kill alone leaves the
+        # worker's pool to notice its sandbox die, and start another, as it goes).
+        closing = [slot.handle.close.remote() for slot in self.slots]
+        with contextlib.suppress(Exception):
+            ray.get(closing, timeout=30)
         for slot in self.slots:
             ray.kill(slot.handle)
         self.slots.clear()
