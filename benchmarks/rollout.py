@@ -71,6 +71,8 @@ def bench_settings(args: argparse.Namespace) -> dict:
         "sweep_group_sizes": args.sweep_group_sizes or ([2, 4] if quick else [4, 8, 16]),
         "sweep_updates": args.sweep_updates or (1 if quick else 3),
         "sweep": not args.no_sweep,
+        # Sticky vs least-loaded routing on a second farm with this many engines (0: skip).
+        "routing_engines": 0 if quick or args.no_routing else 2,
     }
 
 
@@ -191,6 +193,7 @@ def combine_stages(stages: list[dict]) -> dict:
         "env_steps_per_s": total("env_steps_per_s") / wall,
         "grpo_steps_per_hour": updates * 3600 / wall,
         "engine_idle_fraction": total("engine_idle_fraction") / wall,
+        "prefix_cache_hit_rate": _mean_of(stages, "prefix_cache_hit_rate"),
         "env_step_ms_p50": last["env_step_ms_p50"],
         "env_step_ms_p99": last["env_step_ms_p99"],
         "staleness_histogram": dict(sorted(staleness.items())),
@@ -200,12 +203,50 @@ def combine_stages(stages: list[dict]) -> dict:
     }
 
 
+def _mean_of(stages: list[dict], key: str) -> float | None:
+    values = [s[key] for s in stages if s.get(key) is not None]
+    return sum(values) / len(values) if values else None
+
+
 def _brief(row: dict) -> str:
     return (
         f"{row['episodes_per_s']:.2f} ep/s, {row['generated_tokens_per_s']:.0f} tok/s, "
         f"{row['env_steps_per_s']:.1f} steps/s, {row['grpo_steps_per_hour']:.0f} updates/h, "
         f"engine idle {row['engine_idle_fraction']:.0%}"
     )
+
+
+async def _routing_stages(farm, settings: dict) -> dict:
+    """Sticky and least-loaded routing alternated (ABBA) on the same farm, async mode: prefix-
+    cache hit rate from vLLM's own counts, and throughput, per routing."""
+    cfg, settle = farm.config, settings["settle_updates"]
+    stages: dict[str, list[dict]] = {"sticky": [], "least_loaded": []}
+    for index in range(settings["rounds"]):
+        order = ("sticky", "least_loaded") if index % 2 == 0 else ("least_loaded", "sticky")
+        for routing in order:
+            farm.set_routing(routing)
+            stage = await _farm_stage(farm, settings["updates"], "async", cfg.env.workers,
+                                      cfg.rollout.group_size, settle)  # fmt: skip
+            _log(f"routing {routing}: prefix-cache hit rate "
+                 f"{stage['prefix_cache_hit_rate']:.1%}, {_brief(stage)}")  # fmt: skip
+            stages[routing].append(stage)
+    return {routing: combine_stages(parts) for routing, parts in stages.items()}
+
+
+def run_routing(config: FarmConfig, model_path: str, settings: dict) -> dict:
+    """A farm with ``routing_engines`` engines, run under both routings."""
+    from cluster.farm.driver import Farm
+
+    engines = settings["routing_engines"]
+    data = config.model_dump(mode="json")
+    data["run"] |= {"engines": engines, "name": f"{config.run.name}-routing"}
+    routed = FarmConfig.model_validate(data)
+    _log(f"routing: a farm with {engines} engines, sticky vs least-loaded")
+    farm = Farm.start(routed, model_path)
+    try:
+        return asyncio.run(_routing_stages(farm, settings))
+    finally:
+        farm.shutdown()
 
 
 def run_farm(config: FarmConfig, model_path: str, settings: dict) -> dict:
@@ -235,6 +276,11 @@ def run_rollout_bench(config: FarmConfig, settings: dict, out_dir: Path) -> dict
     _log(f"sequential: {sequential['episodes_per_s']:.3f} ep/s")
     farm = run_farm(config, model_path, settings)
     result = summarize(sequential, farm, config, settings, model_path)
+    if settings["routing_engines"]:
+        routing = run_routing(config, model_path, settings)
+        result["routing"] = routing
+        for name, stage in routing.items():
+            result[f"prefix_cache_hit_rate_{name}"] = stage["prefix_cache_hit_rate"]
     if settings["sweep"]:
         result["plots"] = plot_sweeps(farm, out_dir)
     (out_dir / "result.json").write_text(json.dumps(result, indent=1))

@@ -349,6 +349,8 @@ def _add_rollout_bench(bench: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     rollout.add_argument("--quick", action="store_true", help="tiny sizes (tests): 2 updates, G=4")
     rollout.add_argument("--no-sweep", action="store_true", help="skip the worker and G sweeps")
+    rollout.add_argument("--no-routing", action="store_true",
+                         help="skip sticky vs least-loaded routing on a 2-engine farm")  # fmt: skip
     rollout.add_argument("--out", type=Path, default=Path("runs/bench-rollout"), help="output dir")
     rollout.add_argument("--config", type=Path, default=None,
                          help="base farm config (default: configs/local.yaml)")  # fmt: skip
