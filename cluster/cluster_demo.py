@@ -76,8 +76,11 @@ def two_nodes(root: Path, env: dict):
 
 def _start_node(root: Path, name: str, env: dict, args: list[str]) -> subprocess.Popen:
     log = (root / f"{name}.log").open("w")
-    command = _ray("start", "--block", "--temp-dir", str(root / name), "--disable-usage-stats",
-                   *args)  # fmt: skip
+    # Ray puts Unix sockets under its temp dir, and their paths must stay under 108 bytes; the
+    # link in ``root`` shows where a node's own logs are.
+    temp = tempfile.mkdtemp(prefix=f"rlf-{name}-")
+    (root / f"{name}-ray").symlink_to(temp)
+    command = _ray("start", "--block", "--temp-dir", temp, "--disable-usage-stats", *args)
     return subprocess.Popen(command, env=env, stdout=log, stderr=log, start_new_session=True)
 
 
