@@ -32,6 +32,8 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "cluster-demo.yaml"
 NODE_START_S = 120.0
 JOB_TIMEOUT_S = 1200.0
+AGENT_WAIT_S = 180.0
+NO_AGENT = "No available agent to submit job"
 
 
 def _free_port() -> int:
@@ -101,17 +103,27 @@ def run_demo(root: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env |= {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     with two_nodes(root, env) as (dashboard, gcs):
-        # The entry point's python is this environment's: it is the one with rlfarm and Ray.
-        job = subprocess.run(
-            _ray("job", "submit", "--address", dashboard, "--working-dir", str(REPO), "--",
-                 sys.executable, "-m", "cluster.main", "--config", str(CONFIG.relative_to(REPO)),
-                 "--set", f"run.out_dir={out_dir}"),
-            env=env, cwd=REPO, capture_output=True, text=True, timeout=JOB_TIMEOUT_S,
-        )  # fmt: skip
+        job = _submit(dashboard, out_dir, env)
         (root / "job.log").write_text(job.stdout + job.stderr)
         nodes = subprocess.run(_ray("list", "nodes", "--address", gcs, "--format", "json"),
                                env=env, capture_output=True, text=True)  # fmt: skip
     return report(out_dir / "cluster-demo", job.returncode, _alive_nodes(nodes.stdout), root)
+
+
+def _submit(dashboard: str, out_dir: Path, env: dict) -> subprocess.CompletedProcess:
+    """Submit the run and wait for it. The head's job agent registers a little after the node
+    is up; until it has, the dashboard refuses submissions (and starts nothing), so retry."""
+    # The entry point's python is this environment's: it is the one with rlfarm and Ray.
+    command = _ray("job", "submit", "--address", dashboard, "--working-dir", str(REPO), "--",
+                   sys.executable, "-m", "cluster.main", "--config", str(CONFIG.relative_to(REPO)),
+                   "--set", f"run.out_dir={out_dir}")  # fmt: skip
+    deadline = time.monotonic() + AGENT_WAIT_S
+    while True:
+        job = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True,
+                             timeout=JOB_TIMEOUT_S)  # fmt: skip
+        if NO_AGENT not in job.stderr + job.stdout or time.monotonic() > deadline:
+            return job
+        time.sleep(3)
 
 
 def _alive_nodes(listing: str) -> list[str]:
