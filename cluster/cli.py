@@ -15,6 +15,11 @@ from pathlib import Path
 
 from cluster.main import add_overrides, add_train_arguments
 
+
+class UsageError(ValueError):
+    """A flag's value is wrong; the message names the flag and what it takes."""
+
+
 # ---- handlers -----------------------------------------------------------------------------------
 
 
@@ -27,11 +32,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_scale(args: argparse.Namespace) -> int:
     from cluster.farm.control import scale
 
-    try:
-        status = scale(args.run, args.env_workers, address=args.address)
-    except (RuntimeError, ValueError) as exc:
-        print(f"rlfarm scale: {exc}", file=sys.stderr)
-        return 2
+    if args.env_workers is not None and args.env_workers < 1:
+        raise UsageError(f"--env-workers must be >= 1, got {args.env_workers}")
+    status = scale(args.run, args.env_workers, address=args.address)
     if args.env_workers is not None:
         print(f"run {args.run}: env workers -> {args.env_workers}")
     print(json.dumps(status, indent=1))
@@ -77,13 +80,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_tasks_list(args: argparse.Namespace) -> int:
-    from env.catalog import CatalogError, load_catalog
+    from env.catalog import load_catalog
 
-    try:
-        catalog = load_catalog(args.catalog)
-    except CatalogError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    catalog = load_catalog(args.catalog)
     tasks = catalog.by_tier(args.tier) if args.tier else list(catalog)
     if args.json:
         json.dump([t.summary() for t in tasks], sys.stdout, indent=2)
@@ -107,27 +106,21 @@ def _cmd_env_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_export_sft(args: argparse.Namespace) -> int:
-    from env.catalog import CatalogError, load_catalog
-    from env.sft_export import ExportError, export_sft
+    from env.catalog import load_catalog
+    from env.sft_export import export_sft
 
     if not 0.0 <= args.val_fraction < 1.0:
-        print(f"error: --val-fraction must be in [0, 1), got {args.val_fraction}", file=sys.stderr)
-        return 2
+        raise UsageError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
     if args.variants < 0:
-        print(f"error: --variants must be >= 0, got {args.variants}", file=sys.stderr)
-        return 2
-    try:
-        counts = export_sft(
-            args.out,
-            val_out=args.val_out,
-            val_fraction=args.val_fraction,
-            seed=args.seed,
-            catalog=load_catalog(args.catalog),
-            variants=args.variants,
-        )
-    except (CatalogError, ExportError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(f"--variants must be >= 0, got {args.variants}")
+    counts = export_sft(
+        args.out,
+        val_out=args.val_out,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        catalog=load_catalog(args.catalog),
+        variants=args.variants,
+    )
     val_out = args.val_out or args.out.with_name(f"{args.out.stem}.val.jsonl")
     extra = f" + {counts['variant_tasks']} renamed variants" if args.variants else ""
     print(
@@ -444,9 +437,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Errors a person causes (a wrong path, a missing farm, a bad adapter or config): one sentence
+# on stderr, exit status 2, no traceback. Named by module so that none is imported to check.
+PERSON_ERRORS = {
+    "cluster.config": ("ConfigError",),
+    "cluster.farm.control": ("NoFarmError",),
+    "cluster.farm.wiring": ("RunDirectoryError",),
+    "cluster.placement": ("PlacementError",),
+    "env.catalog": ("CatalogError",),
+    "env.sft_export": ("ExportError",),
+    "learner.memory": ("LearnerMemoryError",),
+    "serving.adapters": ("AdapterError",),
+    "serving.smollm2": ("ModelSourceError",),
+}
+
+
+def is_person_error(exc: BaseException) -> bool:
+    if isinstance(exc, UsageError | FileNotFoundError):
+        return True
+    for module, names in PERSON_ERRORS.items():
+        loaded = sys.modules.get(module)
+        if loaded is not None and isinstance(exc, tuple(getattr(loaded, n) for n in names)):
+            return True
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except Exception as exc:
+        if not is_person_error(exc):
+            raise
+        subcommand = next((v for k, v in vars(args).items() if k.endswith("_command")), None)
+        command = " ".join(a for a in (args.command, subcommand) if a)
+        print(f"rlfarm {command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

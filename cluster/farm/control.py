@@ -43,18 +43,62 @@ def start_control(run_name: str, env_workers: int):
     return actor.options(name=control_name(run_name), namespace=NAMESPACE).remote(env_workers)
 
 
+class NoFarmError(RuntimeError):
+    """``rlfarm scale`` found no farm to talk to; the message says what to do."""
+
+
+def _reachable(address: str) -> bool:
+    """Whether an explicit HOST:PORT answers at all (Ray itself retries a dead address for a
+    minute before it gives up); "auto" is left to Ray, which fails fast when nothing runs."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if address == "auto" or not port.isdigit():
+        return True
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+    except OSError:
+        return False
+    return True
+
+
+def running_farms() -> list[str]:
+    """The run names of farms with a control actor on the connected Ray cluster."""
+    from ray.util import list_named_actors
+
+    prefix = control_name("")
+    return sorted(
+        a["name"][len(prefix) :]
+        for a in list_named_actors(all_namespaces=True)
+        if a.get("namespace") == NAMESPACE and a["name"].startswith(prefix)
+    )
+
+
 def scale(run_name: str, env_workers: int | None, address: str = "auto") -> dict:
     """Connect to the running farm's Ray cluster; set the env-worker count; return its status."""
     import ray
 
-    ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
+    no_cluster = NoFarmError(
+        f"no Ray cluster at {address!r}, so no farm is running there. Start one with "
+        "`rlfarm train --config ...` (it keeps a local cluster while it runs), or point at "
+        "the farm's cluster with --address HOST:PORT (or RAY_ADDRESS)"
+    )
+    if not _reachable(address):
+        raise no_cluster
+    try:
+        ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
+    except ConnectionError as exc:
+        raise no_cluster from exc
     try:
         control = ray.get_actor(control_name(run_name), namespace=NAMESPACE)
     except ValueError as exc:
-        raise RuntimeError(
-            f"no running farm named {run_name!r} on this Ray cluster (is the run still going, "
-            "and is --run its run.name?)"
-        ) from exc
+        running = running_farms()
+        which = (
+            f"running here: {', '.join(running)}; pick one with --run NAME"
+            if running
+            else "no farm is running on this cluster"
+        )
+        raise NoFarmError(f"no running farm named {run_name!r} ({which})") from exc
     if env_workers is not None:
         ray.get(control.set_env_workers.remote(env_workers), timeout=30)
     return ray.get(control.get_status.remote(), timeout=30)

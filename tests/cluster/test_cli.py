@@ -71,3 +71,19 @@ def test_bench_learner_json_prints_the_headline_numbers(tiny_model_path, capsys)
         assert result[key] > 0, key
     assert result["updates"] == 2
     assert result["trained_tokens_per_update"] == 2 * 4 * 8
+
+
+def test_a_persons_mistake_is_one_sentence_not_a_traceback(tmp_path):
+    """Common mistakes exit with status 2 and say what was wrong, naming the command."""
+    cases = [
+        (["serve", "--adapter", str(tmp_path / "missing")], "no adapter_config.json"),
+        (["train", "--config", str(tmp_path / "none.yaml")], "does not exist"),
+        (["train", "--config", "configs/local.yaml", "--set", "train.updatez=3"], "train.updatez"),
+        (["tasks", "list", "--catalog", str(tmp_path / "none.yaml")], "none.yaml"),
+    ]
+    for argv, expected in cases:
+        done = subprocess.run([sys.executable, "-m", "cluster.cli", *argv], cwd=REPO,
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert done.returncode == 2, (argv, done.stderr)
+        assert expected in done.stderr and f"rlfarm {argv[0]}" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr, done.stderr
