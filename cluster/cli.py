@@ -447,6 +447,7 @@ PERSON_ERRORS = {
     "env.catalog": ("CatalogError",),
     "env.sft_export": ("ExportError",),
     "learner.memory": ("LearnerMemoryError",),
+    "rollout.python_env": ("EnvFactoryError",),
     "serving.adapters": ("AdapterError",),
     "serving.smollm2": ("ModelSourceError",),
 }

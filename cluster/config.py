@@ -28,11 +28,16 @@ class _Strict(BaseModel):
 class CurriculumSettings(_Strict):
     """Which tasks are sampled: start easy, promote a tier once the agent succeeds there."""
 
-    tiers: list[str] = Field(default=list(TIERS), description="Tiers in order of difficulty.")
+    tiers: list[str] | None = Field(
+        default=None,
+        description="Tiers in order of difficulty (default: every tier of the env, easiest first).",
+    )
     tasks: list[str] | None = Field(
         default=None, description="Only these task ids (default: every task of the tiers)."
     )
-    start_tier: str = Field(default="warmup", description="Hardest tier sampled at the start.")
+    start_tier: str | None = Field(
+        default=None, description="Hardest tier sampled at the start (default: the easiest)."
+    )
     promote_at: float = Field(
         default=0.6,
         gt=0,
@@ -48,11 +53,12 @@ class CurriculumSettings(_Strict):
     )
 
     @model_validator(mode="after")
-    def _known_tiers(self) -> CurriculumSettings:
-        unknown = [t for t in self.tiers if t not in TIERS]
-        if unknown:
-            raise ValueError(f"curriculum.tiers has unknown tiers {unknown}; use some of {TIERS}")
-        if self.start_tier not in self.tiers:
+    def _start_in_tiers(self) -> CurriculumSettings:
+        if (
+            self.tiers is not None
+            and self.start_tier is not None
+            and self.start_tier not in self.tiers
+        ):
             raise ValueError(
                 f"curriculum.start_tier={self.start_tier!r} is not in curriculum.tiers {self.tiers}"
             )
@@ -213,6 +219,12 @@ class FarmConfig(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> FarmConfig:
+        for tier in [*(self.curriculum.tiers or []), self.curriculum.start_tier]:
+            if self.env.is_aws and tier is not None and tier not in TIERS:
+                raise ValueError(
+                    f"curriculum names the tier {tier!r}, which the AWS env does not have; use "
+                    f"some of {list(TIERS)}"
+                )
         if self.learner.lora_r > self.engine.max_lora_rank:
             raise ValueError(
                 f"learner.lora_r={self.learner.lora_r} exceeds engine.max_lora_rank="

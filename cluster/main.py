@@ -125,11 +125,13 @@ def train(args: argparse.Namespace) -> int:
         print(f"rlfarm train: {exc}", file=sys.stderr)
         return 2
     from cluster.farm.wiring import RunDirectoryError, check_run_dir, run_directory
+    from cluster.task_split import task_split
 
     try:
         run_dir = run_directory(config)
         check_run_dir(run_dir, args.resume)  # before minutes of set-up, not after
-    except RunDirectoryError as exc:
+        task_split(config)  # the env's tasks fit the curriculum
+    except (RunDirectoryError, ConfigError) as exc:
         print(f"rlfarm train: {exc}", file=sys.stderr)
         return 2
     from cluster.ray_runtime import farm_cpus, init_ray

@@ -29,6 +29,10 @@ def prepare_model(config: FarmConfig, log=print) -> str:
 
     if config.model != "builtin:tiny" or not config.run.warm_start:
         return resolve_model(config.model)
+    if not config.env.is_aws:
+        # The warm start's demonstrations are the AWS env's solutions; another env starts cold.
+        log(f"warm start: skipped (it teaches the AWS env; env.backend is {config.env.backend!r})")
+        return resolve_model(config.model)
     base = build_default_model()
     return str(warm_start(base, config, log))
 

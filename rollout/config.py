@@ -6,7 +6,44 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+AWS_BACKENDS = ("local", "http")
+
+
+class TaskEntry(BaseModel):
+    """A task of a generic env, declared in the config: its id and (optionally) its tier."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1)
+    tier: str = Field(default="default", min_length=1)
+
+
+class OpenEnvMapping(BaseModel):
+    """How the rollout loop speaks to an OpenEnv server: which action field carries the model's
+    reply, which observation field becomes the next user turn, and which reset field names the
+    task. The defaults fit OpenEnv's text envs (``{"message": ...}`` actions)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    action_field: str = Field(
+        default="message", description="Action key the model's reply (as written) goes into."
+    )
+    observation_field: str | None = Field(
+        default=None,
+        description="Observation key whose value is the next user turn (default: every "
+        "observation field as 'key: value' lines).",
+    )
+    task_field: str = Field(
+        default="task_id", description="Reset key that carries the task id (with seed)."
+    )
+    success_field: str | None = Field(
+        default=None, description="Observation key that is true when the task is achieved."
+    )
+    progress_field: str | None = Field(
+        default=None, description="Observation key with partial credit in [0, 1]."
+    )
 
 
 class EnvSettings(BaseModel):
@@ -14,10 +51,30 @@ class EnvSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    backend: Literal["local", "http"] = Field(
-        default="local", description="'local': in-process sandboxes; 'http': an env server."
+    backend: Literal["local", "http", "openenv", "python"] = Field(
+        default="local",
+        description="'local': the AWS env in in-process sandboxes; 'http': the AWS env server at "
+        "env.url; 'openenv': any OpenEnv server at env.url (WebSocket sessions); 'python': an "
+        "env class named by env.factory.",
     )
-    url: str | None = Field(default=None, description="Env server URL when backend is 'http'.")
+    url: str | None = Field(
+        default=None, description="Server URL when backend is 'http' or 'openenv'."
+    )
+    factory: str | None = Field(
+        default=None,
+        description="'package.module:name' of a callable returning one env instance per episode "
+        "(backend 'python').",
+    )
+    openenv: OpenEnvMapping = Field(
+        default_factory=OpenEnvMapping, description="Reply/observation mapping (backend openenv)."
+    )
+    tasks: list[TaskEntry] | None = Field(
+        default=None,
+        description="Tasks of a generic env (openenv; python when its class has no `tasks`).",
+    )
+    system_prompt: str | None = Field(
+        default=None, description="System turn for a generic env (default: none)."
+    )
     workers: int = Field(
         default=2,
         ge=1,
@@ -35,11 +92,34 @@ class EnvSettings(BaseModel):
     )
     chaos: bool = Field(default=False, description="Inject destructive changes mid-episode.")
 
+    @field_validator("tasks", mode="before")
+    @classmethod
+    def _task_ids(cls, value):
+        """``tasks: [a, b]`` is short for ``tasks: [{id: a}, {id: b}]``."""
+        if isinstance(value, list):
+            return [{"id": v} if isinstance(v, str) else v for v in value]
+        return value
+
     @model_validator(mode="after")
-    def _url_for_http(self) -> EnvSettings:
-        if self.backend == "http" and not self.url:
-            raise ValueError("env.backend is 'http' but env.url is empty: set env.url")
+    def _backend_needs(self) -> EnvSettings:
+        if self.backend in ("http", "openenv") and not self.url:
+            raise ValueError(f"env.backend is {self.backend!r} but env.url is empty: set env.url")
+        if self.backend == "openenv" and not self.tasks:
+            raise ValueError(
+                "env.backend is 'openenv' but env.tasks is empty: list the task ids the server "
+                "resets to (env.tasks: [id, ...] or [{id: ..., tier: ...}])"
+            )
+        if self.backend == "python" and (not self.factory or ":" not in self.factory):
+            raise ValueError(
+                "env.backend is 'python': set env.factory to 'package.module:name' (a class or "
+                "function returning one env instance per episode)"
+            )
         return self
+
+    @property
+    def is_aws(self) -> bool:
+        """The built-in AWS env (its catalog, tiers, warm start and prompts apply)."""
+        return self.backend in AWS_BACKENDS
 
 
 class RolloutSettings(BaseModel):

@@ -5,13 +5,29 @@ model's raw reply goes to ``step(reply)``, which answers with the next user turn
 reward, and whether the episode is over. Everything is text in, text out: how a reply becomes an
 action (the AWS env extracts one ``aws ...`` command) and how an observation becomes the next
 user turn is the environment's business, so the loop, the learner and the ledger work the same
-for any env. The AWS env is one implementation (``rollout.aws_env``).
+for any env. The AWS env is one implementation (``rollout.aws_env``); an OpenEnv server by URL
+(``rollout.openenv_env``) and a Python env class named by an entry point (``rollout.python_env``)
+are the others. ``rollout.sessions`` picks one from ``EnvSettings``.
+
+An environment also names its tasks (``EnvTask``: id and tier); the farm's curriculum, task split,
+ledger, metrics and evaluation work per task and tier for any env. An env without tiers puts
+every task in one tier, ``default``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+DEFAULT_TIER = "default"
+
+
+@dataclass(frozen=True)
+class EnvTask:
+    """One task an environment can reset to, and its tier (difficulty class)."""
+
+    id: str
+    tier: str = DEFAULT_TIER
 
 
 @dataclass(frozen=True)
@@ -51,3 +67,14 @@ class EnvSession(Protocol):
     async def step(self, reply: str) -> StepResult: ...
 
     async def close(self) -> None: ...
+
+
+class EnvSessions(Protocol):
+    """Hands out fresh sessions of one environment, for one process; ``close`` frees what the
+    factory owns (a sandbox process, a thread pool, connections)."""
+
+    def new(self) -> EnvSession: ...
+
+    def sandbox_pid(self) -> int | None: ...
+
+    def close(self) -> None: ...

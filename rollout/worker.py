@@ -1,8 +1,9 @@
 """Rollout workers ("env workers"): Ray actors that play groups against the engine pool.
 
 A worker holds the tokenizer (to render prompts with the model's own chat template), the engine
-pool's handles, and its environment sessions (``rollout.aws_env.AwsSessions``: a sandbox process
-owned by this worker, or sessions on an env server). ``play`` runs one group and returns it; it
+pool's handles, and its environment sessions (``rollout.sessions.open_sessions``: for the AWS
+env a sandbox process owned by this worker or sessions on an env server; or an OpenEnv server's
+sessions; or instances of a Python env class). ``play`` runs one group and returns it; it
 never raises for env trouble (the group comes back marked failed, with the reason) so the driver
 can account for every episode.
 """
@@ -39,13 +40,13 @@ class RolloutWorker:
     ) -> None:
         from transformers import AutoTokenizer
 
-        from rollout.aws_env import AwsSessions
+        from rollout.sessions import open_sessions
 
         self.name = name
         self.engine_pool = engine_pool
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.settings = settings
-        self.sessions = AwsSessions(settings, max_steps)
+        self.sessions = open_sessions(settings, max_steps)
 
     async def play(
         self, spec: GroupSpec, limits: EpisodeLimits, adapter_version: int | None = None,

@@ -37,9 +37,9 @@ async def evaluate_live(
 @contextmanager
 def env_sessions(settings: EnvSettings, max_steps: int):
     """A factory of fresh env sessions for an eval run (the same factory rollout workers use)."""
-    from rollout.aws_env import AwsSessions
+    from rollout.sessions import open_sessions
 
-    sessions = AwsSessions(settings, max_steps, threads=16)
+    sessions = open_sessions(settings, max_steps, threads=16)
     try:
         yield sessions.new
     finally:

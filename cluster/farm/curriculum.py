@@ -12,7 +12,7 @@ import random
 from collections import deque
 
 from cluster.config import CurriculumSettings
-from cluster.task_split import TaskRef
+from cluster.task_split import TaskRef, tier_order
 
 
 class CurriculumSampler:
@@ -20,7 +20,7 @@ class CurriculumSampler:
         self.settings = settings
         self.by_tier = {
             tier: [t for t in tasks if t.tier == tier]
-            for tier in settings.tiers
+            for tier in tier_order(tasks, settings)
             if any(t.tier == tier for t in tasks)
         }
         if not self.by_tier:

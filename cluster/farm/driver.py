@@ -46,7 +46,7 @@ from cluster.farm.recovery import Recovery
 from cluster.farm.rollout_workers import RolloutWorkerSet
 from cluster.farm.watchdog import Watchdog
 from cluster.farm.wiring import check_run_dir, run_directory, start_parts
-from cluster.task_split import TaskRef, task_split
+from cluster.task_split import TaskRef, TaskSplit, task_split
 from learner.types import Sample, SampleGroup, is_zero_variance
 from rollout.episode import EpisodeLimits
 from rollout.group import GroupSpec
@@ -69,6 +69,7 @@ class Farm:
         learner: Any,
         workers: RolloutWorkerSet,
         control: Any,
+        split: TaskSplit,
         resume_from: Checkpoint | None = None,
         placement: Any = None,
     ) -> None:
@@ -80,7 +81,7 @@ class Farm:
         self.learner = learner
         self.workers = workers
         self.control = control
-        self.split = task_split(config)
+        self.split = split
         self.sampler = CurriculumSampler(self.split.train, config.curriculum, config.run.seed)
         last = resume_from.driver.updates if resume_from else None
         ledger_path = self.run_dir / "ledger.jsonl"
@@ -130,13 +131,14 @@ class Farm:
         With ``resume`` the newest checkpoint in the run directory is continued."""
         run_dir = run_directory(config)
         check_run_dir(run_dir, resume)
+        split = task_split(config)  # the env's tasks, checked before anything starts
         run_dir.mkdir(parents=True, exist_ok=True)
         checkpoint = CheckpointStore(run_dir, config.train.keep_checkpoints).latest()
         # The exact config of this run, beside its outputs (eval and resume read it back).
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json")))
         parts = start_parts(config, model_path)
         return cls(config, model_path, parts.pool, parts.learner, parts.workers, parts.control,
-                   checkpoint if resume else None, parts.placement)  # fmt: skip
+                   split, checkpoint if resume else None, parts.placement)  # fmt: skip
 
     async def begin(self) -> None:
         """A new run writes its first checkpoint (update 0); a resumed one restores the newest:

@@ -332,3 +332,30 @@ def test_sync_and_async_clients(url: str) -> None:
             return await asyncio.gather(*(one(seed) for seed in range(16)))
 
     assert all(asyncio.run(many()))
+
+
+def test_the_farms_openenv_backend_plays_this_server_by_url(url):
+    """``env.backend: openenv`` speaks the OpenEnv wire format: it plays an AWS episode here with
+    a declared mapping (the reply goes into ``command``, the ``task_achieved`` field is success)."""
+    from rollout.config import EnvSettings
+    from rollout.sessions import open_sessions
+
+    settings = EnvSettings(
+        backend="openenv", url=url, tasks=[{"id": "make-bucket", "tier": "beginner"}],
+        openenv={"action_field": "command", "success_field": "task_achieved"},
+    )  # fmt: skip
+
+    async def play() -> tuple:
+        session = open_sessions(settings, max_steps=5).new()
+        try:
+            first = await session.reset("make-bucket", 3)
+            miss = await session.step("aws s3api list-buckets")
+            hit = await session.step("aws s3api create-bucket --bucket finish-line")
+        finally:
+            await session.close()
+        return first, miss, hit
+
+    first, miss, hit = asyncio.run(play())
+    assert "finish-line" in first.text  # the task, as the server's observation fields
+    assert not miss.success and "shared" in miss.text
+    assert hit.success and hit.done and hit.reward > miss.reward
