@@ -124,6 +124,16 @@ class RunSettings(_Strict):
         description="Times a dead learner actor is restarted (from its state after the last "
         "update) before the run stops.",
     )
+    episodes_sample: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="Share of groups whose episodes are written to <run>/episodes (turn by turn, "
+        "for `rlfarm view`); 0 writes none.",
+    )
+    episodes_max_mb: float = Field(
+        default=512.0, gt=0, description="Disk cap of <run>/episodes; the oldest segments go."
+    )
     eval_episodes: int = Field(
         default=2, ge=0, description="Greedy episodes per held-out task in the before/after eval."
     )

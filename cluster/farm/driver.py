@@ -38,6 +38,7 @@ from cluster.config import FarmConfig
 from cluster.farm.admission import admission_target
 from cluster.farm.checkpoints import Checkpoint, CheckpointStore
 from cluster.farm.curriculum import CurriculumSampler
+from cluster.farm.episode_log import EpisodeLog
 from cluster.farm.failures import FailureLimits, RunStopped
 from cluster.farm.faults import inject_due
 from cluster.farm.ledger import Ledger
@@ -91,6 +92,10 @@ class Farm:
             else Ledger(ledger_path)
         )
         self.metrics = Metrics(self.run_dir, config.train.updates, resume_after=last)
+        self.episodes = EpisodeLog(
+            self.run_dir / "episodes", config.run.episodes_sample, config.run.episodes_max_mb
+        )
+        self.ledger.on_fate = self.episodes.add
         self.recovery = Recovery(
             CheckpointStore(self.run_dir, config.train.keep_checkpoints), resume_from,
             config.run.max_learner_restarts,
@@ -527,6 +532,7 @@ class Farm:
 
         async def play(task: TaskRef, seed: int):
             group = await self._play(task, seed, version=version, greedy=True)
+            self.episodes.add(group, "eval", f"held-out eval of v{version}", self.state.updates)
             return record_from_trajectory(group.trajectories[0])
 
         episodes = self.config.run.eval_episodes
@@ -538,6 +544,7 @@ class Farm:
 
         self.ledger.interrupt_open("the driver shut down")  # balanced on every way out
         self.ledger.close()
+        self.episodes.close()
         self.metrics.close()
         self.workers.shutdown()
         self.pool.shutdown()

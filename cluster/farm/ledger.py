@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +49,9 @@ class Ledger:
         self.started = 0
         self.counts: Counter[str] = Counter()
         self.open: dict[str, OpenGroup] = {}
+        # Told of every booked group with its fate (the episode log); never of interruptions,
+        # whose episodes did not finish.
+        self.on_fate: Callable[..., None] | None = None
         self._file = path.open("a")
 
     def start(self, group_id: str, task_id: str, tier: str, episodes: int) -> None:
@@ -87,6 +91,8 @@ class Ledger:
             )
             self.counts[fate] += 1
         self._write(lines)
+        if self.on_fate is not None:
+            self.on_fate(group, fate, reason, step, staleness)
 
     def interrupt_open(self, reason: str) -> int:
         """Give every started group without a fate the fate ``interrupted``; returns how many

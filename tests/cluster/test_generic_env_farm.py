@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from cluster.config import load_config
+from cluster.farm.episode_log import read_episodes
 from cluster.farm.ledger import read_ledger
 from tests.conftest import free_port
 from tests.envs.openenv_server import serve
@@ -58,6 +59,17 @@ def _check(summary: dict, run_dir: Path) -> None:
     trained = [e for e in read_ledger(run_dir / "ledger.jsonl") if e.get("fate") == "trained"]
     assert len({e["group_id"] for e in trained}) == 2 * 2  # groups_per_update x updates
     assert {e["task_id"] for e in trained} <= set(WordEnv.tasks)
+    # Every trained episode is on disk turn by turn, with the env's answers; so are the evals.
+    logged = list(read_episodes(run_dir / "episodes"))
+    by_fate = {f: [e for e in logged if e["fate"] == f] for f in ("trained", "eval")}
+    assert len(by_fate["trained"]) == len(trained)
+    assert {(e["group_id"], e["episode"]) for e in by_fate["trained"]} == {
+        (e["group_id"], e["episode"]) for e in trained
+    }
+    assert len(by_fate["eval"]) == 4  # before and after, two held-out tasks
+    turn = by_fate["trained"][0]["turns"][0]
+    assert "the word is" in turn["observation"] or turn["observation"] == "Correct."
+    assert isinstance(turn["reply"], str) and 0.0 <= turn["reward"] <= 1.0
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["update"] for r in rows] == [1, 2]
 
