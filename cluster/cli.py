@@ -41,6 +41,16 @@ def _cmd_scale(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_view(args: argparse.Namespace) -> int:
+    from cluster.view.server import resolve_run, serve
+
+    run = args.run_dir or args.run
+    if run is None:
+        raise UsageError("name the run: `rlfarm view runs/NAME` or `rlfarm view --run NAME`")
+    serve(resolve_run(run), host=args.host, port=args.port)
+    return 0
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from cluster.evaluation.command import cmd_eval
 
@@ -216,6 +226,15 @@ def _add_farm_commands(sub: argparse._SubParsersAction) -> None:
     scale.add_argument("--run", default="local", help="the run's run.name (default: local)")
     scale.add_argument("--address", default="auto", help="Ray cluster address")
     scale.set_defaults(func=_cmd_scale)
+
+    view = sub.add_parser(
+        "view", help="a local web page over a run: curves, ledger, episodes (live or finished)"
+    )
+    view.add_argument("run_dir", nargs="?", help="the run directory, e.g. runs/local")
+    view.add_argument("--run", help="a run directory, or a run name under ./runs")
+    view.add_argument("--host", default="127.0.0.1", help="bind address (default: local only)")
+    view.add_argument("--port", type=int, default=8300, help="port (default: 8300)")
+    view.set_defaults(func=_cmd_view)
 
 
 def _add_eval_command(sub: argparse._SubParsersAction) -> None:
@@ -444,6 +463,7 @@ PERSON_ERRORS = {
     "cluster.farm.control": ("NoFarmError",),
     "cluster.farm.wiring": ("RunDirectoryError",),
     "cluster.placement": ("PlacementError",),
+    "cluster.view.run_data": ("NotARunError",),
     "env.catalog": ("CatalogError",),
     "env.sft_export": ("ExportError",),
     "learner.memory": ("LearnerMemoryError",),

@@ -7,9 +7,15 @@ tasks per tier of that env, and balances its ledger."""
 from __future__ import annotations
 
 import asyncio
+import html
 import json
+import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from cluster.config import load_config
@@ -74,10 +80,63 @@ def _check(summary: dict, run_dir: Path) -> None:
     assert [r["update"] for r in rows] == [1, 2]
 
 
-def test_farm_trains_on_a_python_env_named_by_entry_point(ray_runtime, tiny_model_path, tmp_path):
+@pytest.fixture(scope="module")
+def python_env_run(ray_runtime, tiny_model_path, tmp_path_factory) -> dict:
     env = ["env.backend=python", "env.factory=tests.envs.word_env:WordEnv"]
-    summary = _run(tmp_path, "word-python", env, tiny_model_path)
-    _check(summary, Path(summary["run_dir"]))
+    return _run(tmp_path_factory.mktemp("runs"), "word-python", env, tiny_model_path)
+
+
+def test_farm_trains_on_a_python_env_named_by_entry_point(python_env_run):
+    _check(python_env_run, Path(python_env_run["run_dir"]))
+
+
+def test_rlfarm_view_shows_the_run_in_a_real_browser(python_env_run, tmp_path):
+    """The finished run in headless chromium: charts drawn from its metrics, the ledger, and
+    one episode (named in the URL) rendered turn by turn; a screenshot is taken."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.fail("chromium is not installed: `make test` installs it (apt-get install chromium)")
+    run_dir = Path(python_env_run["run_dir"])
+    episode = next(e for e in read_episodes(run_dir / "episodes") if e["fate"] == "trained")
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "cluster.cli", "view", "--run", str(run_dir), "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/#episode={episode['group_id']}/{episode['episode']}"
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=15000"]
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/api/run", server)
+        dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True,
+                             timeout=120).stdout  # fmt: skip
+        shot = tmp_path / "view.png"
+        subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1400,2600", url],
+                       capture_output=True, timeout=120)  # fmt: skip
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert 'data-loaded="yes"' in dom, dom[-2000:]
+    assert dom.count('<svg class="chart" id="chart-') == 7
+    reward_chart = dom[dom.index('id="chart-reward"') :][:4000]
+    assert 'class="series"' in reward_chart and "short" in reward_chart + dom
+    assert 'id="status" class="badge">finished<' in dom
+    assert f'<td class="fate-trained">{python_env_run["ledger"]["trained"]}</td>' in dom
+    shown = dom[dom.index('id="episode"') :]
+    assert html.escape(episode["turns"][0]["reply"], quote=False) in shown
+    assert html.escape(episode["turns"][0]["observation"], quote=False) in shown
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+
+def wait_until_up(url: str, process: subprocess.Popen, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stderr.read().decode()[-2000:]
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    pytest.fail(f"rlfarm view did not answer at {url}")
 
 
 def test_farm_trains_on_an_openenv_server_by_url(ray_runtime, tiny_model_path, tmp_path):
