@@ -87,7 +87,9 @@ class RunData:
         }
 
     def _recently_written(self) -> bool:
-        paths = [self.run_dir / "metrics.jsonl", self.run_dir / "ledger.jsonl"]
+        episodes = self.run_dir / "episodes"
+        paths = [self.run_dir / f for f in ("metrics.jsonl", "ledger.jsonl", "events.log")]
+        paths += sorted(episodes.glob(SEGMENT_GLOB))[-1:] if episodes.exists() else []
         mtimes = [p.stat().st_mtime for p in paths if p.exists()]
         return bool(mtimes) and time.time() - max(mtimes) < LIVE_WINDOW_S
 
