@@ -142,26 +142,30 @@ def _cmd_export_sft(args: argparse.Namespace) -> int:
 
 def _cmd_sft(args: argparse.Namespace) -> int:
     from cluster.model_registry import resolve_model
+    from cluster.progress import PhaseProgress
     from learner.sft import SftOptions, run_sft
 
-    result = run_sft(
-        SftOptions(
-            data=args.data,
-            out=args.out,
-            model=resolve_model(args.model),
-            mode=args.mode,
-            epochs=args.epochs,
-            max_steps=args.max_steps,
-            lr=args.lr,
-            batch_size=args.batch_size,
-            max_length=args.max_length,
-            lora_r=args.lora_r,
-            lora_alpha=args.lora_alpha,
-            merge=args.merge,
-            seed=args.seed,
-            eval_data=args.eval_data,
+    progress = PhaseProgress("sft", "steps")
+    with progress:
+        result = run_sft(
+            SftOptions(
+                data=args.data,
+                out=args.out,
+                model=resolve_model(args.model),
+                mode=args.mode,
+                epochs=args.epochs,
+                max_steps=args.max_steps,
+                lr=args.lr,
+                batch_size=args.batch_size,
+                max_length=args.max_length,
+                lora_r=args.lora_r,
+                lora_alpha=args.lora_alpha,
+                merge=args.merge,
+                seed=args.seed,
+                eval_data=args.eval_data,
+            ),
+            on_step=progress.update,
         )
-    )
     if args.json:
         print(json.dumps(result.as_dict()))
         return 0

@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from cluster.config import FarmConfig
+from cluster.progress import PhaseProgress
 
 # Bump when the export or SFT changes in a way the recipe's fields do not show, so cached warm
 # models are rebuilt.
@@ -75,29 +76,34 @@ def warm_start(base: Path, config: FarmConfig, log=print) -> Path:
     log(f"warm start: exporting demonstrations for {len(catalog.tasks)} training tasks")
     with tempfile.TemporaryDirectory(prefix="rlfarm-warm-") as tmp:
         data = Path(tmp) / "sft.jsonl"
-        counts = export_sft(
-            data,
-            val_fraction=0.1,
-            seed=config.run.seed,
-            catalog=catalog,
-            variants=config.run.warm_start_variants,
-        )
+        with PhaseProgress("warm start: export", "tasks") as export_progress:
+            counts = export_sft(
+                data,
+                val_fraction=0.1,
+                seed=config.run.seed,
+                catalog=catalog,
+                variants=config.run.warm_start_variants,
+                on_task=export_progress.update,
+            )
         kept = _keep_kinds(data, set(config.run.warm_start_kinds))
         log(f"warm start: {kept} rows; SFT for {config.run.warm_start_steps} steps")
         staging = Path(tmp) / "model"
-        result = run_sft(
-            SftOptions(
-                data=data,
-                out=staging,
-                model=str(base),
-                mode="full",
-                max_steps=config.run.warm_start_steps,
-                lr=config.run.warm_start_lr,
-                max_length=config.engine.max_model_len,
-                eval_data=data.with_name(f"{data.stem}.val.jsonl"),
-                seed=config.run.seed,
+        sft_progress = PhaseProgress("warm start: SFT", "steps")
+        with sft_progress:
+            result = run_sft(
+                SftOptions(
+                    data=data,
+                    out=staging,
+                    model=str(base),
+                    mode="full",
+                    max_steps=config.run.warm_start_steps,
+                    lr=config.run.warm_start_lr,
+                    max_length=config.engine.max_model_len,
+                    eval_data=data.with_name(f"{data.stem}.val.jsonl"),
+                    seed=config.run.seed,
+                ),
+                on_step=sft_progress.update,
             )
-        )
         log(
             f"warm start: {result.seconds:.0f}s, held-out exact match "
             f"{result.exact_match_before} -> {result.exact_match_after}"

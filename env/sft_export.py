@@ -24,7 +24,7 @@ import json
 import random
 import re
 import shlex
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,14 +205,22 @@ def with_variants(
 
 
 def variant_rows(
-    catalog: Catalog, sources: dict[str, str], env: Any, seed: int
+    catalog: Catalog,
+    sources: dict[str, str],
+    env: Any,
+    seed: int,
+    on_task: Callable[[int, int], None] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """``export_rows`` over a catalog with variants, each row tagged with its ``source_task``.
 
     A variant whose renamed solution fails or does not achieve its checks is skipped (a rename
     broke an AWS naming rule); an original task that fails is a catalog bug and raises.
+    ``on_task(done, total)`` is told after each task (progress for people).
     """
-    for task in catalog:
+    total = len(list(catalog))
+    for done, task in enumerate(catalog, 1):
+        if on_task is not None and done > 1:
+            on_task(done - 1, total)
         source = sources[task.id]
         try:
             rows = list(export_rows(Catalog([task]), env, seed))
@@ -225,6 +233,8 @@ def variant_rows(
         for row in rows:
             row["source_task"] = source
             yield row
+    if on_task is not None:
+        on_task(total, total)
 
 
 def _write(path: Path, rows: Iterable[dict[str, Any]]) -> int:
@@ -246,6 +256,7 @@ def export_sft(
     catalog: Catalog | None = None,
     env: Any = None,
     variants: int = 0,
+    on_task: Callable[[int, int], None] | None = None,
 ) -> dict[str, int]:
     """Write train rows to ``out`` and validation rows to ``val_out``.
 
@@ -263,9 +274,9 @@ def export_sft(
     expanded, sources = with_variants(catalog, train_ids, variants, seed)
     if env is None:
         with _own_env(expanded) as own:
-            rows = list(variant_rows(expanded, sources, own, seed))
+            rows = list(variant_rows(expanded, sources, own, seed, on_task))
     else:
-        rows = list(variant_rows(expanded, sources, env, seed))
+        rows = list(variant_rows(expanded, sources, env, seed, on_task))
     played = {r["task_id"] for r in rows}
     return {
         "train_rows": _write(out, (r for r in rows if r["source_task"] in train_ids)),

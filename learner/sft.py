@@ -26,7 +26,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -218,8 +218,12 @@ def choose_mode(mode: Mode, num_params: int) -> Literal["full", "lora"]:
     return "full" if num_params <= FULL_FINETUNE_MAX_PARAMS else "lora"
 
 
-def run_sft(options: SftOptions) -> SftResult:
-    """Fine-tune ``options.model`` on ``options.data`` and write the result to ``options.out``."""
+def run_sft(
+    options: SftOptions, on_step: Callable[[int, int, dict], None] | None = None
+) -> SftResult:
+    """Fine-tune ``options.model`` on ``options.data`` and write the result to ``options.out``.
+    ``on_step(step, total, latest_logs)`` is told after every optimizer step (progress for
+    people); without it, the trainer's log lines go to stderr as JSON."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
     from trl import SFTTrainer
@@ -252,7 +256,7 @@ def run_sft(options: SftOptions) -> SftResult:
         )
         # Progress goes to stderr so stdout carries only the command's own result (--json).
         trainer.remove_callback(PrinterCallback)
-        trainer.add_callback(_StderrLogs())
+        trainer.add_callback(_StderrLogs() if on_step is None else _StepProgress(on_step))
         output = trainer.train()
         trained = trainer.model
     after = exact_match(trained, tokenizer, held_out) if held_out else None
@@ -305,6 +309,20 @@ class _StderrLogs(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs:
             print(json.dumps({"step": state.global_step, **logs}), file=sys.stderr)
+
+
+class _StepProgress(TrainerCallback):
+    """Each optimizer step to ``on_step``, with the latest logged loss."""
+
+    def __init__(self, on_step: Callable[[int, int, dict], None]) -> None:
+        self.on_step = on_step
+        self.latest: dict = {}
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        self.latest = dict(logs or {})
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.on_step(state.global_step, state.max_steps, self.latest)
 
 
 def _total_steps(options: SftOptions, examples: int) -> int:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
 import uuid
 from collections.abc import Coroutine
@@ -47,6 +48,7 @@ from cluster.farm.recovery import Recovery
 from cluster.farm.rollout_workers import RolloutWorkerSet
 from cluster.farm.watchdog import Watchdog
 from cluster.farm.wiring import check_run_dir, run_directory, start_parts
+from cluster.progress import Progress
 from cluster.task_split import TaskRef, TaskSplit, task_split
 from learner.types import Sample, SampleGroup, is_zero_variance
 from rollout.episode import EpisodeLimits
@@ -530,14 +532,19 @@ class Farm:
         from cluster.evaluation.live import evaluate_live
         from cluster.evaluation.scoring import live_summary, record_from_trajectory
 
+        episodes = self.config.run.eval_episodes
+        total = len(self.split.heldout) * episodes
+        progress = Progress(f"held-out eval of v{version}", total, "episodes", stream=sys.stdout)
+
         async def play(task: TaskRef, seed: int):
             group = await self._play(task, seed, version=version, greedy=True)
             self.episodes.add(group, "eval", f"held-out eval of v{version}", self.state.updates)
+            progress.advance()
             return record_from_trajectory(group.trajectories[0])
 
-        episodes = self.config.run.eval_episodes
-        concurrency = max(1, len(self.split.heldout) * episodes)
-        return live_summary(await evaluate_live(play, self.split.heldout, episodes, concurrency))
+        with progress:
+            records = await evaluate_live(play, self.split.heldout, episodes, max(1, total))
+        return live_summary(records)
 
     def shutdown(self) -> None:
         import ray

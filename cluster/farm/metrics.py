@@ -5,12 +5,14 @@ Prometheus (through Ray's metrics), a live progress line, events, and a reward-c
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections import defaultdict, deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cluster.progress import Progress, duration
 from learner.types import UpdateMetrics
 from rollout.types import TrajectoryGroup
 
@@ -160,6 +162,7 @@ class Metrics:
         self._cache_prev = (0, 0)  # prefix-cache (queries, hits) at the previous update
         self._tb = _tensorboard(run_dir / "tb", None if resume_after is None else resume_after + 1)
         self._gauges = _ray_gauges()
+        self._bar: Progress | None = None  # the GRPO phase's bar, from the first update on
 
     def observe_group(self, group: TrajectoryGroup) -> None:
         for traj in group.trajectories:
@@ -273,7 +276,12 @@ class Metrics:
             f"workers {row.env_workers} | ledger {row.ledger['trained']} trained "
             f"{row.ledger['dropped_stale']} stale {row.ledger['failed']} failed"
         )
-        print(line, flush=True)
+        if self._bar is None:  # the clock starts at this process's first update
+            self._bar = Progress("GRPO", self.total_updates, "updates", stream=sys.stdout,
+                                 initial=row.update, lines=False)  # fmt: skip
+        self._bar.update_to(row.update)
+        eta = self._bar.eta_s()
+        self._bar.write(line + (f" | ETA {duration(eta)}" if eta else ""))
 
     def event(self, message: str) -> None:
         stamp = time.strftime("%H:%M:%S")
@@ -307,6 +315,8 @@ class Metrics:
         return path
 
     def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
         self.jsonl.close()
         self.events.close()
         if self._tb is not None:
