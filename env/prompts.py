@@ -70,3 +70,14 @@ def render_observation(
     if task_achieved:
         body += "\nTask complete."
     return body
+
+
+def observation_text(obs: Any) -> str:
+    """``render_observation`` of an ``AwsObservation``: the next user turn after a command."""
+    return render_observation(
+        command_success=obs.command_success,
+        output=obs.output,
+        error=obs.error,
+        hint_text=obs.hint_text,
+        task_achieved=obs.task_achieved,
+    )

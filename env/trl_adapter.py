@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from env.environment import AwsEnv
-from env.prompts import SYSTEM_PROMPT, render_observation, render_task
+from env.prompts import SYSTEM_PROMPT, observation_text, render_task
 
 INSTRUCTIONS = (
     "Solve the AWS task below. Call the `aws` tool with one AWS CLI command at a time, read its "
@@ -60,13 +60,7 @@ class AwsCliTool:
         obs = self._env.step(command)
         self._return += float(obs.reward or 0.0)
         self._done = bool(obs.done or obs.task_achieved)
-        return render_observation(
-            command_success=obs.command_success,
-            output=obs.output,
-            error=obs.error,
-            hint_text=obs.hint_text,
-            task_achieved=obs.task_achieved,
-        )
+        return observation_text(obs)
 
     def get_reward(self) -> float:
         """The episode's return so far, as the env's grader scored each command."""

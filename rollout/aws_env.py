@@ -16,7 +16,7 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
-from env.prompts import SYSTEM_PROMPT, render_observation, render_task
+from env.prompts import SYSTEM_PROMPT, observation_text, render_task
 from env.types import AwsObservation
 from rollout.config import EnvSettings
 from rollout.environment import StepResult
@@ -40,15 +40,8 @@ def reset_result(obs: AwsObservation) -> StepResult:
 
 def step_result(obs: AwsObservation, parsed: ParsedReply) -> StepResult:
     """One step's observation as the rollout loop's result."""
-    text = render_observation(
-        command_success=obs.command_success,
-        output=obs.output,
-        error=obs.error,
-        hint_text=obs.hint_text,
-        task_achieved=obs.task_achieved,
-    )
     return StepResult(
-        text=text,
+        text=observation_text(obs),
         reward=float(obs.reward or 0.0),
         done=obs.done or obs.task_achieved,
         success=obs.task_achieved,
