@@ -156,16 +156,31 @@ class EpisodeLog:
             oldest.unlink()
 
 
+def read_segment(path: Path, offset: int = 0) -> tuple[list[dict], int]:
+    """The episodes of one segment from byte ``offset`` on (an open ``.jsonl`` segment: only
+    whole lines, so a line still being written is read next time), and the offset reached."""
+    records: list[dict] = []
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as f:
+                data = f.read()
+            offset = 0
+        else:
+            with path.open("rb") as f:
+                f.seek(offset)
+                data = f.read()
+            data = data[: data.rfind(b"\n") + 1]
+    except (OSError, EOFError):
+        return records, offset  # rotated (renamed) while we read it, or trimmed
+    for line in data.splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records, offset + len(data)
+
+
 def read_episodes(directory: Path) -> Iterator[dict]:
     """Every logged episode of a run, oldest first; a line still being written is skipped."""
     for path in sorted(directory.glob(SEGMENT_GLOB)):
-        opener = gzip.open if path.suffix == ".gz" else open
-        try:
-            with opener(path, "rt", encoding="utf-8") as lines:
-                for line in lines:
-                    try:
-                        yield json.loads(line)
-                    except json.JSONDecodeError:
-                        continue
-        except (OSError, EOFError):
-            continue  # rotated (renamed) while we read it, or trimmed
+        yield from read_segment(path)[0]

@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cluster.farm.episode_log import SEGMENT_GLOB, read_episodes
+from cluster.farm.episode_log import SEGMENT_GLOB, read_segment
 from cluster.farm.ledger import FATES, read_ledger
 
 LIVE_WINDOW_S = 120.0  # a run without a summary that wrote within this is shown as live
@@ -41,8 +41,8 @@ class EpisodeFilter:
 @dataclass
 class RunData:
     run_dir: Path
-    _signature: tuple = ()
-    _episodes: list[dict] = field(default_factory=list)
+    # segment name -> (bytes read, its episodes)
+    _segments: dict[str, tuple[int, list[dict]]] = field(default_factory=dict)
 
     @classmethod
     def open(cls, run_dir: Path) -> RunData:
@@ -111,14 +111,18 @@ class RunData:
     # ---- episodes -----------------------------------------------------------------------------
 
     def episodes(self) -> list[dict]:
-        """Every logged episode, oldest first (re-read only when the log changed)."""
+        """Every logged episode, oldest first. A live run's log is read incrementally: a
+        compressed segment once, the open one from where the last read stopped."""
         directory = self.run_dir / "episodes"
         files = sorted(directory.glob(SEGMENT_GLOB)) if directory.exists() else []
-        signature = tuple((p.name, p.stat().st_size) for p in files)
-        if signature != self._signature:
-            self._episodes = list(read_episodes(directory))
-            self._signature = signature
-        return self._episodes
+        self._segments = {p.name: self._segments.get(p.name, (0, [])) for p in files}
+        for path in files:
+            offset, records = self._segments[path.name]
+            if path.suffix == ".gz" and records:
+                continue  # compressed segments never change
+            more, offset = read_segment(path, offset)
+            self._segments[path.name] = (offset, records + more)
+        return [e for name in sorted(self._segments) for e in self._segments[name][1]]
 
     def find(self, filters: EpisodeFilter, limit: int, offset: int) -> dict:
         everything = self.episodes()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import gzip
 import secrets
 
-from cluster.farm.episode_log import EpisodeLog, read_episodes, sampled
+from cluster.farm.episode_log import EpisodeLog, read_episodes, read_segment, sampled
 from cluster.farm.ledger import Ledger
 from rollout.environment import StepResult
 from rollout.types import Trajectory, TrajectoryGroup, Turn
@@ -82,3 +82,21 @@ def test_a_line_being_written_is_skipped_not_an_error(tmp_path):
     directory.mkdir()
     (directory / "000001.jsonl").write_text('{"group_id": "a"}\n{"group_id": "b", "tu')
     assert [e["group_id"] for e in read_episodes(directory)] == ["a"]
+
+
+def test_a_growing_segment_is_read_from_where_the_last_read_stopped(tmp_path):
+    from cluster.view.run_data import RunData
+
+    run = tmp_path / "run"
+    (run / "episodes").mkdir(parents=True)
+    (run / "ledger.jsonl").write_text("")
+    segment = run / "episodes" / "000001.jsonl"
+    segment.write_text('{"group_id": "a"}\n{"group_id": "b", "tu')
+    records, offset = read_segment(segment)
+    assert [r["group_id"] for r in records] == ["a"] and offset == len('{"group_id": "a"}\n')
+    data = RunData.open(run)
+    assert [e["group_id"] for e in data.episodes()] == ["a"]
+    with segment.open("a") as f:
+        f.write('rns": []}\n{"group_id": "c"}\n')
+    assert [e["group_id"] for e in data.episodes()] == ["a", "b", "c"]
+    assert data._segments["000001.jsonl"][0] == segment.stat().st_size
