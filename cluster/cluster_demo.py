@@ -82,7 +82,13 @@ def _start_node(root: Path, name: str, env: dict, args: list[str]) -> subprocess
     # link in ``root`` shows where a node's own logs are.
     temp = tempfile.mkdtemp(prefix=f"rlf-{name}-")
     (root / f"{name}-ray").symlink_to(temp)
-    command = _ray("start", "--block", "--temp-dir", temp, "--disable-usage-stats", *args)
+    # Two nodes (and maybe another Ray) share this host: each node's agents get free ports of
+    # their own, or the second agent to start cannot bind Ray's defaults and jobs find no agent.
+    ports = [f"--{name}={_free_port()}" for name in (
+        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
+        "metrics-export-port",
+    )]  # fmt: skip
+    command = _ray("start", "--block", "--temp-dir", temp, "--disable-usage-stats", *ports, *args)
     return subprocess.Popen(command, env=env, stdout=log, stderr=log, start_new_session=True)
 
 
