@@ -66,13 +66,16 @@ def two_nodes(root: Path, env: dict):
         _wait_for_nodes(f"127.0.0.1:{gcs}", 2, env)
         yield f"http://127.0.0.1:{dashboard}", f"127.0.0.1:{gcs}"
     finally:
+        # SIGTERM to `ray start` itself, which drains its node and stops its own processes (a
+        # signal to the whole group would kill the head's GCS first and stall the drain for 30 s);
+        # whatever is left of the group afterwards is killed.
         for node in reversed(nodes):
-            with suppress(ProcessLookupError, PermissionError):
-                os.killpg(node.pid, signal.SIGTERM)
+            with suppress(ProcessLookupError):
+                node.send_signal(signal.SIGTERM)
         for node in nodes:
-            try:
+            with suppress(subprocess.TimeoutExpired):
                 node.wait(timeout=60)
-            except subprocess.TimeoutExpired:
+            with suppress(ProcessLookupError, PermissionError):
                 os.killpg(node.pid, signal.SIGKILL)
 
 

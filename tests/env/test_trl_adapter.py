@@ -46,7 +46,7 @@ def test_trl_grpo_trainer_trains_on_the_aws_env_through_the_adapter(tiny_model_p
     model = AutoModelForCausalLM.from_pretrained(tiny_model_path, dtype="float32")
     args = GRPOConfig(
         output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=2, num_generations=2,
-        max_completion_length=24, learning_rate=1e-4, logging_steps=1, report_to=[],
+        max_completion_length=16, learning_rate=1e-4, logging_steps=1, report_to=[],
         use_cpu=True, save_strategy="no", temperature=1.0, max_tool_calling_iterations=2,
     )  # fmt: skip
     trainer = GRPOTrainer(
