@@ -85,6 +85,13 @@ class TrainSettings(_Strict):
         "at the start, at the end and on SIGTERM/SIGINT. A killed run resumes from the newest.",
     )
     keep_checkpoints: int = Field(default=3, ge=1, description="Newest checkpoints kept on disk.")
+    eval_every: int = Field(
+        default=0,
+        ge=0,
+        description="Greedy eval of the held-out tasks and a fixed set of training tasks every "
+        "this many updates (and at the start and the end), by tier, into eval.jsonl and "
+        "eval_curve.png; 0: only the before/after held-out eval.",
+    )
     max_consecutive_failed_groups: int = Field(
         default=16,
         ge=1,
@@ -136,6 +143,12 @@ class RunSettings(_Strict):
     )
     eval_episodes: int = Field(
         default=2, ge=0, description="Greedy episodes per held-out task in the before/after eval."
+    )
+    eval_train_tasks: int = Field(
+        default=2,
+        ge=0,
+        description="Training tasks per tier in the periodic eval (train.eval_every): the same "
+        "ones every time, so their curve shows what the policy learned where it trains.",
     )
     learner_threads: int = Field(
         default=1,

@@ -63,14 +63,19 @@ async def run(config: FarmConfig, model_path: str, resume: bool = False) -> dict
     try:
         farm.metrics.event(f"run {config.run.name}: model {model_path}, mode {config.train.mode}")
         await farm.begin()
+        periodic = config.train.eval_every > 0
         if farm.before is None:
             farm.before = await farm.evaluate(version=0)
             farm.metrics.event(f"held-out before: {json.dumps(farm.before)}")
+            if periodic:
+                await farm.periodic_eval(0, heldout=farm.before)
         try:
             await farm.main_loop()
             summary["stopped"] = {"kind": "completed", "message": ""}
             summary["after"] = await farm.evaluate(version=farm.state.version)
             farm.metrics.event(f"held-out after: {json.dumps(summary['after'])}")
+            if periodic:
+                await farm.periodic_eval(farm.state.updates, heldout=summary["after"])
         except RunStopped as stop:
             summary["stopped"] = {"kind": stop.kind, "message": stop.message}
             farm.metrics.event(f"run stopped ({stop.kind}): {stop.message}")

@@ -40,6 +40,7 @@ from cluster.farm.admission import admission_target
 from cluster.farm.checkpoints import Checkpoint, CheckpointStore
 from cluster.farm.curriculum import CurriculumSampler
 from cluster.farm.episode_log import EpisodeLog
+from cluster.farm.eval_curve import EvalCurve
 from cluster.farm.failures import FailureLimits, RunStopped
 from cluster.farm.faults import inject_due
 from cluster.farm.ledger import Ledger
@@ -98,6 +99,13 @@ class Farm:
             self.run_dir / "episodes", config.run.episodes_sample, config.run.episodes_max_mb
         )
         self.ledger.on_fate = self.episodes.add
+        self.eval_curve = EvalCurve(self.run_dir)
+        per_tier = config.run.eval_train_tasks
+        self.eval_train_tasks = [  # the same training tasks at every periodic eval
+            task
+            for tier in dict.fromkeys(t.tier for t in split.train)
+            for task in [t for t in split.train if t.tier == tier][:per_tier]
+        ]
         self.recovery = Recovery(
             CheckpointStore(self.run_dir, config.train.keep_checkpoints), resume_from,
             config.run.max_learner_restarts,
@@ -423,6 +431,9 @@ class Farm:
         updates = self.state.updates
         if updates % self.config.train.checkpoint_every == 0 or updates >= target:
             await self.recovery.checkpoint(self)
+        every = self.config.train.eval_every
+        if every and updates % every == 0 and updates < target:
+            await self.periodic_eval(updates)
         await inject_due(self, updates)
 
     def _note_engine_restarts(self, health: list[dict]) -> None:
@@ -526,25 +537,42 @@ class Farm:
 
     # ---- evaluation ---------------------------------------------------------------------------
 
-    async def evaluate(self, version: int) -> dict[str, dict]:
-        """Greedy episodes on the held-out tasks under adapter ``version``, played by the env
-        workers and scored by ``rlfarm eval``'s own live metrics, per tier and overall."""
+    async def evaluate(
+        self, version: int, tasks: list[TaskRef] | None = None, name: str = "held-out"
+    ) -> dict[str, dict]:
+        """Greedy episodes on ``tasks`` (default: the held-out ones) under adapter ``version``,
+        played by the env workers and scored by ``rlfarm eval``'s own live metrics, per tier and
+        overall."""
         from cluster.evaluation.live import evaluate_live
         from cluster.evaluation.scoring import live_summary, record_from_trajectory
 
+        tasks = self.split.heldout if tasks is None else tasks
         episodes = self.config.run.eval_episodes
-        total = len(self.split.heldout) * episodes
-        progress = Progress(f"held-out eval of v{version}", total, "episodes", stream=sys.stdout)
+        total = len(tasks) * episodes
+        progress = Progress(f"{name} eval of v{version}", total, "episodes", stream=sys.stdout)
 
         async def play(task: TaskRef, seed: int):
             group = await self._play(task, seed, version=version, greedy=True)
-            self.episodes.add(group, "eval", f"held-out eval of v{version}", self.state.updates)
+            self.episodes.add(group, "eval", f"{name} eval of v{version}", self.state.updates)
             progress.advance()
             return record_from_trajectory(group.trajectories[0])
 
         with progress:
-            records = await evaluate_live(play, self.split.heldout, episodes, max(1, total))
+            records = await evaluate_live(play, tasks, episodes, max(1, total))
         return live_summary(records)
+
+    async def periodic_eval(self, update: int, heldout: dict | None = None) -> None:
+        """One point of the eval curve: held-out tasks (``heldout`` if already played) and the
+        fixed training tasks under the version the engines serve now."""
+        version = self.loaded_version
+        if heldout is None:
+            heldout = await self.evaluate(version)
+        train = await self.evaluate(version, self.eval_train_tasks, "training-task")
+        await asyncio.to_thread(
+            self.eval_curve.add, update, version, {"heldout": heldout, "train": train}
+        )
+        overall = {"heldout": heldout.get("all"), "train": train.get("all")}
+        self.metrics.event(f"periodic eval at update {update} (v{version}): {overall}")
 
     def shutdown(self) -> None:
         import ray

@@ -98,6 +98,12 @@ class RunData:
         counts = Counter(line["fate"] for line in read_ledger(path)) if path.exists() else {}
         return {fate: counts.get(fate, 0) for fate in FATES}
 
+    def evals(self) -> list[dict]:
+        """The periodic evaluations (``train.eval_every``), one row per evaluated update."""
+        from cluster.farm.eval_curve import EvalCurve
+
+        return EvalCurve(self.run_dir).rows()
+
     def metrics(self) -> list[dict]:
         path = self.run_dir / "metrics.jsonl"
         rows = []

@@ -2,6 +2,7 @@
 
     GET /api/run                      name, config, live or finished, summary, ledger fates
     GET /api/metrics                  every metrics row (one per learner update)
+    GET /api/eval                     the periodic evaluations (held-out and training tasks)
     GET /api/episodes?task=&tier=&version=&fate=&limit=&offset=
                                       logged episodes, newest first, without their turns,
                                       with the values each filter can take
@@ -41,6 +42,10 @@ def build_app(run_dir: Path) -> FastAPI:
     @app.get("/api/metrics")
     def metrics() -> list[dict]:
         return data.metrics()
+
+    @app.get("/api/eval")
+    def evals() -> list[dict]:
+        return data.evals()
 
     @app.get("/api/episodes")
     def episodes(

@@ -20,6 +20,7 @@ import pytest
 
 from cluster.config import load_config
 from cluster.farm.episode_log import read_episodes
+from cluster.farm.eval_curve import EvalCurve
 from cluster.farm.ledger import read_ledger
 from tests.conftest import free_port
 from tests.envs.openenv_server import serve
@@ -54,7 +55,7 @@ def _run(tmp_path: Path, name: str, env_overrides: list[str], tiny_model_path) -
     return asyncio.run(run(config, str(tiny_model_path)))
 
 
-def _check(summary: dict, run_dir: Path) -> None:
+def _check(summary: dict, run_dir: Path, held_out_evals: int = 2) -> None:
     assert summary["stopped"]["kind"] == "completed", summary["stopped"]
     assert summary["updates"] == 2
     assert summary["ledger_balanced"] is True
@@ -72,7 +73,8 @@ def _check(summary: dict, run_dir: Path) -> None:
     assert {(e["group_id"], e["episode"]) for e in by_fate["trained"]} == {
         (e["group_id"], e["episode"]) for e in trained
     }
-    assert len(by_fate["eval"]) == 4  # before and after, two held-out tasks
+    held_out = [e for e in by_fate["eval"] if e["reason"].startswith("held-out eval")]
+    assert len(held_out) == 2 * held_out_evals  # two held-out tasks each time
     turn = by_fate["trained"][0]["turns"][0]
     assert "the word is" in turn["observation"] or turn["observation"] == "Correct."
     assert isinstance(turn["reply"], str) and 0.0 <= turn["reward"] <= 1.0
@@ -82,12 +84,29 @@ def _check(summary: dict, run_dir: Path) -> None:
 
 @pytest.fixture(scope="module")
 def python_env_run(ray_runtime, tiny_model_path, tmp_path_factory) -> dict:
-    env = ["env.backend=python", "env.factory=tests.envs.word_env:WordEnv"]
+    env = ["env.backend=python", "env.factory=tests.envs.word_env:WordEnv", "train.eval_every=1"]
     return _run(tmp_path_factory.mktemp("runs"), "word-python", env, tiny_model_path)
 
 
 def test_farm_trains_on_a_python_env_named_by_entry_point(python_env_run):
-    _check(python_env_run, Path(python_env_run["run_dir"]))
+    run_dir = Path(python_env_run["run_dir"])
+    _check(python_env_run, run_dir, held_out_evals=3)  # before, at update 1, after
+    # The periodic eval (train.eval_every=1): at the start, after each update, at the end; the
+    # held-out tasks and the same training tasks each time, by this env's tiers.
+    rows = EvalCurve(run_dir).rows()
+    assert [(r["update"], r["version"]) for r in rows] == [(0, 0), (1, 1), (2, 2)]
+    train_tasks = {e["task_id"] for e in read_episodes(run_dir / "episodes")
+                   if e["reason"].startswith("training-task eval")}  # fmt: skip
+    assert len(train_tasks) == 4  # two per tier, the same ones at every eval
+    for row in rows:
+        assert {"short", "long", "all"} <= set(row["heldout"]) and row["heldout"]["all"][
+            "episodes"
+        ] == 2
+        assert {"short", "long", "all"} <= set(row["train"]) and row["train"]["all"][
+            "episodes"
+        ] == 4
+    assert row["heldout"] == python_env_run["after"]
+    assert (run_dir / "eval_curve.png").stat().st_size > 10_000
 
 
 def test_rlfarm_view_shows_the_run_in_a_real_browser(python_env_run, tmp_path):
@@ -116,7 +135,9 @@ def test_rlfarm_view_shows_the_run_in_a_real_browser(python_env_run, tmp_path):
         server.terminate()
         server.wait(timeout=30)
     assert 'data-loaded="yes"' in dom, dom[-2000:]
-    assert dom.count('<svg class="chart" id="chart-') == 7
+    assert dom.count('<svg class="chart" id="chart-') == 9
+    held_out_curve = dom[dom.index('id="chart-eval-heldout"') :][:4000]
+    assert 'data-points="9"' in held_out_curve  # two tiers and all, at updates 0, 1, 2
     reward_chart = dom[dom.index('id="chart-reward"') :][:4000]
     assert 'class="series"' in reward_chart and "short" in reward_chart + dom
     assert 'id="status" class="badge">finished<' in dom

@@ -60,6 +60,7 @@ def test_the_run_its_metrics_and_ledger_fates(run_dir):
     assert run["config"] == {"model": "builtin:tiny", "mode": "async", "updates": 2, "env": None}
     assert run["ledger"]["trained"] == 4 and run["ledger"]["dropped_zero_variance"] == 2
     assert [r["update"] for r in client.get("/api/metrics").json()] == [1, 2]
+    assert client.get("/api/eval").json() == []  # no periodic eval in this run
     page = client.get("/")
     assert page.status_code == 200 and "<script>" in page.text  # charts are drawn in the page
     assert "https://" not in page.text and "http://" not in page.text  # nothing from the internet
