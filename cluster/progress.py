@@ -55,7 +55,7 @@ class Progress:
             return
         last_n, last_t = self._last_line
         now = time.monotonic()
-        tenth = max(1, self.total // 10)
+        tenth = -(-self.total // 10)  # ceil: at most about ten lines a phase
         if self.n >= self.total or self.n - last_n >= tenth or now - last_t >= self.every_s:
             self._last_line = (self.n, now)
             eta = self.eta_s()
