@@ -1,8 +1,9 @@
 """Progress for people: a bar with ETA on a terminal, plain lines when output goes to a file.
 
 Every long phase of a run (export, warm start, held-out eval, GRPO, final eval) reports through a
-``Progress``. On a TTY it is a tqdm bar on stderr; otherwise a line every tenth of the way (and at
-least every ``every_s`` seconds) with the count, elapsed time and ETA, so logs stay readable.
+``Progress``. On a TTY it is a tqdm bar (on stderr unless told otherwise); otherwise a line
+every tenth of the way (and at least every ``every_s`` seconds) with the count, elapsed time and
+ETA, so logs stay readable.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import uuid
 from typing import Any
 
 from rollout.config import EnvSettings, OpenEnvMapping
-from rollout.environment import EnvTask, StepResult
+from rollout.environment import StepResult
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
@@ -113,12 +113,12 @@ class OpenEnvSession:
 
 
 class OpenEnvSessions:
-    """Fresh sessions on the OpenEnv server at ``env.url``; its tasks are ``env.tasks``."""
+    """Fresh sessions on the OpenEnv server at ``env.url`` (its tasks are ``env.tasks``, read
+    by ``rollout.sessions.env_tasks``)."""
 
     def __init__(self, settings: EnvSettings) -> None:
         self.settings = settings
         self.url = ws_url(settings.url or "")
-        self.tasks = [EnvTask(t.id, t.tier) for t in settings.tasks or []]
 
     def new(self) -> OpenEnvSession:
         return OpenEnvSession(self.url, self.settings.openenv, self.settings.system_prompt)

@@ -110,7 +110,6 @@ class PythonEnvSessions:
     def __init__(self, settings: EnvSettings, threads: int = 32) -> None:
         self.settings = settings
         self.factory = load_factory(settings.factory or "")
-        self.tasks = factory_tasks(self.factory, settings)
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="python-env")
 
     def new(self) -> PythonEnvSession:
