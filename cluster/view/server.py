@@ -23,8 +23,6 @@ from fastapi.responses import HTMLResponse
 
 from cluster.view.run_data import EpisodeFilter, RunData
 
-DEFAULT_PORT = 8300
-
 
 def build_app(run_dir: Path) -> FastAPI:
     data = RunData.open(run_dir)
@@ -81,7 +79,7 @@ def resolve_run(run: str) -> Path:
     return Path("runs") / run
 
 
-def serve(run_dir: Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> None:
+def serve(run_dir: Path, host: str, port: int) -> None:
     import uvicorn
 
     app = build_app(run_dir)
