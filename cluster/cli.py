@@ -117,12 +117,15 @@ def _cmd_env_serve(args: argparse.Namespace) -> int:
 
 def _cmd_export_sft(args: argparse.Namespace) -> int:
     from env.catalog import load_catalog
-    from env.sft_export import export_sft
+    from env.sft_export import export_sft, export_workers
 
     if not 0.0 <= args.val_fraction < 1.0:
         raise UsageError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
     if args.variants < 0:
         raise UsageError(f"--variants must be >= 0, got {args.variants}")
+    workers = export_workers() if args.workers is None else args.workers
+    if workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {args.workers}")
     counts = export_sft(
         args.out,
         val_out=args.val_out,
@@ -130,6 +133,7 @@ def _cmd_export_sft(args: argparse.Namespace) -> int:
         seed=args.seed,
         catalog=load_catalog(args.catalog),
         variants=args.variants,
+        workers=workers,
     )
     val_out = args.val_out or args.out.with_name(f"{args.out.stem}.val.jsonl")
     extra = f" + {counts['variant_tasks']} renamed variants" if args.variants else ""
@@ -357,6 +361,11 @@ def _add_env_commands(sub: argparse._SubParsersAction) -> None:
     export.add_argument(
         "--variants", type=int, default=0,
         help="also play N renamed copies of each train task (fresh resource names, same logic)",
+    )  # fmt: skip
+    export.add_argument(
+        "--workers", type=int, default=None,
+        help="sandbox processes playing tasks at once (same rows whatever the number; "
+        "default: one per core, at most 4)",
     )  # fmt: skip
     export.set_defaults(func=_cmd_export_sft)
 

@@ -66,7 +66,7 @@ def warm_recipe(base: Path, config: FarmConfig):
 
 def warm_start(base: Path, config: FarmConfig, log=print) -> Path:
     """The SFT-warmed copy of ``base`` (built on first use, then cached)."""
-    from env.sft_export import export_sft
+    from env.sft_export import export_sft, export_workers
     from learner.sft import SftOptions, run_sft
 
     recipe, target, catalog = warm_recipe(base, config)
@@ -84,6 +84,7 @@ def warm_start(base: Path, config: FarmConfig, log=print) -> Path:
                 catalog=catalog,
                 variants=config.run.warm_start_variants,
                 on_task=export_progress.update,
+                workers=export_workers(),
             )
         kept = _keep_kinds(data, set(config.run.warm_start_kinds))
         log(f"warm start: {kept} rows; SFT for {config.run.warm_start_steps} steps")

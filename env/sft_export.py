@@ -21,9 +21,11 @@ by a fixed time (ids are already deterministic: the sandbox seeds them per task)
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import shlex
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -257,13 +259,16 @@ def export_sft(
     env: Any = None,
     variants: int = 0,
     on_task: Callable[[int, int], None] | None = None,
+    workers: int = 1,
 ) -> dict[str, int]:
     """Write train rows to ``out`` and validation rows to ``val_out``.
 
     ``val_out`` defaults to ``<out stem>.val.jsonl`` beside ``out``. ``env`` defaults
     to a fresh ``AwsEnv`` on its own one-worker pool (it must know the variants' ids when
     ``variants`` > 0). ``variants``: renamed copies of each TRAIN task to play too; validation
-    tasks are only ever played as written. Returns row and task counts.
+    tasks are only ever played as written. ``workers`` > 1 (without ``env``) plays the tasks in
+    that many sandbox processes at once; the rows are the same, in the same order. Returns row and
+    task counts.
     """
     out = Path(out)
     val_out = Path(val_out) if val_out else out.with_name(f"{out.stem}.val.jsonl")
@@ -272,11 +277,10 @@ def export_sft(
     catalog = catalog if catalog is not None else load_catalog()
     train_ids, val_ids = split_tasks(list(catalog), val_fraction, seed)
     expanded, sources = with_variants(catalog, train_ids, variants, seed)
-    if env is None:
-        with _own_env(expanded) as own:
-            rows = list(variant_rows(expanded, sources, own, seed, on_task))
-    else:
+    if env is not None:
         rows = list(variant_rows(expanded, sources, env, seed, on_task))
+    else:
+        rows = _play_sharded(expanded, sources, seed, max(1, workers), on_task)
     played = {r["task_id"] for r in rows}
     return {
         "train_rows": _write(out, (r for r in rows if r["source_task"] in train_ids)),
@@ -285,6 +289,49 @@ def export_sft(
         "val_tasks": len(val_ids),
         "variant_tasks": len(played) - len(catalog),
     }
+
+
+def export_workers() -> int:
+    """Default sandbox processes for an export: one per core, at most 4 (each holds a moto)."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _play_sharded(
+    catalog: Catalog,
+    sources: dict[str, str],
+    seed: int,
+    workers: int,
+    on_task: Callable[[int, int], None] | None,
+) -> list[dict[str, Any]]:
+    """``variant_rows`` of every task, played by ``workers`` threads that each drive their own
+    env and sandbox process (moto state never crosses them); rows come back in catalog order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    tasks = list(catalog)
+    shards = [tasks[k::workers] for k in range(workers) if tasks[k::workers]]
+    lock = threading.Lock()
+    done = [0]
+
+    def tick(_done: int, _total: int) -> None:
+        with lock:
+            done[0] += 1
+            if on_task is not None:
+                on_task(done[0], len(tasks))
+
+    def play(shard: list[Task]) -> dict[str, list[dict[str, Any]]]:
+        by_task: dict[str, list[dict[str, Any]]] = {t.id: [] for t in shard}
+        with _own_env(catalog) as own:
+            for task in shard:
+                for row in variant_rows(Catalog([task]), sources, own, seed):
+                    by_task[task.id].append(row)
+                tick(0, 0)
+        return by_task
+
+    with ThreadPoolExecutor(max_workers=len(shards), thread_name_prefix="sft-export") as pool:
+        played: dict[str, list[dict[str, Any]]] = {}
+        for part in pool.map(play, shards):
+            played.update(part)
+    return [row for task in tasks for row in played[task.id]]
 
 
 @contextmanager

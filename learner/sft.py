@@ -226,7 +226,8 @@ def run_sft(
     people); without it, the trainer's log lines go to stderr as JSON."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
-    from trl import SFTTrainer
+
+    from learner.sft_trainer import TrainedTokensSFTTrainer
 
     started = time.perf_counter()
     conversations = load_conversations(options.data)
@@ -247,7 +248,7 @@ def run_sft(
     lr = options.lr if options.lr is not None else (1e-3 if mode == "full" else 2e-4)
     with tempfile.TemporaryDirectory(prefix="rlfarm-sft-") as scratch:
         args = _trainer_args(options, scratch, lr, len(rows))
-        trainer = SFTTrainer(
+        trainer = TrainedTokensSFTTrainer(
             model=model,
             args=args,
             train_dataset=Dataset.from_list(rows),

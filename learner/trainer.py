@@ -29,6 +29,7 @@ from learner.checkpoint import (
     save_checkpoint,
 )
 from learner.config import LearnerConfig
+from learner.forward import shared_prefix_length, trained_token_logprobs
 from learner.types import Sample, SampleGroup, UpdateMetrics, is_zero_variance
 from serving.types import AdapterVersion
 
@@ -113,16 +114,6 @@ class MicroBatch:
 
     rows: list[int]
     prefix: int = 0
-
-
-def shared_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
-    """Length of the sequences' common prefix, at most the shortest length - 1 (every row keeps
-    at least one token of its own)."""
-    shortest = min(len(s) for s in sequences)
-    length = 0
-    while length < shortest - 1 and all(s[length] == sequences[0][length] for s in sequences):
-        length += 1
-    return length
 
 
 def plan_shared_prefix_batches(
@@ -366,25 +357,12 @@ class Learner:
         ids = batch["input_ids"]
         if self._softcapped:  # the model's own forward applies its logit soft-cap
             return self._logprobs(ids, batch["attention_mask"])
-        base = self.model.get_base_model()
-        decoder = base.base_model
-        if prefix:
-            shared = decoder(input_ids=ids[:1, :prefix], use_cache=True)
-            cache = shared.past_key_values
-            cache.batch_repeat_interleave(ids.shape[0])
-            # Rows are right-padded: under the causal mask no real token sees a pad.
-            own = decoder(input_ids=ids[:, prefix:], past_key_values=cache, use_cache=True)
-            head = shared.last_hidden_state.expand(ids.shape[0], -1, -1)
-            hidden = torch.cat([head, own.last_hidden_state], dim=1)
-        else:
-            hidden = decoder(
-                input_ids=ids, attention_mask=batch["attention_mask"]
-            ).last_hidden_state
-        return grpo.masked_token_logprobs(
-            hidden,
-            base.get_output_embeddings(),
-            batch["input_ids"],
+        return trained_token_logprobs(
+            self.model.get_base_model(),
+            ids,
+            batch["attention_mask"],
             batch["loss_mask"],
+            prefix,
             self.config.temperature,
             self.config.logit_chunk_tokens,
         )

@@ -72,3 +72,21 @@ def test_export_plays_variants_of_train_tasks_only(tmp_path: Path) -> None:
             # The variant's demonstration uses the variant's names, never the original's.
             assert answer != firsts[source]
             assert answer.split()[:3] == firsts[source].split()[:3]
+
+
+def test_export_in_two_sandbox_processes_writes_the_same_rows(tmp_path: Path) -> None:
+    # Each worker plays its share of the tasks in its own sandbox process; the files must not
+    # depend on how many there were (order included) and progress must count every task.
+    ids = ("s3-list-objects", "sqs-set-visibility-timeout", "iam-user-in-group")
+    catalog = Catalog([FULL.by_id(i) for i in ids])
+    one, two = tmp_path / "one.jsonl", tmp_path / "two.jsonl"
+    ticks: list[tuple[int, int]] = []
+    counts_one = export_sft(one, val_fraction=0.34, seed=5, catalog=catalog, variants=2)
+    counts_two = export_sft(
+        two, val_fraction=0.34, seed=5, catalog=catalog, variants=2, workers=2,
+        on_task=lambda done, total: ticks.append((done, total)),
+    )  # fmt: skip
+    assert counts_two == counts_one
+    assert two.read_text() == one.read_text()
+    assert two.with_name("two.val.jsonl").read_text() == one.with_name("one.val.jsonl").read_text()
+    assert ticks[-1] == (7, 7) and len(ticks) == 7  # 3 tasks + 2 variants of each of 2 train tasks

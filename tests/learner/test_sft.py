@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from learner.sft import (
@@ -144,3 +145,61 @@ def test_lora_sft_with_merge_writes_a_base_model_for_grpo(tiny_model_dir, tmp_pa
         learner.tokenizer.chat_template
         == AutoTokenizer.from_pretrained(tiny_model_dir).chat_template
     )
+
+
+def _plain_nll(model, batch) -> torch.Tensor:
+    """trl's loss, written out: token-mean NLL of the labelled tokens over the full logits."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    labels = batch["labels"][:, 1:]
+    return (
+        torch.nn.functional.cross_entropy(
+            logits[:, :-1].flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="sum"
+        )
+        / (labels != -100).sum()
+    )
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_trained_token_loss_equals_the_full_logits_loss(tiny_model_dir, tokenizer, lora):
+    # The warm start's loss projects only labelled positions and runs the rows' shared prefix
+    # once: its value and every gradient must be those of the plain NLL over full logits.
+    from peft import LoraConfig, get_peft_model
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    from learner.forward import shared_prefix_length
+    from learner.sft import tokenize_conversations
+    from learner.sft_trainer import MIN_SHARED_PREFIX, TrainedTokensSFTTrainer
+
+    system = {"role": "system", "content": "You operate an AWS account through the AWS CLI. " * 3}
+    conversations = [
+        [system, *CONVERSATION[1:]],
+        [system, {"role": "user", "content": "Make a queue jobs."},
+         {"role": "assistant", "content": "aws sqs create-queue --queue-name jobs"}],
+        [system, {"role": "user", "content": "Delete bucket b."},
+         {"role": "assistant", "content": "aws s3 rb s3://b"}],
+    ]  # fmt: skip
+    rows = tokenize_conversations(tokenizer, conversations, max_length=512)
+    batch = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id)(rows)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    if lora:
+        config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+        model = get_peft_model(model, config)
+        for name, param in model.named_parameters():  # LoRA B starts at 0: give it a value
+            if "lora_B" in name:
+                torch.nn.init.normal_(param, std=0.02)
+    trained = [p for p in model.parameters() if p.requires_grad]
+
+    def loss_and_grads(compute):
+        model.zero_grad()
+        loss = compute()
+        loss.backward()
+        return loss.item(), [p.grad.clone() for p in trained]
+
+    plain_loss, plain_grads = loss_and_grads(lambda: _plain_nll(model, batch))
+    trainer = TrainedTokensSFTTrainer.__new__(TrainedTokensSFTTrainer)  # only compute_loss runs
+    ours_loss, ours_grads = loss_and_grads(lambda: trainer.compute_loss(model, dict(batch)))
+    # the system prompt is long enough for the shared-prefix path to run
+    assert shared_prefix_length([r["input_ids"] for r in rows]) >= MIN_SHARED_PREFIX
+    assert ours_loss == pytest.approx(plain_loss, rel=1e-5)
+    for ours, plain in zip(ours_grads, plain_grads, strict=True):
+        torch.testing.assert_close(ours, plain, rtol=1e-4, atol=1e-6)

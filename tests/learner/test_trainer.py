@@ -9,13 +9,13 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from learner.forward import shared_prefix_length
 from learner.trainer import (
     Learner,
     MicroBatch,
     lr_factor,
     plan_micro_batches,
     plan_shared_prefix_batches,
-    shared_prefix_length,
 )
 from learner.types import Sample, SampleGroup
 from tests.learner.engine_standin import sample_completion, to_sample
