@@ -56,6 +56,7 @@ def chaos_overrides(out: Path, name: str) -> list[str]:
         f"run.name={name}",
         "run.warm_start_steps=40",
         "run.warm_start_kinds=[first_step]",
+        "run.warm_start_batch_size=16",
         "run.warm_start_lr=1e-3",
         "run.warm_start_variants=0",
         "curriculum.tiers=[warmup]",

@@ -1,11 +1,16 @@
-"""``rlfarm bench rollout``: the sequential baseline vs the farm in sync and in async mode.
+"""``rlfarm bench rollout``: the sequential baseline vs the farm generating only, and in sync and
+in async mode.
 
-One run, one model (the warm tiny model), one task list and seed, one machine, stage after stage:
+One run, one model (the config's: the warm tiny model by default, SmolLM2 with
+``--config configs/smollm2-cpu.yaml``), one task list and seed, one machine, stage after stage:
 
 (a) ``benchmarks.sequential_baseline``: transformers ``generate`` one turn at a time behind a lock,
     the env in-process, no learning;
-(b) the real ``Farm`` (vLLM engines, GRPO+LoRA learner, rollout workers) in ``sync`` mode for N
-    updates; (c) the same farm in ``async`` mode for N updates, the learner training throughout;
+(b) the real ``Farm`` (vLLM engines, rollout workers) generating rollouts only, the learner idle,
+    then the engines' offline peak at the same number of sequences at once (what fraction of the
+    machine's generation limit the farm reaches), and the 4000-generation epoch both ways;
+(c) the same farm with the GRPO+LoRA learner in ``sync`` mode for N updates, and (d) in ``async``
+    mode for N updates, the learner training throughout;
 then, optionally, sweeps of env workers and of G on the async farm, drawn as PNG curves.
 
 The farm stages share one ``Farm`` (engines, learner and workers are started once, as a real run
@@ -38,6 +43,7 @@ DEFAULT_CONFIG = Path(__file__).parents[1] / "configs" / "local.yaml"
 NARROW_TASKS = [
     "run.warm_start_steps=40",
     "run.warm_start_kinds=[first_step]",
+    "run.warm_start_batch_size=16",
     "run.warm_start_lr=1e-3",
     "run.warm_start_variants=0",
     "curriculum.tiers=[warmup]",
@@ -56,7 +62,15 @@ QUICK = [
     "env.groups_per_worker=2",
 ]
 
-TARGETS = {"sync_vs_sequential": 30.0, "async_vs_sync": 1.6, "engine_idle_async": 0.10}
+TARGETS = {
+    "rollout_vs_sequential": 10.0,
+    "engine_peak_fraction": 0.8,
+    "sync_vs_sequential": 30.0,
+    "async_vs_sync": 1.6,
+    "engine_idle_async": 0.10,
+}
+# Generate calls in one epoch of the background documents' training: G=8 x 100 prompts x 5 steps.
+EPOCH_CALLS = 4000
 
 
 def bench_settings(args: argparse.Namespace) -> dict:
@@ -66,6 +80,8 @@ def bench_settings(args: argparse.Namespace) -> dict:
         "updates": args.updates or (2 if quick else 4),
         "rounds": args.rounds or (1 if quick else 2),
         "settle_updates": 0 if quick else 1,
+        "rollout_groups": args.rollout_groups or (2 if quick else 8),
+        "rollout_settle_groups": 0 if quick else 2,
         "baseline_groups": args.baseline_groups or (1 if quick else 2),
         "sweep_workers": args.sweep_workers or ([1, 2] if quick else [1, 2, 4, 8]),
         "sweep_group_sizes": args.sweep_group_sizes or ([2, 4] if quick else [4, 8, 16]),
@@ -133,11 +149,83 @@ async def _farm_stage(
     }
 
 
-async def _farm_stages(farm, settings: dict) -> dict:
+async def _rollout_only_stage(farm, groups: int, settle: int) -> dict:
+    """The farm generating rollouts with the learner idle: ``settle`` groups warm it up, the
+    window covers the next ``groups`` completions, and the groups still in flight then (the
+    pipeline draining) finish outside it."""
+    capacity = farm.workers.size * farm.config.env.groups_per_worker
+    marks: dict = {}
+    ledger_before = farm.ledger.summary()
+
+    async def on_group(finished: int) -> None:
+        if finished in (settle, settle + groups):
+            marks[finished] = await farm.totals()
+
+    if settle == 0:
+        marks[0] = await farm.totals()
+    await farm.play_only(settle + groups + capacity, on_group)
+    return {
+        "mode": "rollout_only",
+        "env_workers": farm.workers.size,
+        "group_size": farm.group_size,
+        "settle_groups": settle,
+        "groups": groups,
+        "concurrent_groups": capacity,
+        **marks[settle].rates(marks[settle + groups], engines=farm.config.run.engines),
+        "ledger": {k: v - ledger_before[k] for k, v in farm.ledger.summary().items()},
+    }
+
+
+async def _engine_peak(farm, tokenizer_path: str, sequences: int, rounds: int = 2) -> dict:
+    """The engines' own generation rate with ``sequences`` requests at once, each exactly
+    ``rollout.max_new_tokens`` long (no early stop), on a task's first prompt, nothing else
+    running: the offline peak the farm's rollout rate is compared with. Best of ``rounds``."""
+    from transformers import AutoTokenizer
+
+    from env.catalog import load_catalog
+    from env.prompts import render_task
+    from rollout.aws_env import AwsSession
+    from rollout.chat import Conversation
+    from serving.types import SamplingSpec
+
+    cfg = farm.config
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+    task = load_catalog().by_id(cfg.curriculum.tasks[0]) if cfg.curriculum.tasks else None
+    task = task or load_catalog().tasks[0]
+    conv, _ = Conversation.start(tokenizer, AwsSession.system_prompt, render_task(task))
+    prompt = list(conv.token_ids)
+    sampling = SamplingSpec(
+        max_tokens=cfg.rollout.max_new_tokens, temperature=cfg.rollout.temperature, ignore_eos=True
+    )
+    best = 0.0
+    for _ in range(rounds):
+        started = time.perf_counter()
+        calls = [farm.pool.generate(prompt, sampling) for _ in range(sequences)]
+        done = await asyncio.gather(*calls)
+        tokens = sum(len(c.token_ids) for c in done)
+        best = max(best, tokens / (time.perf_counter() - started))
+    return {
+        "sequences": sequences,
+        "prompt_tokens": len(prompt),
+        "max_new_tokens": cfg.rollout.max_new_tokens,
+        "tokens_per_s": best,
+    }
+
+
+async def _farm_stages(farm, settings: dict, model_path: str) -> dict:
     cfg = farm.config
     workers, size = cfg.env.workers, cfg.rollout.group_size
     results: dict = {}
     settle = settings["settle_updates"]
+    groups, settle_groups = settings["rollout_groups"], settings["rollout_settle_groups"]
+    _log(f"farm rollout-only: {settle_groups} + {groups} groups (the first {settle_groups} not "
+         f"measured), learner idle")  # fmt: skip
+    results["rollout_only"] = await _rollout_only_stage(farm, groups, settle_groups)
+    _log(f"farm rollout-only: {_brief(results['rollout_only'])}")
+    sequences = results["rollout_only"]["concurrent_groups"] * size
+    results["engine_peak"] = await _engine_peak(farm, model_path, sequences)
+    _log(f"engine peak: {results['engine_peak']['tokens_per_s']:.0f} generated tokens/s with "
+         f"{sequences} sequences at once")  # fmt: skip
     stages: dict[str, list[dict]] = {"sync": [], "async": []}
     for index in range(settings["rounds"]):
         # ABBA order: a drift over the run (the policy learns, episodes change length) weighs on
@@ -255,7 +343,7 @@ def run_farm(config: FarmConfig, model_path: str, settings: dict) -> dict:
     _log("farm: starting engines, learner and rollout workers")
     farm = Farm.start(config, model_path)
     try:
-        return asyncio.run(_farm_stages(farm, settings))
+        return asyncio.run(_farm_stages(farm, settings, model_path))
     finally:
         farm.shutdown()
 
@@ -289,10 +377,26 @@ def run_rollout_bench(config: FarmConfig, settings: dict, out_dir: Path) -> dict
 
 def summarize(sequential: dict, farm: dict, config: FarmConfig, settings: dict, model: str) -> dict:
     sync, asyn = farm["sync"], farm["async"]
+    rollout, peak = farm["rollout_only"], farm["engine_peak"]
     speedup_sync = sync["episodes_per_s"] / sequential["episodes_per_s"]
     speedup_async = asyn["grpo_steps_per_hour"] / sync["grpo_steps_per_hour"]
+    speedup_rollout = rollout["episodes_per_s"] / sequential["episodes_per_s"]
+    peak_fraction = rollout["generated_tokens_per_s"] / peak["tokens_per_s"]
     result = {
         "sequential_episodes_per_s": sequential["episodes_per_s"],
+        "rollout_only_episodes_per_s": rollout["episodes_per_s"],
+        "speedup_rollout_vs_sequential": speedup_rollout,
+        "sequential_generated_tokens_per_s": sequential["generated_tokens_per_s"],
+        "rollout_only_generated_tokens_per_s": rollout["generated_tokens_per_s"],
+        "sequential_env_steps_per_s": sequential["env_steps_per_s"],
+        "rollout_only_env_steps_per_s": rollout["env_steps_per_s"],
+        "engine_peak_tokens_per_s": peak["tokens_per_s"],
+        "engine_peak_fraction": peak_fraction,
+        # The background documents' epoch: G=8 x 100 prompts x 5 steps = 4000 generate calls,
+        # one per env step. The farm's figure is rollout-only, like the sequential loop.
+        "epoch_4000_s_sequential": EPOCH_CALLS / sequential["env_steps_per_s"],
+        "epoch_4000_s_farm": EPOCH_CALLS / rollout["env_steps_per_s"],
+        "epoch_4000_s_farm_async_learning": EPOCH_CALLS / asyn["env_steps_per_s"],
         "sync_episodes_per_s": sync["episodes_per_s"],
         "async_episodes_per_s": asyn["episodes_per_s"],
         "sync_grpo_steps_per_hour": sync["grpo_steps_per_hour"],
@@ -304,12 +408,17 @@ def summarize(sequential: dict, farm: dict, config: FarmConfig, settings: dict, 
         "engine_idle_fraction_async": asyn["engine_idle_fraction"],
         "staleness_histogram_async": asyn["staleness_histogram"],
         "targets": {
+            "speedup_rollout_vs_sequential >= 10": speedup_rollout
+            >= TARGETS["rollout_vs_sequential"],
+            "engine_peak_fraction >= 0.8": peak_fraction >= TARGETS["engine_peak_fraction"],
             "speedup_sync_vs_sequential >= 30": speedup_sync >= TARGETS["sync_vs_sequential"],
             "speedup_async_vs_sync >= 1.6": speedup_async >= TARGETS["async_vs_sync"],
             "engine_idle_fraction_async < 0.10": asyn["engine_idle_fraction"]
             < TARGETS["engine_idle_async"],
         },
         "sequential": sequential,
+        "rollout_only": rollout,
+        "engine_peak": peak,
         "sync": sync,
         "async": asyn,
         "setup": {

@@ -390,6 +390,8 @@ def _add_rollout_bench(bench: argparse._SubParsersAction) -> None:
         "--rounds", type=int, default=None,
         help="sync/async rounds, alternating which mode goes first (ABBA), summed per mode",
     )  # fmt: skip
+    rollout.add_argument("--rollout-groups", type=int, default=None,
+                         help="groups measured in the rollout-only stage (default 8)")  # fmt: skip
     rollout.add_argument("--quick", action="store_true", help="tiny sizes (tests): 2 updates, G=4")
     rollout.add_argument("--no-sweep", action="store_true", help="skip the worker and G sweeps")
     rollout.add_argument("--no-routing", action="store_true",

@@ -22,7 +22,7 @@ from cluster.progress import PhaseProgress
 
 # Bump when the export or SFT changes in a way the recipe's fields do not show, so cached warm
 # models are rebuilt.
-WARM_START_RECIPE = 2
+WARM_START_RECIPE = 3
 
 
 def prepare_model(config: FarmConfig, log=print) -> str:
@@ -57,6 +57,7 @@ def warm_recipe(base: Path, config: FarmConfig):
         "kinds": sorted(config.run.warm_start_kinds),
         "variants": config.run.warm_start_variants,
         "lr": config.run.warm_start_lr,
+        "batch_size": config.run.warm_start_batch_size,
         "seed": config.run.seed,
         "recipe": WARM_START_RECIPE,
     }
@@ -99,6 +100,7 @@ def warm_start(base: Path, config: FarmConfig, log=print) -> Path:
                     mode="full",
                     max_steps=config.run.warm_start_steps,
                     lr=config.run.warm_start_lr,
+                    batch_size=config.run.warm_start_batch_size,
                     max_length=config.engine.max_model_len,
                     eval_data=data.with_name(f"{data.stem}.val.jsonl"),
                     seed=config.run.seed,

@@ -2,7 +2,8 @@
 
 For each task, ``export_sft`` plays the canonical solution in a real ``AwsEnv``
 episode and turns it into rows of ``{"messages": [...], "task_id", "tier", "kind"}``,
-where the last message is the assistant's one ``aws ...`` command and every earlier
+where the last message is the assistant's one ``aws ...`` command, the one the row teaches
+(earlier assistant turns carry ``"weight": 0``: context, not trained), and every earlier
 turn is rendered by ``env.prompts`` (the same text the rollout loop shows):
 
 - ``first_step``: system, task -> the first command;
@@ -81,7 +82,9 @@ def _messages(task: Task, turns: Sequence[Turn], answer: str) -> list[dict[str, 
         {"role": "user", "content": render_task(task)},
     ]
     for turn in turns:
-        messages.append({"role": "assistant", "content": turn.command})
+        # Weight 0: context the row shows, not what it teaches (a wrong command, a hint request,
+        # or a command another row teaches); the row teaches only its last message.
+        messages.append({"role": "assistant", "content": turn.command, "weight": 0})
         messages.append({"role": "user", "content": turn.observation})
     messages.append({"role": "assistant", "content": answer})
     return messages

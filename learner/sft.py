@@ -4,7 +4,10 @@ Input: JSONL, one conversation per line, ``{"messages": [{"role", "content"}, ..
 (extra keys such as ``task_id``/``tier``/``kind`` from env's exporter are ignored). Every
 conversation is rendered with the tokenizer's *own* chat template, the very rendering rollouts and
 eval use, and only assistant tokens carry loss: a template mismatch between training and use is
-the classic way a fine-tune silently learns nothing.
+the classic way a fine-tune silently learns nothing. An assistant message with ``"weight": 0``
+(OpenAI's fine-tuning convention) is context only: the exporter marks the earlier turns of a row
+that way (a wrong command before its recovery, hint requests, commands already taught), so each
+row teaches its last message.
 
 Two modes:
 
@@ -115,8 +118,28 @@ def _validate_messages(row: object, where: str) -> list[dict[str, str]]:
             raise ValueError(f"{where}: messages[{i}] needs a 'role' in {ROLES}")
         if not isinstance(message.get("content"), str):
             raise ValueError(f"{where}: messages[{i}] needs a string 'content'")
-    if messages[-1]["role"] != "assistant":
-        raise ValueError(f"{where}: the last message must be the assistant's (the target)")
+        weight = message.get("weight", 1)
+        if weight not in (0, 1) or (weight == 0 and message["role"] != "assistant"):
+            raise ValueError(
+                f"{where}: messages[{i}] has weight {weight!r}: only assistant messages "
+                "take a weight, 0 (context, not trained) or 1 (trained, the default)"
+            )
+    if messages[-1]["role"] != "assistant" or messages[-1].get("weight", 1) == 0:
+        raise ValueError(
+            f"{where}: the last message must be the assistant's (the target), without weight 0"
+        )
+    return [_kept(m) for m in messages]
+
+
+def _kept(message: dict) -> dict:
+    kept = {"role": message["role"], "content": message["content"]}
+    if message.get("weight", 1) == 0:
+        kept["weight"] = 0
+    return kept
+
+
+def _plain(messages: Sequence[dict]) -> list[dict[str, str]]:
+    """Messages as the chat template sees them (a training weight is not part of the chat)."""
     return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
@@ -126,20 +149,24 @@ def _render(tokenizer, messages: Sequence[dict], **kwargs) -> dict:
 
 def assistant_token_mask(tokenizer, messages: Sequence[dict]) -> tuple[list[int], list[int]]:
     """Token ids of the conversation under the tokenizer's own template, and a mask that is 1 on
-    the tokens the model generates in assistant turns (content and end-of-turn token).
+    the tokens the model generates in assistant turns (content and end-of-turn token), except
+    turns marked ``"weight": 0`` (context the row shows but does not teach, as in OpenAI's
+    fine-tuning format).
 
     Templates with ``{% generation %}`` markers give the mask directly. Otherwise it is found by
     rendering prefixes: the tokens an assistant turn adds after ``add_generation_prompt`` are
     exactly what the model must generate, up to and including the end-of-turn token.
     """
     template = tokenizer.chat_template or ""
-    if GENERATION_MARKER.search(template):
+    weights = [m.get("weight", 1) for m in messages]
+    messages = _plain(messages)
+    if GENERATION_MARKER.search(template) and all(weights):
         rendered = _render(tokenizer, messages, return_assistant_tokens_mask=True)
         return list(rendered["input_ids"]), list(rendered["assistant_masks"])
     full = list(_render(tokenizer, messages)["input_ids"])
     mask = [0] * len(full)
     for i, message in enumerate(messages):
-        if message["role"] != "assistant":
+        if message["role"] != "assistant" or not weights[i]:
             continue
         prompt = list(_render(tokenizer, messages[:i], add_generation_prompt=True)["input_ids"])
         turn = list(_render(tokenizer, messages[: i + 1])["input_ids"])
@@ -192,8 +219,8 @@ def exact_match(
     hits = 0
     try:
         for messages in conversations:
-            prompt = _render(tokenizer, messages[:-1], add_generation_prompt=True)["input_ids"]
-            ids = torch.tensor([list(prompt)], device=device)
+            prompt = _render(tokenizer, _plain(messages[:-1]), add_generation_prompt=True)
+            ids = torch.tensor([list(prompt["input_ids"])], device=device)
             out = model.generate(
                 input_ids=ids,
                 attention_mask=torch.ones_like(ids),

@@ -154,6 +154,7 @@ class Engine:
             top_p=sampling.top_p,
             stop_token_ids=list(sampling.stop_token_ids),
             seed=sampling.seed,
+            ignore_eos=sampling.ignore_eos,
             logprobs=0,
             # Token in, token out: callers decode what they need. No per-step text and no
             # per-step cumulative copies of the output (one final output per request) spare

@@ -112,6 +112,8 @@ class SamplingSpec:
     top_p: float = 1.0
     stop_token_ids: tuple[int, ...] = ()
     seed: int | None = None
+    # Generate exactly max_tokens (the engine-peak benchmark: a fixed batch for its whole run).
+    ignore_eos: bool = False
 
 
 @dataclass(frozen=True)

@@ -55,11 +55,13 @@ async def evaluate_rows(
     gate = asyncio.Semaphore(concurrency)
 
     async def one(row: dict) -> RowResult:
-        reference = row["messages"][-1]["content"]
+        *context, last = row["messages"]  # a training weight on a context turn is not sent
+        reference = last["content"]
         async with gate:
             started = time.perf_counter()
             try:
-                reply, error = await policy.reply(row["messages"][:-1], max_tokens), ""
+                prompt = [{"role": m["role"], "content": m["content"]} for m in context]
+                reply, error = await policy.reply(prompt, max_tokens), ""
             except Exception as exc:  # one bad row (too long, server hiccup) must not end the eval
                 reply, error = "", f"{type(exc).__name__}: {exc}"
             latency = time.perf_counter() - started

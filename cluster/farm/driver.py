@@ -30,7 +30,7 @@ import contextlib
 import sys
 import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import yaml
@@ -201,6 +201,32 @@ class Farm:
         if self._stop is not None:
             raise self._stop
         return self.ledger.summary()
+
+    async def play_only(
+        self, groups: int, on_group: Callable[[int], Awaitable[None]] | None = None
+    ) -> None:
+        """Play ``groups`` groups with the farm's whole rollout capacity in flight and train on
+        none: the engines and env workers at full load with the learner idle (the rollout-only
+        stage of ``rlfarm bench rollout``). Each group is booked ``rollout_only`` (or ``failed``);
+        ``on_group(n)`` is awaited after the n-th one finishes."""
+        await self.begin()
+        capacity = self.workers.size * self.config.env.groups_per_worker
+        inflight: set[asyncio.Future] = set()
+        started = finished = 0
+        while finished < groups:
+            while started < groups and len(inflight) < capacity:
+                inflight.add(asyncio.ensure_future(self._play(*self.sampler.next())))
+                started += 1
+            done, inflight = await asyncio.wait(inflight, return_when="FIRST_COMPLETED")
+            for fut in done:
+                group = fut.result()
+                if group.failed:
+                    self.ledger.record(group, "failed", group.error, self.state.updates)
+                else:
+                    self.ledger.record(group, "rollout_only", "", self.state.updates)
+                finished += 1
+                if on_group is not None:
+                    await on_group(finished)
 
     async def _wind_down(self, producer: asyncio.Task | None) -> None:
         """Book every group still around: after a completed loop the groups in flight finish and

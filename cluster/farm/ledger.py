@@ -29,6 +29,8 @@ FATES = (
     "failed",
     "dropped_end_of_run",
     "interrupted",
+    # Played by a rollout-only benchmark stage, never meant for training (`rlfarm bench rollout`).
+    "rollout_only",
 )
 
 

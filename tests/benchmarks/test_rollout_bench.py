@@ -25,6 +25,12 @@ pytestmark = pytest.mark.vllm
 
 REQUIRED = (
     "sequential_episodes_per_s",
+    "rollout_only_episodes_per_s",
+    "speedup_rollout_vs_sequential",
+    "engine_peak_tokens_per_s",
+    "engine_peak_fraction",
+    "epoch_4000_s_sequential",
+    "epoch_4000_s_farm",
     "sync_episodes_per_s",
     "async_episodes_per_s",
     "speedup_sync_vs_sequential",
@@ -107,6 +113,27 @@ def test_bench_rollout_quick_prints_one_json_with_every_stage(quick_run) -> None
     # Sync trains only on groups of the current version; async may train one version back.
     assert set(sync["staleness_histogram"]) <= {"0"}
     assert all(int(k) <= 1 for k in asyn["staleness_histogram"])
+
+    # Rollout-only: the learner idle, every played group booked as such, none trained.
+    rollout, peak = result["rollout_only"], result["engine_peak"]
+    assert rollout["mode"] == "rollout_only" and rollout["updates"] == 0
+    for key in ("episodes_per_s", "generated_tokens_per_s", "env_steps_per_s"):
+        assert rollout[key] > 0, key
+    played = rollout["settle_groups"] + rollout["groups"] + rollout["concurrent_groups"]
+    group_size = result["setup"]["group_size"]
+    assert rollout["ledger"]["started"] == played * group_size
+    assert rollout["ledger"]["rollout_only"] + rollout["ledger"]["failed"] == played * group_size
+    assert rollout["ledger"]["trained"] == 0
+    assert peak["sequences"] == rollout["concurrent_groups"] * group_size
+    assert peak["tokens_per_s"] > 0 and peak["prompt_tokens"] > 0
+    assert result["speedup_rollout_vs_sequential"] == pytest.approx(
+        rollout["episodes_per_s"] / seq["episodes_per_s"]
+    )
+    assert result["engine_peak_fraction"] == pytest.approx(
+        rollout["generated_tokens_per_s"] / peak["tokens_per_s"]
+    )
+    assert result["epoch_4000_s_sequential"] == pytest.approx(4000 / seq["env_steps_per_s"])
+    assert result["epoch_4000_s_farm"] == pytest.approx(4000 / rollout["env_steps_per_s"])
 
     assert result["sequential_episodes_per_s"] == seq["episodes_per_s"]
     assert result["speedup_sync_vs_sequential"] == pytest.approx(

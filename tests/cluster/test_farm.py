@@ -36,6 +36,7 @@ def farm_config(tmp_path_factory):
             # sometimes solve a task and sometimes not, so groups carry a learning signal.
             "run.warm_start_steps=40",
             "run.warm_start_kinds=[first_step]",
+            "run.warm_start_batch_size=16",
             "run.warm_start_lr=1e-3",
             "run.warm_start_variants=0",
             "curriculum.tiers=[warmup]",

@@ -33,6 +33,7 @@ def _command(out: Path, *extra: str) -> list[str]:
     settings = [
         f"run.out_dir={out}", "run.name=killed", "run.warm_start_steps=40",
         "run.warm_start_kinds=[first_step]", "run.warm_start_lr=1e-3",
+        "run.warm_start_batch_size=16",
         "run.warm_start_variants=0", "curriculum.tiers=[warmup]", "curriculum.start_tier=warmup",
         "curriculum.tasks=[s3-list-buckets,iam-list-users,sqs-list-queues,sns-list-topics]",
         "curriculum.holdout_fraction=0.0", "run.eval_episodes=0", f"train.updates={UPDATES}",

@@ -68,6 +68,9 @@ def test_rows_are_chats_ending_in_one_command(exported: tuple[Path, Path, dict])
         assert msgs[1] == {"role": "user", "content": render_task(SUBSET.by_id(row["task_id"]))}
         roles = [m["role"] for m in msgs[2:]]
         assert roles == ["assistant", "user"] * (len(roles) // 2) + ["assistant"]
+        # Each row teaches its last command; earlier assistant turns are context (weight 0).
+        assert "weight" not in msgs[-1]
+        assert all(m.get("weight") == 0 for m in msgs[2:-1] if m["role"] == "assistant")
         answer = msgs[-1]["content"]
         assert answer.startswith("aws ") and "\n" not in answer and answer != HINT_COMMAND
         assert row["tier"] == SUBSET.by_id(row["task_id"]).tier

@@ -57,6 +57,16 @@ def test_only_assistant_content_and_end_of_turn_are_trained(tokenizer):
     ]
 
 
+def test_weight_zero_turns_are_context_not_trained(tokenizer):
+    # A row that shows an earlier command (here: a hint request or a wrong command) teaches only
+    # its last one; the rendering is the same chat either way.
+    context = [dict(m) for m in CONVERSATION]
+    context[2]["weight"] = 0
+    ids, mask = assistant_token_mask(tokenizer, context)
+    assert ids == assistant_token_mask(tokenizer, CONVERSATION)[0]
+    assert masked_text(tokenizer, ids, mask) == ["aws s3 ls s3://bucket-a<|im_end|>"]
+
+
 def test_prefix_rendering_finds_the_same_mask_without_generation_markers(tokenizer):
     """Templates without {% generation %} markers (most hub models) get the same mask by
     rendering conversation prefixes with add_generation_prompt."""
@@ -83,6 +93,13 @@ def test_bad_data_gets_errors_that_name_the_line(tmp_path):
         load_conversations(path)
     path.write_text('{"messages": [{"role": "robot", "content": "x"}]}\n')
     with pytest.raises(ValueError, match="role"):
+        load_conversations(path)
+    bad_weight = '{"messages": [{"role": "user", "content": "hi"}, '
+    path.write_text(bad_weight + '{"role": "assistant", "content": "aws s3 ls", "weight": 2}]}\n')
+    with pytest.raises(ValueError, match=r"messages\[1\] has weight 2: only assistant"):
+        load_conversations(path)
+    path.write_text(bad_weight + '{"role": "assistant", "content": "aws s3 ls", "weight": 0}]}\n')
+    with pytest.raises(ValueError, match="the last message must be the assistant's"):
         load_conversations(path)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_conversations(tmp_path / "missing.jsonl")
