@@ -167,6 +167,7 @@ def _cmd_sft(args: argparse.Namespace) -> int:
                 merge=args.merge,
                 seed=args.seed,
                 eval_data=args.eval_data,
+                eval_before=not args.no_eval_before,
             ),
             on_step=progress.update,
         )
@@ -322,6 +323,10 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
         "--merge", action="store_true", help="lora: save a merged model (GRPO's model_path)"
     )
     sft.add_argument("--eval-data", type=Path, default=None, help="held-out JSONL: exact match")
+    sft.add_argument(
+        "--no-eval-before", action="store_true",
+        help="score --eval-data after training only (from random weights it is 0 anyway)",
+    )  # fmt: skip
     sft.add_argument("--seed", type=int, default=0)
     sft.add_argument("--json", action="store_true", help="print the result as one JSON object")
     sft.set_defaults(func=_cmd_sft)

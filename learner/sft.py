@@ -65,6 +65,9 @@ class SftOptions:
     seed: int = 0
     eval_data: Path | None = None
     eval_limit: int = 200
+    # Score eval_data before training too (False when the start is known: random weights score 0
+    # and greedy-generate to the token limit on every row, the slowest eval there is).
+    eval_before: bool = True
 
 
 @dataclass
@@ -271,7 +274,7 @@ def run_sft(
     model = AutoModelForCausalLM.from_pretrained(options.model, dtype=torch.float32)
     mode = choose_mode(options.mode, sum(p.numel() for p in model.parameters()))
     peft_config = _lora_config(options) if mode == "lora" else None
-    before = exact_match(model, tokenizer, held_out) if held_out else None
+    before = exact_match(model, tokenizer, held_out) if held_out and options.eval_before else None
     lr = options.lr if options.lr is not None else (1e-3 if mode == "full" else 2e-4)
     with tempfile.TemporaryDirectory(prefix="rlfarm-sft-") as scratch:
         args = _trainer_args(options, scratch, lr, len(rows))
