@@ -159,20 +159,20 @@ class RunSettings(_Strict):
         default=True, description="SFT-warm the built-in tiny model first if no warm model exists."
     )
     # The defaults are the make-run recipe measured in benchmarks/RESULTS.md ("Where the first
-    # make run's time goes"): 400 steps of 8 rows at 2e-3 matched 500 steps of 16 rows on held-out
-    # tasks at a fifth of the time.
+    # make run's time goes"): 600 steps of 4 rows at 1.5e-3 matched 500 steps of 16 rows on
+    # held-out tasks at a tenth of the time; 300 steps of 8 rows learned nothing.
     warm_start_steps: int = Field(
-        default=400, ge=1, description="SFT optimizer steps of the tiny model's warm start."
+        default=600, ge=1, description="SFT optimizer steps of the tiny model's warm start."
     )
     warm_start_batch_size: int = Field(
-        default=8, ge=1, description="Rows per SFT optimizer step of the tiny model's warm start."
+        default=4, ge=1, description="Rows per SFT optimizer step of the tiny model's warm start."
     )
     warm_start_kinds: list[str] = Field(
         default=["first_step", "continuation", "failure_recovery", "hint_use"],
         description="Kinds of exported SFT rows the warm start trains on.",
     )
     warm_start_lr: float = Field(
-        default=2e-3, gt=0, description="Peak learning rate of the tiny model's warm start."
+        default=1.5e-3, gt=0, description="Peak learning rate of the tiny model's warm start."
     )
     warm_start_variants: int = Field(
         default=8,
