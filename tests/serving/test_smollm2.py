@@ -10,12 +10,12 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from serving.smollm2 import MARKER, WEIGHTS, _verified, ensure_smollm2, gguf_path
+from serving.smollm2 import MARKER, WEIGHTS, _verified, gguf_path
 
 
 @pytest.fixture(scope="module")
-def converted(tmp_path_factory):
-    return ensure_smollm2(home=tmp_path_factory.mktemp("home"), log=lambda _: None)
+def converted(smollm2_path):
+    return smollm2_path
 
 
 def test_the_converted_model_is_the_gguf_model(converted):
