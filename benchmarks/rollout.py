@@ -190,8 +190,8 @@ async def _engine_peak(farm, tokenizer_path: str, sequences: int, rounds: int = 
 
     cfg = farm.config
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
-    task = load_catalog().by_id(cfg.curriculum.tasks[0]) if cfg.curriculum.tasks else None
-    task = task or load_catalog().tasks[0]
+    catalog = load_catalog()
+    task = catalog.by_id(cfg.curriculum.tasks[0]) if cfg.curriculum.tasks else catalog.tasks[0]
     conv, _ = Conversation.start(tokenizer, AwsSession.system_prompt, render_task(task))
     prompt = list(conv.token_ids)
     sampling = SamplingSpec(

@@ -315,7 +315,7 @@ def _play_sharded(
     lock = threading.Lock()
     done = [0]
 
-    def tick(_done: int, _total: int) -> None:
+    def tick() -> None:
         with lock:
             done[0] += 1
             if on_task is not None:
@@ -327,7 +327,7 @@ def _play_sharded(
             for task in shard:
                 for row in variant_rows(Catalog([task]), sources, own, seed):
                     by_task[task.id].append(row)
-                tick(0, 0)
+                tick()
         return by_task
 
     with ThreadPoolExecutor(max_workers=len(shards), thread_name_prefix="sft-export") as pool:

@@ -112,7 +112,7 @@ def load_conversations(path: Path) -> list[list[dict[str, str]]]:
     return conversations
 
 
-def _validate_messages(row: object, where: str) -> list[dict[str, str]]:
+def _validate_messages(row: object, where: str) -> list[dict]:
     messages = row.get("messages") if isinstance(row, dict) else None
     if not isinstance(messages, list) or not messages:
         raise ValueError(f"{where}: expected an object with a non-empty 'messages' list")
