@@ -78,7 +78,8 @@ def test_every_way_out_books_open_groups_and_a_resume_rolls_back_lost_updates(tm
     summary = resumed.summary()
     assert resumed.balanced and not resumed.open
     assert summary == {"started": 20, "trained": 8, "dropped_stale": 0, "dropped_zero_variance": 0,
-                       "failed": 4, "dropped_end_of_run": 0, "interrupted": 8}  # fmt: skip
+                       "failed": 4, "dropped_end_of_run": 0, "interrupted": 8,
+                       "rollout_only": 0}  # fmt: skip
     final = {(r["group_id"], r["episode"]): r for r in read_ledger(path)}
     assert len(final) == 20
     assert {final[("d", i)]["fate"] for i in range(4)} == {"interrupted"}
