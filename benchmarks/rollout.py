@@ -80,8 +80,9 @@ def bench_settings(args: argparse.Namespace) -> dict:
         "updates": args.updates or (2 if quick else 4),
         "rounds": args.rounds or (1 if quick else 2),
         "settle_updates": 0 if quick else 1,
-        "rollout_groups": args.rollout_groups or (2 if quick else 8),
-        "rollout_settle_groups": 0 if quick else 2,
+        # None: two waves of the farm's capacity (workers x groups per worker).
+        "rollout_groups": args.rollout_groups or (2 if quick else None),
+        "rollout_settle_groups": 0,
         "baseline_groups": args.baseline_groups or (1 if quick else 2),
         "sweep_workers": args.sweep_workers or ([1, 2] if quick else [1, 2, 4, 8]),
         "sweep_group_sizes": args.sweep_group_sizes or ([2, 4] if quick else [4, 8, 16]),
@@ -150,9 +151,11 @@ async def _farm_stage(
 
 
 async def _rollout_only_stage(farm, groups: int, settle: int) -> dict:
-    """The farm generating rollouts with the learner idle: ``settle`` groups warm it up, the
-    window covers the next ``groups`` completions, and the groups still in flight then (the
-    pipeline draining) finish outside it."""
+    """The farm generating rollouts with the learner idle: ``settle`` groups warm it up, then the
+    window covers the next ``groups`` completions, tail included, as an epoch would. Groups of
+    equally long episodes run in lockstep waves of the farm's capacity (a base model plays every
+    episode to ``max_steps``), so ``settle`` must be 0 or a multiple of the capacity: a count
+    that ends mid-wave would time a burst of completions instead of the work behind them."""
     capacity = farm.workers.size * farm.config.env.groups_per_worker
     marks: dict = {}
     ledger_before = farm.ledger.summary()
@@ -163,7 +166,7 @@ async def _rollout_only_stage(farm, groups: int, settle: int) -> dict:
 
     if settle == 0:
         marks[0] = await farm.totals()
-    await farm.play_only(settle + groups + capacity, on_group)
+    await farm.play_only(settle + groups, on_group)
     return {
         "mode": "rollout_only",
         "env_workers": farm.workers.size,
@@ -217,7 +220,9 @@ async def _farm_stages(farm, settings: dict, model_path: str) -> dict:
     workers, size = cfg.env.workers, cfg.rollout.group_size
     results: dict = {}
     settle = settings["settle_updates"]
-    groups, settle_groups = settings["rollout_groups"], settings["rollout_settle_groups"]
+    capacity = farm.workers.size * cfg.env.groups_per_worker
+    groups = settings["rollout_groups"] or 2 * capacity
+    settle_groups = settings["rollout_settle_groups"]
     _log(f"farm rollout-only: {settle_groups} + {groups} groups (the first {settle_groups} not "
          f"measured), learner idle")  # fmt: skip
     results["rollout_only"] = await _rollout_only_stage(farm, groups, settle_groups)

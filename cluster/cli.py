@@ -311,7 +311,7 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
     sft.add_argument("--out", type=Path, required=True, help="output directory (replaced)")
     sft.add_argument("--model", default="builtin:tiny", help="base model (default: %(default)s)")
     sft.add_argument("--mode", choices=["auto", "full", "lora"], default="auto",
-                     help="auto: full for models under 200M parameters, else lora")  # fmt: skip
+                     help="auto: full for models up to 50M parameters, else lora")  # fmt: skip
     sft.add_argument("--epochs", type=float, default=3.0, help="passes over the data")
     sft.add_argument("--max-steps", type=int, default=-1, help="optimizer steps; overrides epochs")
     sft.add_argument("--lr", type=float, default=None, help="default 1e-3 full, 2e-4 lora")
@@ -396,7 +396,8 @@ def _add_rollout_bench(bench: argparse._SubParsersAction) -> None:
         help="sync/async rounds, alternating which mode goes first (ABBA), summed per mode",
     )  # fmt: skip
     rollout.add_argument("--rollout-groups", type=int, default=None,
-                         help="groups measured in the rollout-only stage (default 8)")  # fmt: skip
+                         help="groups measured in the rollout-only stage (default: two "
+                              "waves of workers x groups per worker)")  # fmt: skip
     rollout.add_argument("--quick", action="store_true", help="tiny sizes (tests): 2 updates, G=4")
     rollout.add_argument("--no-sweep", action="store_true", help="skip the worker and G sweeps")
     rollout.add_argument("--no-routing", action="store_true",

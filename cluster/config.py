@@ -156,23 +156,31 @@ class RunSettings(_Strict):
         description="torch threads of the learner actor (CPU training; on a GPU 1 is enough).",
     )
     warm_start: bool = Field(
-        default=True, description="SFT-warm the built-in tiny model first if no warm model exists."
+        default=True,
+        description="SFT-warm the model on the AWS env's demonstrations first (built once, "
+        "then cached).",
+    )
+    warm_start_mode: Literal["auto", "full", "lora"] = Field(
+        default="auto",
+        description="How the warm start trains: the whole model, or a LoRA adapter merged into "
+        "it afterwards; auto picks full up to 50M parameters (the tiny model starts random) and "
+        "lora above (SmolLM2-135M and larger keep their pretraining).",
     )
     # The defaults are the make-run recipe measured in benchmarks/RESULTS.md ("Where the first
     # make run's time goes"): 600 steps of 4 rows at 1.5e-3 matched 500 steps of 16 rows on
     # held-out tasks at a tenth of the time; 300 steps of 8 rows learned nothing.
     warm_start_steps: int = Field(
-        default=600, ge=1, description="SFT optimizer steps of the tiny model's warm start."
+        default=600, ge=1, description="SFT optimizer steps of the warm start."
     )
     warm_start_batch_size: int = Field(
-        default=4, ge=1, description="Rows per SFT optimizer step of the tiny model's warm start."
+        default=4, ge=1, description="Rows per SFT optimizer step of the warm start."
     )
     warm_start_kinds: list[str] = Field(
         default=["first_step", "continuation", "failure_recovery", "hint_use"],
         description="Kinds of exported SFT rows the warm start trains on.",
     )
     warm_start_lr: float = Field(
-        default=1.5e-3, gt=0, description="Peak learning rate of the tiny model's warm start."
+        default=1.5e-3, gt=0, description="Peak learning rate of the warm start."
     )
     warm_start_variants: int = Field(
         default=8,

@@ -1,11 +1,13 @@
-"""Make the run's model ready: a hub id or path is used as is; the built-in tiny model is built and,
-if ``run.warm_start``, SFT-warmed on the env's exported demonstrations first.
+"""Make the run's model ready: resolve it (a hub id or path as is; a ``builtin:`` model built or
+converted once), then, if ``run.warm_start``, SFT-warm it on the env's exported demonstrations.
 
 The warm start exports SFT rows (``env.sft_export``) for the *training* tasks only — the tasks the
 farm holds out for its before/after evaluation are never shown to the model — plus renamed variants
 of them (``env.task_variants``: same logic, fresh resource names, so names are read from the task
-rather than memorised), and fine-tunes the whole tiny model (its weights start random) with
-``learner.sft``. The result is cached under
+rather than memorised), and fine-tunes with ``learner.sft``: the whole model when it is small (the
+tiny model's weights start random), a LoRA adapter merged into the base when it is large (a real
+pretrained model keeps its pretraining; GRPO's own LoRA then trains on the merged model). The result
+is cached under
 ``$RLFARM_HOME/models/`` keyed by the base model and the recipe, and written atomically.
 """
 
@@ -26,15 +28,15 @@ WARM_START_RECIPE = 3
 
 
 def prepare_model(config: FarmConfig, log=print) -> str:
-    from cluster.model_registry import build_default_model, resolve_model
+    from cluster.model_registry import resolve_model
 
-    if config.model != "builtin:tiny" or not config.run.warm_start:
-        return resolve_model(config.model)
+    base = resolve_model(config.model)
+    if not config.run.warm_start:
+        return base
     if not config.env.is_aws:
         # The warm start's demonstrations are the AWS env's solutions; another env starts cold.
         log(f"warm start: skipped (it teaches the AWS env; env.backend is {config.env.backend!r})")
-        return resolve_model(config.model)
-    base = build_default_model()
+        return base
     return str(warm_start(base, config, log))
 
 
@@ -47,11 +49,16 @@ def _train_catalog(config: FarmConfig):
     return Catalog([t for t in catalog.tasks if t.id in keep])
 
 
-def warm_recipe(base: Path, config: FarmConfig):
-    """(recipe, cache directory, training catalog) of ``config``'s warm start of ``base``."""
+def warm_recipe(base: str | Path, config: FarmConfig):
+    """(recipe, cache directory, training catalog) of ``config``'s warm start of ``base`` (a local
+    model directory or a hub id)."""
+    from serving.tiny_model import rlfarm_home
+
     catalog = _train_catalog(config)
+    name = Path(base).name if Path(base).is_dir() else str(base).replace("/", "--")
     recipe = {
-        "base": base.name,
+        "base": name,
+        "mode": config.run.warm_start_mode,
         "tasks": sorted(t.id for t in catalog.tasks),
         "steps": config.run.warm_start_steps,
         "kinds": sorted(config.run.warm_start_kinds),
@@ -62,10 +69,10 @@ def warm_recipe(base: Path, config: FarmConfig):
         "recipe": WARM_START_RECIPE,
     }
     key = hashlib.sha256(json.dumps(recipe).encode()).hexdigest()[:12]
-    return recipe, base.parent / f"{base.name}-sft-{key}", catalog
+    return recipe, rlfarm_home() / "models" / f"{name}-sft-{key}", catalog
 
 
-def warm_start(base: Path, config: FarmConfig, log=print) -> Path:
+def warm_start(base: str | Path, config: FarmConfig, log=print) -> Path:
     """The SFT-warmed copy of ``base`` (built on first use, then cached)."""
     from env.sft_export import export_sft, export_workers
     from learner.sft import SftOptions, run_sft
@@ -97,20 +104,21 @@ def warm_start(base: Path, config: FarmConfig, log=print) -> Path:
                     data=data,
                     out=staging,
                     model=str(base),
-                    mode="full",
+                    mode=config.run.warm_start_mode,
+                    merge=True,  # the engines and GRPO's LoRA load it as a plain base model
                     max_steps=config.run.warm_start_steps,
                     lr=config.run.warm_start_lr,
                     batch_size=config.run.warm_start_batch_size,
                     max_length=config.engine.max_model_len,
                     eval_data=data.with_name(f"{data.stem}.val.jsonl"),
-                    eval_before=False,  # the tiny model starts from random weights
+                    eval_before=False,  # `rlfarm eval` scores the base model when wanted
                     seed=config.run.seed,
                 ),
                 on_step=sft_progress.update,
             )
         log(
-            f"warm start: {result.seconds:.0f}s, exact match on the SFT validation tasks "
-            f"{result.exact_match_after}"
+            f"warm start: {result.mode} fine-tune, {result.seconds:.0f}s, exact match on the SFT "
+            f"validation tasks {result.exact_match_after}"
         )
         (staging / "rlfarm_warm_start.json").write_text(
             json.dumps({"recipe": recipe, "exports": counts, "sft": _plain(result)}, indent=1)

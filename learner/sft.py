@@ -14,8 +14,9 @@ Two modes:
 - ``full``: every weight trains and ``out`` becomes a new base model directory (model +
   tokenizer). Needed for the built-in tiny model, whose weights start random; GRPO's LoRA then
   sits on top of the result.
-- ``lora``: a peft adapter trains on a frozen base (how real models such as Qwen2.5-Coder-3B are
-  warm-started); ``out`` holds the adapter, or with ``merge`` a merged full model.
+- ``lora``: a peft adapter trains on a frozen base (how real models such as SmolLM2-135M or
+  Qwen2.5-Coder-3B are warm-started); ``out`` holds the adapter, or with ``merge`` a merged full
+  model.
 
 ``auto`` picks full below ``FULL_FINETUNE_MAX_PARAMS`` parameters and lora above.
 """
@@ -38,8 +39,9 @@ import torch
 from transformers import TrainerCallback
 
 Mode = Literal["auto", "full", "lora"]
-# Below this size a full fine-tune is cheap and a randomly initialised model needs one.
-FULL_FINETUNE_MAX_PARAMS = 200_000_000
+# Below this size a full fine-tune is cheap and a randomly initialised model (the tiny one, 4M)
+# needs one; pretrained models from SmolLM2-135M up keep their pretraining under a LoRA.
+FULL_FINETUNE_MAX_PARAMS = 50_000_000
 ROLES = ("system", "user", "assistant", "tool")
 GENERATION_MARKER = re.compile(r"\{%-?\s*generation\s*-?%\}")
 

@@ -62,6 +62,20 @@ class EngineConfig(BaseModel):
     cpu_kv_cache_gib: float = Field(
         default=0.25, gt=0, description="KV cache size per engine on CPU, in GiB."
     )
+    cpu_threads: int = Field(
+        default=1,
+        ge=1,
+        description="Torch threads of an engine on CPU. Ray still books one CPU for it: more "
+        "threads let the engine use cores the learner leaves idle (rollouts while it waits for "
+        "a batch), at the price of contention while both run.",
+    )
+    block_size: int | None = Field(
+        default=None,
+        ge=16,
+        description="KV-cache block size in tokens (None: vLLM's default, 128 on CPU). The prefix "
+        "cache reuses whole blocks only, so each new turn of an episode recomputes its last "
+        "partial block; smaller blocks recompute less.",
+    )
     enable_prefix_caching: bool = Field(
         default=True, description="Reuse KV of shared prefixes (keyed per adapter version)."
     )

@@ -97,6 +97,7 @@ class Engine:
             max_lora_rank=cfg.max_lora_rank,
             lora_target_modules=cfg.vllm_lora_modules(),
             enable_prefix_caching=cfg.enable_prefix_caching,
+            block_size=cfg.block_size,
             max_num_seqs=cfg.max_num_seqs,
             seed=cfg.seed,
             tensor_parallel_size=cfg.tensor_parallel_size,
@@ -115,6 +116,9 @@ class Engine:
             # process (AsyncLLM keeps its own engine-core process either way). GPUs keep vLLM's
             # normal executors.
             os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+            # Ray gives an actor OMP_NUM_THREADS = its CPUs (1); vLLM's engine-core process,
+            # spawned from here, takes its torch threads from it.
+            os.environ["OMP_NUM_THREADS"] = str(cfg.cpu_threads)
             kwargs["distributed_executor_backend"] = "uni"
             kwargs["kv_cache_memory_bytes"] = int(cfg.cpu_kv_cache_gib * 1024**3)
         else:

@@ -4,8 +4,8 @@
     rlfarm eval --model PATH [--adapter DIR] [--config FILE] [--mode dataset|live|both]
     rlfarm eval --endpoint URL --endpoint-model NAME [--config FILE]
 
-Targets of ``--compare``: ``base`` is the model before any training (the built-in tiny model
-before its warm start), ``sft`` the model the run trained from (``summary.json``'s ``model``),
+Targets of ``--compare``: ``base`` is the model before any training (``model`` before its warm
+start), ``sft`` the model the run trained from (``summary.json``'s ``model``),
 ``grpo`` the run's newest adapter on top of ``sft``. Held-out tasks are the run's own split
 (``config.yaml`` in the run dir, or ``--config``). Targets on the same model share one engine,
 each pinned to its adapter version (0 = the model itself).
@@ -65,11 +65,9 @@ def newest_adapter(run_dir: Path) -> Path:
 
 
 def base_model(config: FarmConfig) -> str:
-    """The model before any training: the tiny model before its warm start, or ``model``."""
-    from cluster.model_registry import build_default_model, resolve_model
+    """The model before any training: ``model`` resolved, before its warm start."""
+    from cluster.model_registry import resolve_model
 
-    if config.model == "builtin:tiny":
-        return str(build_default_model())
     return resolve_model(config.model)
 
 

@@ -19,7 +19,8 @@ DATASET_COLUMNS = (
 )  # fmt: skip
 LIVE_COLUMNS = (
     ("episodes", "episodes", "int"), ("failed", "env failed", "int"),
-    ("reward", "mean reward", "num"), ("completion_rate", "completion%", "pct"),
+    ("reward", "mean reward", "num"), ("reward_se", "± se", "num"),
+    ("completion_rate", "completion%", "pct"), ("completion_ci95", "95% CI", "ci"),
     ("steps_to_complete", "steps to complete", "num"), ("max_progress", "max progress", "num"),
     ("hint_rate", "hint use%", "pct"), ("format_failure_rate", "format fail%", "pct"),
 )  # fmt: skip
@@ -30,6 +31,9 @@ def _cell(value, kind: str) -> str:
         return "–"
     if kind == "pct":
         return f"{100 * value:.0f}%"
+    if kind == "ci":
+        low, high = value
+        return f"{100 * low:.0f}-{100 * high:.0f}%"
     if kind == "int":
         return str(int(value))
     if kind == "sec":

@@ -11,7 +11,9 @@ Dataset metrics of a reply against the reference command of a held-out SFT row:
 
 from __future__ import annotations
 
+import math
 import shlex
+import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -140,12 +142,32 @@ def record_from_trajectory(traj: Trajectory) -> EpisodeRecord:
     )
 
 
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
+    """The Wilson score interval of a success rate (95% at z=1.96); None without trials. Unlike
+    p +- z*se it stays inside [0, 1] and is not zero-width at 0 or n successes, which is where
+    held-out success rates of small models sit."""
+    if n == 0:
+        return None
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def standard_error(values: Sequence[float]) -> float | None:
+    """The standard error of the mean of ``values`` (sample standard deviation / sqrt(n))."""
+    if len(values) < 2:
+        return None
+    return statistics.stdev(values) / math.sqrt(len(values))
+
+
 def live_summary(episodes: Sequence[EpisodeRecord]) -> dict[str, dict]:
     """Per tier and ``all``: reward, completion, steps to complete, progress, hints, format.
 
     Episodes the env failed are reported in ``failed`` and excluded from the rates: an env
     outage says nothing about the policy. ``steps_to_complete`` averages completed episodes only
     (None when none completed); ``format_failure_rate`` is over turns, the others over episodes.
+    The noise of a comparison: ``completion_ci95`` (Wilson) and ``reward_se`` over episodes.
     """
     out = {}
     for tier, group in _by_tier(episodes, lambda e: e.tier).items():
@@ -155,7 +177,9 @@ def live_summary(episodes: Sequence[EpisodeRecord]) -> dict[str, dict]:
             "episodes": len(played),
             "failed": len(group) - len(played),
             "reward": _mean([e.reward for e in played]),
+            "reward_se": standard_error([e.reward for e in played]),
             "completion_rate": _mean([float(e.achieved) for e in played]),
+            "completion_ci95": wilson_interval(sum(e.achieved for e in played), len(played)),
             "steps_to_complete": _mean([float(e.steps) for e in played if e.achieved]),
             "max_progress": _mean([e.max_progress for e in played]),
             "hint_rate": _mean([float(e.hints_used > 0) for e in played]),

@@ -25,6 +25,7 @@ from cluster.evaluation.scoring import (
     dataset_summary,
     live_summary,
     score_reply,
+    wilson_interval,
 )
 from cluster.task_split import TaskRef
 from rollout.episode import EpisodeLimits
@@ -98,11 +99,21 @@ def test_live_summary_definitions():
         EpisodeRecord("c", "warmup", 0, 0.0, False, 0, 0.0, 0, 0, error="env reset failed"),
     ]
     s = live_summary(episodes)["warmup"]
+    assert s.pop("reward_se") == pytest.approx(0.4)  # stdev(1.0, 0.2) / sqrt(2)
+    assert s.pop("completion_ci95") == wilson_interval(1, 2)
     assert s == {
         "episodes": 2, "failed": 1, "reward": 0.6, "completion_rate": 0.5,
         "steps_to_complete": 2.0, "max_progress": 0.75, "hint_rate": 0.5,
         "format_failure_rate": 1 / 6,
     }  # fmt: skip
+
+
+def test_wilson_interval_matches_published_values():
+    # Wilson 95% intervals as tabulated by Newcombe (1998): 0/10 and 5/10 successes.
+    low, high = wilson_interval(0, 10)
+    assert low == 0.0 and high == pytest.approx(0.2775, abs=1e-4)
+    assert wilson_interval(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
+    assert wilson_interval(0, 0) is None
 
 
 def test_chat_url_accepts_root_or_v1_base():

@@ -107,6 +107,7 @@ def test_bad_data_gets_errors_that_name_the_line(tmp_path):
 
 def test_mode_follows_model_size_unless_explicit():
     assert choose_mode("auto", 4_000_000) == "full"
+    assert choose_mode("auto", 134_515_008) == "lora"  # SmolLM2-135M keeps its pretraining
     assert choose_mode("auto", 3_000_000_000) == "lora"
     assert choose_mode("lora", 4_000_000) == "lora"
 
