@@ -172,6 +172,7 @@ def live_summary(episodes: Sequence[EpisodeRecord]) -> dict[str, dict]:
     out = {}
     for tier, group in _by_tier(episodes, lambda e: e.tier).items():
         played = [e for e in group if not e.error]
+        solved = sum(e.achieved for e in played)
         turns = sum(e.steps for e in played)
         out[tier] = {
             "episodes": len(played),
@@ -179,7 +180,7 @@ def live_summary(episodes: Sequence[EpisodeRecord]) -> dict[str, dict]:
             "reward": _mean([e.reward for e in played]),
             "reward_se": standard_error([e.reward for e in played]),
             "completion_rate": _mean([float(e.achieved) for e in played]),
-            "completion_ci95": wilson_interval(sum(e.achieved for e in played), len(played)),
+            "completion_ci95": _listed(wilson_interval(solved, len(played))),
             "steps_to_complete": _mean([float(e.steps) for e in played if e.achieved]),
             "max_progress": _mean([e.max_progress for e in played]),
             "hint_rate": _mean([float(e.hints_used > 0) for e in played]),
@@ -188,6 +189,11 @@ def live_summary(episodes: Sequence[EpisodeRecord]) -> dict[str, dict]:
             ),
         }
     return _ordered(out)
+
+
+def _listed(interval: tuple[float, float] | None) -> list[float] | None:
+    """An interval as JSON writes and reads it back (results.json round-trips equal)."""
+    return None if interval is None else list(interval)
 
 
 def _ordered(summary: dict[str, dict]) -> dict[str, dict]:

@@ -100,7 +100,7 @@ def test_live_summary_definitions():
     ]
     s = live_summary(episodes)["warmup"]
     assert s.pop("reward_se") == pytest.approx(0.4)  # stdev(1.0, 0.2) / sqrt(2)
-    assert s.pop("completion_ci95") == wilson_interval(1, 2)
+    assert s.pop("completion_ci95") == list(wilson_interval(1, 2))
     assert s == {
         "episodes": 2, "failed": 1, "reward": 0.6, "completion_rate": 0.5,
         "steps_to_complete": 2.0, "max_progress": 0.75, "hint_rate": 0.5,
@@ -195,7 +195,10 @@ def test_report_tables_charts_and_results(right_script, tmp_path):
     assert "| target | n | errs | fmt% | +xtr% | exact% | svc% | op% | lat (s) | len |" in text
     assert "### grpo by tier" in text and "| warmup | 2 | 0 |" in text
     # No completed beginner episode: no steps to complete, shown as a dash.
-    assert re.search(r"\| beginner \| 2 \| 0 \| -?\d+\.\d\d \| 0% \| – \|", text)
+    # Columns: episodes, env failed, reward, its standard error, completion, its 95% CI, steps.
+    assert re.search(
+        r"\| beginner \| 2 \| 0 \| -?\d+\.\d\d \| \d+\.\d\d \| 0% \| 0-66% \| – \|", text
+    )
     assert json.loads((tmp_path / "results.json").read_text()) == results
     for name in ("dataset.png", "live_completion_rate.png", "live_reward.png"):
         assert f"]({name})" in text
