@@ -7,8 +7,7 @@ of them (``env.task_variants``: same logic, fresh resource names, so names are r
 rather than memorised), and fine-tunes with ``learner.sft``: the whole model when it is small (the
 tiny model's weights start random), a LoRA adapter merged into the base when it is large (a real
 pretrained model keeps its pretraining; GRPO's own LoRA then trains on the merged model). The result
-is cached under
-``$RLFARM_HOME/models/`` keyed by the base model and the recipe, and written atomically.
+is cached under ``$RLFARM_HOME/models/`` keyed by the base model and the recipe, written atomically.
 """
 
 from __future__ import annotations
