@@ -64,14 +64,9 @@ def newest_adapter(run_dir: Path) -> Path:
     return adapters[-1]
 
 
-def base_model(config: FarmConfig) -> str:
-    """The model before any training: ``model`` resolved, before its warm start."""
+def compare_targets(names: list[str], run_dir: Path, config: FarmConfig) -> list[Target]:
     from cluster.model_registry import resolve_model
 
-    return resolve_model(config.model)
-
-
-def compare_targets(names: list[str], run_dir: Path, config: FarmConfig) -> list[Target]:
     unknown = [n for n in names if n not in COMPARE_NAMES]
     if unknown or not names:
         raise ValueError(f"--compare {','.join(names)}: use some of {','.join(COMPARE_NAMES)}")
@@ -85,8 +80,8 @@ def compare_targets(names: list[str], run_dir: Path, config: FarmConfig) -> list
         trained = json.loads(summary_path.read_text())["model"]
     out = []
     for name in names:
-        if name == "base":
-            out.append(Target("base", model=base_model(config)))
+        if name == "base":  # ``model`` as resolved, before its warm start
+            out.append(Target("base", model=resolve_model(config.model)))
         elif name == "sft":
             out.append(Target("sft", model=trained))
         else:
