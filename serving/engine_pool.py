@@ -173,14 +173,16 @@ class EnginePool:
             await self.board.publish.remote(shipped)
         refs = [h.load_adapter.remote(shipped) for h in self.handles]
         results = self._survivors(await self._bounded(refs, f"loading adapter v{adapter.version}"))
-        bad = [r for r in results if r is not None and not r.matches]
+        # A dead engine's error stays in ``results`` as a value: only real probe answers are judged.
+        results = [r for r in results if isinstance(r, ProbeResult)]
+        bad = [r for r in results if not r.matches]
         if bad:
             worst = max(bad, key=lambda r: r.max_abs_diff)
             raise AdapterVerificationError(
                 f"adapter v{adapter.version} did not land as published on {worst.engine_id}: "
                 f"{_what_went_wrong(worst)}; refusing to sample from an unverified policy"
             )
-        return [r for r in results if r is not None]
+        return results
 
     async def health(self) -> list[dict]:
         """Each engine's health report (``alive`` False for one Ray is restarting); raises

@@ -163,3 +163,29 @@ def test_health_reports_load_and_identity(pool, run):
     assert report["in_flight"] == 0
     assert report["served"] >= 1
     assert report["busy_s"] <= report["uptime_s"]
+
+
+def test_adapter_broadcast_skips_an_engine_that_is_down(pool, reference, versions, run):
+    """An engine dying while an adapter is broadcast is routed around, not read as a probe
+    answer (the async farm test once hit this with Ray's ActorUnavailableError)."""
+    import ray
+
+    from serving.engine_pool import EnginePool
+
+    @ray.remote(num_cpus=0)
+    class Gone:
+        def load_adapter(self, adapter) -> None: ...
+
+        def ready(self) -> None: ...
+
+    dead = Gone.remote()
+    ray.kill(dead, no_restart=True)
+    mixed = EnginePool(handles=[pool.handles[0], dead], config=pool.config)
+    adapter = reference.publish(versions(), reference.make_adapter(seed=61))
+    results = run(mixed.load_adapter(adapter))
+    assert [r.engine_id for r in results] == ["engine-0"] and results[0].matches
+    assert 1 in mixed._recovering  # the dead one is routed around while it (never) comes back
+    out = run(mixed.generate(reference.prompt("after the broadcast"), GREEDY))
+    assert out.adapter_version == adapter.version
+    mixed._recovering[1].cancel()
+    run(asyncio.sleep(0))  # let the cancelled watcher finish inside the shared loop
