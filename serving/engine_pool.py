@@ -63,8 +63,16 @@ class EnginePool:
         """Start ``num_engines`` engine actors and wait (bounded) until each can serve.
         ``placements``: Ray options per engine (its resources and placement-group slot, from
         ``cluster.placement``); by default each takes one CPU, and its GPU share on a GPU."""
-        import ray
+        pool = cls.launch(config, num_engines, placements)
+        pool.wait_ready()
+        return pool
 
+    @classmethod
+    def launch(
+        cls, config: EngineConfig, num_engines: int = 1, placements: list[dict] | None = None
+    ) -> EnginePool:
+        """Create the engine actors without waiting for them (``wait_ready`` does): a farm starts
+        its learner and env workers while the engines load, instead of after."""
         from serving.engine import adapter_board_class, engine_actor_class
 
         actor = engine_actor_class()
@@ -80,13 +88,18 @@ class EnginePool:
             ).remote(config, f"engine-{i}", board)
             for i in range(num_engines)
         ]
+        return cls(handles=handles, config=config, board=board)
+
+    def wait_ready(self) -> None:
+        """Block until every engine can serve; ``EngineUnavailableError`` past the bound."""
+        import ray
+
         try:
-            ray.get([h.ready.remote() for h in handles], timeout=STARTUP_TIMEOUT_S)
+            ray.get([h.ready.remote() for h in self.handles], timeout=STARTUP_TIMEOUT_S)
         except ray.exceptions.GetTimeoutError as exc:
             raise EngineUnavailableError(
                 f"engines did not start within {STARTUP_TIMEOUT_S:.0f}s"
             ) from exc
-        return cls(handles=handles, config=config, board=board)
 
     def _pick(self, route_key: str | None = None) -> int | None:
         """The engine for a request (None: every engine is restarting).

@@ -74,7 +74,9 @@ def start_parts(config: FarmConfig, model_path: str) -> FarmParts:
     from serving.engine_pool import EnginePool
 
     placement = FarmPlacement.reserve(config)
-    pool = EnginePool.start(
+    # Engines, learner and workers load at once (each is mostly imports and a model load); the
+    # waits come after. The workers only hold the pool's handles until their first request.
+    pool = EnginePool.launch(
         config.engine.with_model(model_path), config.run.engines, placement.engines
     )
     learner = create_learner_actor(
@@ -94,5 +96,6 @@ def start_parts(config: FarmConfig, model_path: str) -> FarmParts:
     workers = RolloutWorkerSet(factory=start_worker)
     workers.resize(env.workers)
     control = start_control(config.run.name, env.workers)
+    pool.wait_ready()
     ray.get(learner.state.remote(), timeout=LEARNER_START_TIMEOUT_S)
     return FarmParts(pool, learner, workers, control, placement)
