@@ -82,7 +82,6 @@ def bench_settings(args: argparse.Namespace) -> dict:
         "settle_updates": 0 if quick else 1,
         # None: two waves of the farm's capacity (workers x groups per worker).
         "rollout_groups": args.rollout_groups or (2 if quick else None),
-        "rollout_settle_groups": 0,
         "baseline_groups": args.baseline_groups or (1 if quick else 2),
         "sweep_workers": args.sweep_workers or ([1, 2] if quick else [1, 2, 4, 8]),
         "sweep_group_sizes": args.sweep_group_sizes or ([2, 4] if quick else [4, 8, 16]),
@@ -150,31 +149,27 @@ async def _farm_stage(
     }
 
 
-async def _rollout_only_stage(farm, groups: int, settle: int) -> dict:
-    """The farm generating rollouts with the learner idle: ``settle`` groups warm it up, then the
-    window covers the next ``groups`` completions, tail included, as an epoch would. Groups of
-    equally long episodes run in lockstep waves of the farm's capacity (a base model plays every
-    episode to ``max_steps``), so ``settle`` must be 0 or a multiple of the capacity: a count
-    that ends mid-wave would time a burst of completions instead of the work behind them."""
-    capacity = farm.workers.size * farm.config.env.groups_per_worker
-    marks: dict = {}
+async def _rollout_only_stage(farm, groups: int) -> dict:
+    """The farm generating rollouts with the learner idle, timed over ``groups`` whole groups
+    from the start, tail included, as an epoch would be. Groups of equally long episodes run in
+    lockstep waves of the farm's capacity (a base model plays every episode to ``max_steps``), so
+    the window spans whole waves: one that started or ended mid-wave would time a burst of
+    completions instead of the work behind them."""
     ledger_before = farm.ledger.summary()
+    marks = {0: await farm.totals()}
 
     async def on_group(finished: int) -> None:
-        if finished in (settle, settle + groups):
-            marks[finished] = await farm.totals()
+        if finished == groups:
+            marks[groups] = await farm.totals()
 
-    if settle == 0:
-        marks[0] = await farm.totals()
-    await farm.play_only(settle + groups, on_group)
+    await farm.play_only(groups, on_group)
     return {
         "mode": "rollout_only",
         "env_workers": farm.workers.size,
         "group_size": farm.group_size,
-        "settle_groups": settle,
         "groups": groups,
-        "concurrent_groups": capacity,
-        **marks[settle].rates(marks[settle + groups], engines=farm.config.run.engines),
+        "concurrent_groups": farm.workers.size * farm.config.env.groups_per_worker,
+        **marks[0].rates(marks[groups], engines=farm.config.run.engines),
         "ledger": {k: v - ledger_before[k] for k, v in farm.ledger.summary().items()},
     }
 
@@ -220,12 +215,9 @@ async def _farm_stages(farm, settings: dict, model_path: str) -> dict:
     workers, size = cfg.env.workers, cfg.rollout.group_size
     results: dict = {}
     settle = settings["settle_updates"]
-    capacity = farm.workers.size * cfg.env.groups_per_worker
-    groups = settings["rollout_groups"] or 2 * capacity
-    settle_groups = settings["rollout_settle_groups"]
-    _log(f"farm rollout-only: {settle_groups} + {groups} groups (the first {settle_groups} not "
-         f"measured), learner idle")  # fmt: skip
-    results["rollout_only"] = await _rollout_only_stage(farm, groups, settle_groups)
+    groups = settings["rollout_groups"] or 2 * farm.workers.size * cfg.env.groups_per_worker
+    _log(f"farm rollout-only: {groups} groups, learner idle")
+    results["rollout_only"] = await _rollout_only_stage(farm, groups)
     _log(f"farm rollout-only: {_brief(results['rollout_only'])}")
     sequences = results["rollout_only"]["concurrent_groups"] * size
     results["engine_peak"] = await _engine_peak(farm, model_path, sequences)
