@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cluster.config import ConfigError, FarmConfig, load_config
+from cluster.progress import Progress
 from rollout.episode import EpisodeLimits
 
 MODES = ("dataset", "live", "both")
@@ -123,7 +124,17 @@ async def score_policy(
 
     result: dict = {"dataset": None, "live": None}
     if opts.mode in ("dataset", "both"):
-        scored = await evaluate_rows(policy, rows, opts.max_tokens, opts.dataset_concurrency)
+        with Progress(f"eval {policy.name}: dataset", len(rows), "rows") as bar:
+            exact = 0
+
+            def row_done(row) -> None:
+                nonlocal exact
+                exact += bool(row.score.exact)
+                bar.advance(note=f"exact {exact}/{bar.n + 1}")
+
+            scored = await evaluate_rows(
+                policy, rows, opts.max_tokens, opts.dataset_concurrency, row_done
+            )
         _write_jsonl(out_dir / f"{policy.name}.dataset.jsonl", scored)
         result["dataset"] = dataset_summary(scored)
     if opts.mode in ("live", "both"):
@@ -137,7 +148,18 @@ async def score_policy(
         async def play(task, seed: int):
             return await policy.play(task.id, task.tier, seed, new_env, limits, timeout)
 
-        episodes = await evaluate_live(play, tasks, opts.episodes, opts.live_concurrency)
+        total = len(tasks) * opts.episodes
+        with Progress(f"eval {policy.name}: live", total, "episodes") as bar:
+            solved = 0
+
+            def episode_done(record) -> None:
+                nonlocal solved
+                solved += bool(record.achieved)
+                bar.advance(note=f"solved {solved}/{bar.n + 1}")
+
+            episodes = await evaluate_live(
+                play, tasks, opts.episodes, opts.live_concurrency, episode_done
+            )
         _write_jsonl(out_dir / f"{policy.name}.live.jsonl", episodes)
         result["live"] = live_summary(episodes)
     return result

@@ -11,7 +11,7 @@ import asyncio
 import json
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from cluster.evaluation.scoring import RowResult, RowScore, score_reply
@@ -48,10 +48,12 @@ def heldout_rows(task_ids: Sequence[str], cache_dir: Path, seed: int) -> list[di
 
 
 async def evaluate_rows(
-    policy, rows: Sequence[dict], max_tokens: int = DEFAULT_MAX_TOKENS, concurrency: int = 1
-) -> list[RowResult]:
+    policy, rows: Sequence[dict], max_tokens: int = DEFAULT_MAX_TOKENS, concurrency: int = 1,
+    on_row: Callable[[RowResult], None] | None = None,
+) -> list[RowResult]:  # fmt: skip
     """Score ``policy``'s greedy reply to every row. ``concurrency`` 1 makes ``latency_s`` the
-    unloaded per-call latency; a failed request scores as a reply with no command."""
+    unloaded per-call latency; a failed request scores as a reply with no command. ``on_row``
+    sees each result as it is scored (progress)."""
     gate = asyncio.Semaphore(concurrency)
 
     async def one(row: dict) -> RowResult:
@@ -66,9 +68,12 @@ async def evaluate_rows(
                 reply, error = "", f"{type(exc).__name__}: {exc}"
             latency = time.perf_counter() - started
         score = score_reply(reply, reference) if not error else RowScore(*[False] * 5, None)
-        return RowResult(
+        result = RowResult(
             task_id=row["task_id"], tier=row["tier"], kind=row.get("kind", ""), reply=reply,
             reference=reference, score=score, latency_s=latency, error=error,
         )  # fmt: skip
+        if on_row is not None:
+            on_row(result)
+        return result
 
     return list(await asyncio.gather(*(one(r) for r in rows)))

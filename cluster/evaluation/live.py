@@ -22,14 +22,19 @@ PlayEpisode = Callable[[Any, int], Awaitable[EpisodeRecord]]
 
 
 async def evaluate_live(
-    play: PlayEpisode, tasks: Sequence, episodes: int = 1, concurrency: int = 4
-) -> list[EpisodeRecord]:
-    """One record per (task, seed); ``tasks`` are anything with ``.id`` and ``.tier``."""
+    play: PlayEpisode, tasks: Sequence, episodes: int = 1, concurrency: int = 4,
+    on_episode: Callable[[EpisodeRecord], None] | None = None,
+) -> list[EpisodeRecord]:  # fmt: skip
+    """One record per (task, seed); ``tasks`` are anything with ``.id`` and ``.tier``.
+    ``on_episode`` sees each record as its episode ends (progress)."""
     gate = asyncio.Semaphore(concurrency)
 
     async def one(task, seed: int) -> EpisodeRecord:
         async with gate:
-            return await play(task, seed)
+            record = await play(task, seed)
+        if on_episode is not None:
+            on_episode(record)
+        return record
 
     return list(await asyncio.gather(*(one(t, seed) for t in tasks for seed in range(episodes))))
 

@@ -58,9 +58,14 @@ def _jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_compare_base_sft_grpo_writes_report(ray_runtime, run_dir):
+def test_compare_base_sft_grpo_writes_report(ray_runtime, run_dir, capsys):
     argv = ["eval", "--run", str(run_dir), "--compare", "base,sft,grpo", "--max-rows", "4"]
     assert _cli(argv) == 0
+    # Progress of each phase, as plain lines off a terminal, ending at its total.
+    progress = capsys.readouterr().err
+    for name in ("base", "sft", "grpo"):
+        assert f"eval {name}: dataset: 4/4 rows (100%)" in progress
+        assert f"eval {name}: live: 2/2 episodes (100%)" in progress
     out = run_dir / "eval"
     results = json.loads((out / "results.json").read_text())
     assert list(results) == ["base", "sft", "grpo"]
