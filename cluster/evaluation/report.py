@@ -71,7 +71,11 @@ def markdown(results: dict[str, dict], charts: dict[str, str]) -> str:
     return "\n".join(out) + "\n"
 
 
-def _bars(path: Path, groups: list[str], series: dict[str, list[float]], title: str, ylabel: str):
+def _bars(
+    path: Path, groups: list[str], series: dict[str, list[float]], title: str, ylabel: str,
+    spans: dict[str, list[tuple[float, float]]] | None = None,
+) -> None:  # fmt: skip
+    """Grouped bars; ``spans``: each bar's (low, high) noise band, drawn as an error bar."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display on a server or in CI
@@ -81,7 +85,12 @@ def _bars(path: Path, groups: list[str], series: dict[str, list[float]], title: 
     width = 0.8 / max(1, len(series))
     for i, (name, values) in enumerate(series.items()):
         xs = [g + (i - (len(series) - 1) / 2) * width for g in range(len(groups))]
-        ax.bar(xs, values, width=width, label=name)
+        yerr = None
+        if spans and name in spans:
+            low, high = zip(*spans[name], strict=True)
+            yerr = [[v - lo for v, lo in zip(values, low, strict=True)],
+                    [hi - v for v, hi in zip(values, high, strict=True)]]  # fmt: skip
+        ax.bar(xs, values, width=width, label=name, yerr=yerr, capsize=3)
     ax.set_xticks(range(len(groups)), groups)
     ax.set_title(title)
     ax.set_ylabel(ylabel)
@@ -89,6 +98,16 @@ def _bars(path: Path, groups: list[str], series: dict[str, list[float]], title: 
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _wilson_band(summary: dict, value: float) -> tuple[float, float]:
+    low, high = summary.get("completion_ci95") or (value, value)
+    return low, high
+
+
+def _se_band(summary: dict, value: float) -> tuple[float, float]:
+    se = summary.get("reward_se") or 0.0
+    return value - se, value + se
 
 
 def charts(results: dict[str, dict], out_dir: Path) -> dict[str, str]:
@@ -103,16 +122,21 @@ def charts(results: dict[str, dict], out_dir: Path) -> dict[str, str]:
     live = {n: r["live"] for n, r in results.items() if r.get("live")}
     if live:
         tiers = list(dict.fromkeys(t for s in live.values() for t in s))
-        for key, title, scale in (
-            ("completion_rate", "completion rate (%)", 100.0),
-            ("reward", "mean episode reward", 1.0),
+        for key, title, scale, band in (
+            ("completion_rate", "completion rate (%), 95% CI", 100.0, _wilson_band),
+            ("reward", "mean episode reward, ± se", 1.0, _se_band),
         ):
             series = {
                 n: [scale * ((s.get(t) or {}).get(key) or 0.0) for t in tiers]
                 for n, s in live.items()
             }
+            spans = {
+                n: [tuple(scale * x for x in band(s.get(t) or {}, v / scale))
+                    for t, v in zip(tiers, series[n], strict=True)]
+                for n, s in live.items()
+            }  # fmt: skip
             name = f"live_{key}.png"
-            _bars(out_dir / name, tiers, series, f"Live eval: {title}", title)
+            _bars(out_dir / name, tiers, series, f"Live eval: {title}", title, spans)
             made[f"live_{key}"] = name
     return made
 
