@@ -18,8 +18,10 @@ import asyncio
 import dataclasses
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cluster.config import ConfigError, FarmConfig, load_config
 from cluster.progress import Progress
@@ -125,13 +127,7 @@ async def score_policy(
     result: dict = {"dataset": None, "live": None}
     if opts.mode in ("dataset", "both"):
         with Progress(f"eval {policy.name}: dataset", len(rows), "rows") as bar:
-            exact = 0
-
-            def row_done(row) -> None:
-                nonlocal exact
-                exact += bool(row.score.exact)
-                bar.advance(note=f"exact {exact}/{bar.n + 1}")
-
+            row_done = _tally(bar, "exact", lambda row: row.score.exact)
             scored = await evaluate_rows(
                 policy, rows, opts.max_tokens, opts.dataset_concurrency, row_done
             )
@@ -150,19 +146,25 @@ async def score_policy(
 
         total = len(tasks) * opts.episodes
         with Progress(f"eval {policy.name}: live", total, "episodes") as bar:
-            solved = 0
-
-            def episode_done(record) -> None:
-                nonlocal solved
-                solved += bool(record.achieved)
-                bar.advance(note=f"solved {solved}/{bar.n + 1}")
-
+            episode_done = _tally(bar, "solved", lambda record: record.achieved)
             episodes = await evaluate_live(
                 play, tasks, opts.episodes, opts.live_concurrency, episode_done
             )
         _write_jsonl(out_dir / f"{policy.name}.live.jsonl", episodes)
         result["live"] = live_summary(episodes)
     return result
+
+
+def _tally(bar: Progress, label: str, hit: Callable[[Any], bool]) -> Callable[[Any], None]:
+    """A callback that advances ``bar`` by one item, noting how many so far were ``hit``."""
+    hits = 0
+
+    def done(item) -> None:
+        nonlocal hits
+        hits += bool(hit(item))
+        bar.advance(note=f"{label} {hits}/{bar.n + 1}")
+
+    return done
 
 
 def _write_jsonl(path: Path, items: list) -> None:

@@ -100,14 +100,15 @@ def _bars(
     plt.close(fig)
 
 
-def _wilson_band(summary: dict, value: float) -> tuple[float, float]:
-    low, high = summary.get("completion_ci95") or (value, value)
+def _wilson_band(summary: dict) -> tuple[float, float]:
+    rate = summary.get("completion_rate") or 0.0
+    low, high = summary.get("completion_ci95") or (rate, rate)
     return low, high
 
 
-def _se_band(summary: dict, value: float) -> tuple[float, float]:
-    se = summary.get("reward_se") or 0.0
-    return value - se, value + se
+def _se_band(summary: dict) -> tuple[float, float]:
+    reward, se = summary.get("reward") or 0.0, summary.get("reward_se") or 0.0
+    return reward - se, reward + se
 
 
 def charts(results: dict[str, dict], out_dir: Path) -> dict[str, str]:
@@ -131,10 +132,9 @@ def charts(results: dict[str, dict], out_dir: Path) -> dict[str, str]:
                 for n, s in live.items()
             }
             spans = {
-                n: [tuple(scale * x for x in band(s.get(t) or {}, v / scale))
-                    for t, v in zip(tiers, series[n], strict=True)]
+                n: [tuple(scale * x for x in band(s.get(t) or {})) for t in tiers]
                 for n, s in live.items()
-            }  # fmt: skip
+            }
             name = f"live_{key}.png"
             _bars(out_dir / name, tiers, series, f"Live eval: {title}", title, spans)
             made[f"live_{key}"] = name
