@@ -7,8 +7,10 @@ One run, one model (the config's: the warm tiny model by default, SmolLM2 with
 (a) ``benchmarks.sequential_baseline``: transformers ``generate`` one turn at a time behind a lock,
     the env in-process, no learning;
 (b) the real ``Farm`` (vLLM engines, rollout workers) generating rollouts only, the learner idle,
-    then the engines' offline peak at the same number of sequences at once (what fraction of the
-    machine's generation limit the farm reaches), and the 4000-generation epoch both ways;
+    then the engines' offline peak on the same work (the stage's turns replayed with no env
+    between them, the same number of sequences at once: what fraction of this machine's limit
+    the farm reaches), the engines' decode-only rate beside it, and the 4000-generation epoch
+    both ways;
 (c) the same farm with the GRPO+LoRA learner in ``sync`` mode for N updates, and (d) in ``async``
     mode for N updates, the learner training throughout;
 then, optionally, sweeps of env workers and of G on the async farm, drawn as PNG curves.
@@ -149,16 +151,19 @@ async def _farm_stage(
     }
 
 
-async def _rollout_only_stage(farm, groups: int) -> dict:
+async def _rollout_only_stage(farm, groups: int, played: list | None = None) -> dict:
     """The farm generating rollouts with the learner idle, timed over ``groups`` whole groups
     from the start, tail included, as an epoch would be. Groups of equally long episodes run in
     lockstep waves of the farm's capacity (a base model plays every episode to ``max_steps``), so
     the window spans whole waves: one that started or ended mid-wave would time a burst of
-    completions instead of the work behind them."""
+    completions instead of the work behind them. The groups played are appended to ``played``
+    (the engine replay re-runs their work)."""
     ledger_before = farm.ledger.summary()
     marks = {0: await farm.totals()}
 
-    async def on_group(finished: int) -> None:
+    async def on_group(finished: int, group) -> None:
+        if played is not None:
+            played.append(group)
         if finished == groups:
             marks[groups] = await farm.totals()
 
@@ -174,10 +179,66 @@ async def _rollout_only_stage(farm, groups: int) -> dict:
     }
 
 
-async def _engine_peak(farm, tokenizer_path: str, sequences: int, rounds: int = 2) -> dict:
-    """The engines' own generation rate with ``sequences`` requests at once, each exactly
-    ``rollout.max_new_tokens`` long (no early stop), on a task's first prompt, nothing else
-    running: the offline peak the farm's rollout rate is compared with. Best of ``rounds``."""
+async def _engine_replay(farm, groups: list, concurrent_groups: int) -> dict:
+    """The engines' own rate on exactly the work of the rollout-only stage, offline: every
+    episode of ``groups`` replayed turn by turn with its recorded prompt-side tokens (task,
+    observations, template) and as many generated tokens as it sampled, at most
+    ``concurrent_groups`` groups at once in the order the farm finished them, from a cold prefix
+    cache like the stage's. No env, no rollout workers, no waiting between turns: the machine's
+    limit for this workload at this batch size, which the farm's rate is measured against.
+
+    Each replayed turn extends the replay's own conversation (its sampled tokens, then the
+    recorded observation turn), so prompt lengths, prefix-cache reuse and the tokens each turn
+    must prefill are those of the rollouts, and so is the attention cost of their contexts."""
+    from serving.types import SamplingSpec
+
+    cfg = farm.config
+    slots = asyncio.Semaphore(concurrent_groups)
+
+    async def episode(traj) -> int:
+        context: list[int] = []
+        for turn in traj.turns:
+            context += turn.prompt_token_ids
+            spec = SamplingSpec(
+                max_tokens=max(1, len(turn.completion_token_ids)),
+                temperature=cfg.rollout.temperature,
+                top_p=cfg.rollout.top_p,
+                ignore_eos=True,
+            )
+            key = f"{traj.group_id}/{traj.episode_index}"  # the farm's routing key
+            context += (await farm.pool.generate(context, spec, route_key=key)).token_ids
+        return sum(len(t.completion_token_ids) for t in traj.turns)
+
+    async def group(g) -> int:
+        async with slots:
+            return sum(await asyncio.gather(*(episode(t) for t in g.trajectories)))
+
+    await farm.pool.reset_prefix_cache()
+    before = await farm.totals()
+    started = time.perf_counter()
+    tokens = sum(await asyncio.gather(*(group(g) for g in groups)))
+    wall = time.perf_counter() - started
+    after = await farm.totals()
+    queries = after.prefix_cache_queries - before.prefix_cache_queries
+    return {
+        "groups": len(groups),
+        "episodes": sum(len(g.trajectories) for g in groups),
+        "turns": sum(len(t.turns) for g in groups for t in g.trajectories),
+        "concurrent_groups": concurrent_groups,
+        "generated_tokens": tokens,
+        "wall_s": wall,
+        "tokens_per_s": tokens / wall,
+        "prefix_cache_hit_rate": (after.prefix_cache_hits - before.prefix_cache_hits) / queries
+        if queries
+        else None,
+    }
+
+
+async def _engine_decode_peak(farm, tokenizer_path: str, sequences: int, rounds: int = 2) -> dict:
+    """The engines' decode-only rate with ``sequences`` requests at once, each exactly
+    ``rollout.max_new_tokens`` long (no early stop), all on one task's first prompt (prefilled
+    once, then cached), nothing else running. Best of ``rounds``. A multi-turn workload cannot
+    reach it: every turn must first read its new observation, which this rate contains none of."""
     from transformers import AutoTokenizer
 
     from env.catalog import load_catalog
@@ -217,12 +278,18 @@ async def _farm_stages(farm, settings: dict, model_path: str) -> dict:
     settle = settings["settle_updates"]
     groups = settings["rollout_groups"] or 2 * farm.workers.size * cfg.env.groups_per_worker
     _log(f"farm rollout-only: {groups} groups, learner idle")
-    results["rollout_only"] = await _rollout_only_stage(farm, groups)
-    _log(f"farm rollout-only: {_brief(results['rollout_only'])}")
-    sequences = results["rollout_only"]["concurrent_groups"] * size
-    results["engine_peak"] = await _engine_peak(farm, model_path, sequences)
-    _log(f"engine peak: {results['engine_peak']['tokens_per_s']:.0f} generated tokens/s with "
-         f"{sequences} sequences at once")  # fmt: skip
+    played: list = []
+    rollout = results["rollout_only"] = await _rollout_only_stage(farm, groups, played)
+    _log(f"farm rollout-only: {_brief(rollout)}")
+    concurrent = rollout["concurrent_groups"]
+    _log(f"engine replay: the same {len(played)} groups' turns, offline, {concurrent} at once")
+    replay = results["engine_replay"] = await _engine_replay(farm, played, concurrent)
+    _log(f"engine replay: {replay['tokens_per_s']:.0f} generated tokens/s, prefix-cache hit "
+         f"rate {replay['prefix_cache_hit_rate'] or 0:.0%}")  # fmt: skip
+    sequences = concurrent * size
+    results["engine_decode_peak"] = await _engine_decode_peak(farm, model_path, sequences)
+    _log(f"engine decode-only peak: {results['engine_decode_peak']['tokens_per_s']:.0f} "
+         f"generated tokens/s with {sequences} sequences at once")  # fmt: skip
     stages: dict[str, list[dict]] = {"sync": [], "async": []}
     for index in range(settings["rounds"]):
         # ABBA order: a drift over the run (the policy learns, episodes change length) weighs on
@@ -374,11 +441,12 @@ def run_rollout_bench(config: FarmConfig, settings: dict, out_dir: Path) -> dict
 
 def summarize(sequential: dict, farm: dict, config: FarmConfig, settings: dict, model: str) -> dict:
     sync, asyn = farm["sync"], farm["async"]
-    rollout, peak = farm["rollout_only"], farm["engine_peak"]
+    rollout, replay = farm["rollout_only"], farm["engine_replay"]
+    decode = farm["engine_decode_peak"]
     speedup_sync = sync["episodes_per_s"] / sequential["episodes_per_s"]
     speedup_async = asyn["grpo_steps_per_hour"] / sync["grpo_steps_per_hour"]
     speedup_rollout = rollout["episodes_per_s"] / sequential["episodes_per_s"]
-    peak_fraction = rollout["generated_tokens_per_s"] / peak["tokens_per_s"]
+    peak_fraction = rollout["generated_tokens_per_s"] / replay["tokens_per_s"]
     result = {
         "sequential_episodes_per_s": sequential["episodes_per_s"],
         "rollout_only_episodes_per_s": rollout["episodes_per_s"],
@@ -387,8 +455,12 @@ def summarize(sequential: dict, farm: dict, config: FarmConfig, settings: dict, 
         "rollout_only_generated_tokens_per_s": rollout["generated_tokens_per_s"],
         "sequential_env_steps_per_s": sequential["env_steps_per_s"],
         "rollout_only_env_steps_per_s": rollout["env_steps_per_s"],
-        "engine_peak_tokens_per_s": peak["tokens_per_s"],
+        # The engine's offline peak on the rollouts' own work (their turns replayed with no env
+        # between them), and the decode-only rate no multi-turn workload can reach.
+        "engine_peak_tokens_per_s": replay["tokens_per_s"],
         "engine_peak_fraction": peak_fraction,
+        "engine_decode_peak_tokens_per_s": decode["tokens_per_s"],
+        "engine_decode_peak_fraction": rollout["generated_tokens_per_s"] / decode["tokens_per_s"],
         # The background documents' epoch: G=8 x 100 prompts x 5 steps = 4000 generate calls,
         # one per env step. The farm's figure is rollout-only, like the sequential loop.
         "epoch_4000_s_sequential": EPOCH_CALLS / sequential["env_steps_per_s"],
@@ -415,7 +487,8 @@ def summarize(sequential: dict, farm: dict, config: FarmConfig, settings: dict, 
         },
         "sequential": sequential,
         "rollout_only": rollout,
-        "engine_peak": peak,
+        "engine_replay": replay,
+        "engine_decode_peak": decode,
         "sync": sync,
         "async": asyn,
         "setup": {

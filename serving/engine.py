@@ -336,6 +336,11 @@ class Engine:
             await self._llm.remove_lora(version)
             shutil.rmtree(path, ignore_errors=True)
 
+    async def reset_prefix_cache(self) -> bool:
+        """Drop every cached prefix block (none may be in use): the bench's replay starts from
+        the same cold cache the rollouts it replays started from. True if vLLM dropped them."""
+        return bool(await self._llm.reset_prefix_cache())
+
     async def resident_versions(self) -> list[int]:
         """Versions the vLLM engine itself holds (for tests and the bench)."""
         return sorted(await self._llm.list_loras())

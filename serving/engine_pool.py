@@ -197,6 +197,16 @@ class EnginePool:
             )
         return results
 
+    async def reset_prefix_cache(self) -> None:
+        """Empty every live engine's prefix cache; raises if an engine refuses (a request is
+        still running on it)."""
+        results = self._survivors(
+            await self._bounded([h.reset_prefix_cache.remote() for h in self.handles], "reset")
+        )
+        refused = [f"engine-{i}" for i, ok in enumerate(results) if ok is False]
+        if refused:
+            raise RuntimeError(f"{', '.join(refused)} kept its prefix cache: requests in flight")
+
     async def health(self) -> list[dict]:
         """Each engine's health report (``alive`` False for one Ray is restarting); raises
         ``EngineUnavailableError`` if an engine is stuck, or reports an error of its own."""

@@ -203,12 +203,14 @@ class Farm:
         return self.ledger.summary()
 
     async def play_only(
-        self, groups: int, on_group: Callable[[int], Awaitable[None]] | None = None
+        self,
+        groups: int,
+        on_group: Callable[[int, TrajectoryGroup], Awaitable[None]] | None = None,
     ) -> None:
         """Play ``groups`` groups with the farm's whole rollout capacity in flight and train on
         none: the engines and env workers at full load with the learner idle (the rollout-only
         stage of ``rlfarm bench rollout``). Each group is booked ``rollout_only`` (or ``failed``);
-        ``on_group(n)`` is awaited after the n-th one finishes."""
+        ``on_group(n, group)`` is awaited after the n-th one finishes."""
         await self.begin()
         capacity = self.workers.size * self.config.env.groups_per_worker
         inflight: set[asyncio.Future] = set()
@@ -226,7 +228,7 @@ class Farm:
                     self.ledger.record(group, "rollout_only", "", self.state.updates)
                 finished += 1
                 if on_group is not None:
-                    await on_group(finished)
+                    await on_group(finished, group)
 
     async def _wind_down(self, producer: asyncio.Task | None) -> None:
         """Book every group still around: after a completed loop the groups in flight finish and

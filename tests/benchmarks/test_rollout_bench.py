@@ -115,7 +115,8 @@ def test_bench_rollout_quick_prints_one_json_with_every_stage(quick_run) -> None
     assert all(int(k) <= 1 for k in asyn["staleness_histogram"])
 
     # Rollout-only: the learner idle, every played group booked as such, none trained.
-    rollout, peak = result["rollout_only"], result["engine_peak"]
+    rollout, replay = result["rollout_only"], result["engine_replay"]
+    decode = result["engine_decode_peak"]
     assert rollout["mode"] == "rollout_only" and rollout["updates"] == 0
     for key in ("episodes_per_s", "generated_tokens_per_s", "env_steps_per_s"):
         assert rollout[key] > 0, key
@@ -124,13 +125,27 @@ def test_bench_rollout_quick_prints_one_json_with_every_stage(quick_run) -> None
     assert rollout["ledger"]["started"] == played * group_size
     assert rollout["ledger"]["rollout_only"] + rollout["ledger"]["failed"] == played * group_size
     assert rollout["ledger"]["trained"] == 0
-    assert peak["sequences"] == rollout["concurrent_groups"] * group_size
-    assert peak["tokens_per_s"] > 0 and peak["prompt_tokens"] > 0
+    # The engine's peak is measured on the very work the stage did: the same groups, turns
+    # (= env steps) and generated tokens, replayed with the same number of groups at once.
+    assert replay["groups"] == played and replay["episodes"] == played * group_size
+    assert replay["concurrent_groups"] == rollout["concurrent_groups"]
+    assert replay["turns"] == pytest.approx(rollout["env_steps_per_s"] * rollout["wall_s"])
+    assert replay["generated_tokens"] == pytest.approx(
+        rollout["generated_tokens_per_s"] * rollout["wall_s"]
+    )
+    assert replay["tokens_per_s"] == pytest.approx(replay["generated_tokens"] / replay["wall_s"])
+    assert 0.0 <= replay["prefix_cache_hit_rate"] <= 1.0
+    assert decode["sequences"] == rollout["concurrent_groups"] * group_size
+    assert decode["tokens_per_s"] > 0 and decode["prompt_tokens"] > 0
     assert result["speedup_rollout_vs_sequential"] == pytest.approx(
         rollout["episodes_per_s"] / seq["episodes_per_s"]
     )
+    assert result["engine_peak_tokens_per_s"] == replay["tokens_per_s"]
     assert result["engine_peak_fraction"] == pytest.approx(
-        rollout["generated_tokens_per_s"] / peak["tokens_per_s"]
+        rollout["generated_tokens_per_s"] / replay["tokens_per_s"]
+    )
+    assert result["engine_decode_peak_fraction"] == pytest.approx(
+        rollout["generated_tokens_per_s"] / decode["tokens_per_s"]
     )
     assert result["epoch_4000_s_sequential"] == pytest.approx(4000 / seq["env_steps_per_s"])
     assert result["epoch_4000_s_farm"] == pytest.approx(4000 / rollout["env_steps_per_s"])

@@ -157,6 +157,20 @@ def test_prefix_cache_hits_are_counted_from_vllms_own_stats(pool, reference, run
     assert after["prefix_cache_hits"] - middle["prefix_cache_hits"] >= len(prompt) // 2
 
 
+def test_reset_prefix_cache_makes_the_next_request_compute_its_prompt(pool, reference, run):
+    prompt = reference.prompt("a prompt the bench replays from a cold cache " * 8)
+    run(pool.generate(prompt, GREEDY))
+    run(pool.reset_prefix_cache())
+    before = run(pool.health())[0]
+    run(pool.generate(prompt, GREEDY))
+    middle = run(pool.health())[0]
+    run(pool.generate(prompt, GREEDY))
+    after = run(pool.health())[0]
+    assert middle["prefix_cache_queries"] - before["prefix_cache_queries"] >= len(prompt) - 16
+    assert middle["prefix_cache_hits"] == before["prefix_cache_hits"]  # nothing left to reuse
+    assert after["prefix_cache_hits"] - middle["prefix_cache_hits"] >= len(prompt) // 2
+
+
 def test_health_reports_load_and_identity(pool, run):
     report = run(pool.health())[0]
     assert report["engine_id"] == "engine-0"
