@@ -197,6 +197,7 @@ async def _engine_replay(farm, groups: list, concurrent_groups: int) -> dict:
 
     async def episode(traj) -> int:
         context: list[int] = []
+        generated = 0
         for turn in traj.turns:
             context += turn.prompt_token_ids
             spec = SamplingSpec(
@@ -206,8 +207,10 @@ async def _engine_replay(farm, groups: list, concurrent_groups: int) -> dict:
                 ignore_eos=True,
             )
             key = f"{traj.group_id}/{traj.episode_index}"  # the farm's routing key
-            context += (await farm.pool.generate(context, spec, route_key=key)).token_ids
-        return sum(len(t.completion_token_ids) for t in traj.turns)
+            out = await farm.pool.generate(context, spec, route_key=key)
+            context += out.token_ids
+            generated += len(out.token_ids)
+        return generated
 
     async def group(g) -> int:
         async with slots:
