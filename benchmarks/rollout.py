@@ -221,8 +221,8 @@ async def _engine_replay(farm, groups: list, concurrent_groups: int) -> dict:
     started = time.perf_counter()
     tokens = sum(await asyncio.gather(*(group(g) for g in groups)))
     wall = time.perf_counter() - started
-    after = await farm.totals()
-    queries = after.prefix_cache_queries - before.prefix_cache_queries
+    # The farm's own window arithmetic gives the hit rate (its token rates count rollouts only).
+    window = before.rates(await farm.totals(), engines=cfg.run.engines)
     return {
         "groups": len(groups),
         "episodes": sum(len(g.trajectories) for g in groups),
@@ -231,9 +231,7 @@ async def _engine_replay(farm, groups: list, concurrent_groups: int) -> dict:
         "generated_tokens": tokens,
         "wall_s": wall,
         "tokens_per_s": tokens / wall,
-        "prefix_cache_hit_rate": (after.prefix_cache_hits - before.prefix_cache_hits) / queries
-        if queries
-        else None,
+        "prefix_cache_hit_rate": window["prefix_cache_hit_rate"],
     }
 
 
