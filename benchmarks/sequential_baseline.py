@@ -23,6 +23,7 @@ from cluster.config import FarmConfig
 from cluster.farm.curriculum import CurriculumSampler
 from cluster.farm.metrics import percentile
 from cluster.task_split import TaskRef, task_split
+from rollout.sessions import task_renamer
 
 
 @dataclass
@@ -121,9 +122,11 @@ def run_sequential_baseline(model_path: str, config: FarmConfig, groups: int, lo
     from env.sandbox_pool import SandboxPool
 
     catalog = load_catalog()
+    # The farm's own task stream: the same tasks, renamed the same way.
     sampler = CurriculumSampler(
-        task_split(config, catalog.tasks).train, config.curriculum, config.run.seed
-    )
+        task_split(config, catalog.tasks).train, config.curriculum, config.run.seed,
+        task_renamer(config.env),
+    )  # fmt: skip
     # The engines' device and dtype: on a GPU config the baseline runs on CUDA in bf16 too.
     gen = _LockedGenerator(
         model_path, config.rollout.temperature, config.rollout.max_new_tokens,

@@ -270,8 +270,15 @@ def _add_eval_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=None, help="output dir (default: <run>/eval)")
     p.add_argument("--max-rows", type=int, default=None, help="dataset rows to score (spread)")
     p.add_argument("--max-tokens", type=int, default=64, help="reply budget in the dataset eval")
-    p.add_argument("--episodes", type=int, default=None,
-                   help="greedy episodes per held-out task (default: config)")  # fmt: skip
+    p.add_argument("--samples", "--episodes", dest="samples", type=int, default=None,
+                   help="live episodes per held-out task: independent draws, each its own seed "
+                   "(default: run.eval_episodes)")  # fmt: skip
+    p.add_argument("--temperature", type=float, default=None,
+                   help="sampling temperature of the live eval; 0 is greedy "
+                   "(default: run.eval_temperature)")  # fmt: skip
+    p.add_argument("--views", default=None,
+                   help="held-out views to play: new_names,new_tasks (default: every view the "
+                   "env has)")  # fmt: skip
     p.add_argument("--dataset-concurrency", type=int, default=1,
                    help="dataset requests in flight (1: latency is per unloaded call)")  # fmt: skip
     p.add_argument("--live-concurrency", type=int, default=4, help="episodes in flight")

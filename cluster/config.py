@@ -51,6 +51,12 @@ class CurriculumSettings(_Strict):
     holdout_fraction: float = Field(
         default=0.2, ge=0, lt=1, description="Tasks per tier kept out of training for evaluation."
     )
+    rename: bool = Field(
+        default=True,
+        description="Each RL group plays a freshly renamed copy of its task (same logic, new "
+        "resource names) where the env can rename it, so RL practises reading names from the task "
+        "instead of memorising a few fixed prompts.",
+    )
 
     @model_validator(mode="after")
     def _start_in_tiers(self) -> CurriculumSettings:
@@ -142,7 +148,25 @@ class RunSettings(_Strict):
         default=512.0, gt=0, description="Disk cap of <run>/episodes; the oldest segments go."
     )
     eval_episodes: int = Field(
-        default=2, ge=0, description="Greedy episodes per held-out task in the before/after eval."
+        default=2,
+        ge=0,
+        description="Episodes per held-out task in the farm's evals (before/after and periodic): "
+        "independent draws at run.eval_temperature, each with its own env seed.",
+    )
+    eval_temperature: float = Field(
+        default=1.0,
+        ge=0,
+        description="Sampling temperature of the farm's evals. Sampled (> 0) evaluation measures "
+        "the policy the run trains, each draw seeded so two versions are compared on common "
+        "random numbers; 0 is greedy, where more episodes of a task mostly repeat one answer.",
+    )
+    eval_variants: int = Field(
+        default=1,
+        ge=0,
+        le=8,
+        description="Renamed copies of each training task in the new_names held-out view (fresh "
+        "resource names no SFT row or RL group ever uses; at most 8, the copies the evaluation "
+        "owns); 0 evaluates new_tasks only.",
     )
     eval_train_tasks: int = Field(
         default=2,
@@ -244,6 +268,14 @@ class FarmConfig(_Strict):
                 )
             sub[key] = model
             data = {**data, section: sub}
+        # A decaying LR schedule ends with the run: updates x optimizer steps per update.
+        learner = data["learner"]
+        if learner.get("lr_schedule", "constant") != "constant" and not learner.get("total_steps"):
+            updates = (data.get("train") or {}).get("updates")
+            if updates is None:
+                updates = TrainSettings.model_fields["updates"].default
+            steps = max(1, int(updates)) * int(learner.get("minibatches", 1))
+            data = {**data, "learner": {**learner, "total_steps": steps}}
         # Engines run LoRA only on the layers the learner trains (much cheaper on CPU).
         learner = data["learner"]
         engine = data["engine"]

@@ -65,15 +65,16 @@ async def run(config: FarmConfig, model_path: str, resume: bool = False) -> dict
         await farm.begin()
         periodic = config.train.eval_every > 0
         if farm.before is None:
-            farm.before = await farm.evaluate(version=0)
-            farm.metrics.event(f"held-out before: {json.dumps(farm.before)}")
+            farm.before = await farm.evaluate_heldout(version=0)
+            farm.metrics.event(f"held-out before: {json.dumps(_overall(farm.before))}")
             if periodic:
                 await farm.periodic_eval(0, heldout=farm.before)
         try:
             await farm.main_loop()
             summary["stopped"] = {"kind": "completed", "message": ""}
-            summary["after"] = await farm.evaluate(version=farm.state.version)
-            farm.metrics.event(f"held-out after: {json.dumps(summary['after'])}")
+            summary["after"] = await farm.evaluate_heldout(version=farm.state.version)
+            farm.metrics.event(f"held-out after: {json.dumps(_overall(summary['after']))}")
+            summary["change"] = heldout_change(farm.before, summary["after"])
             if periodic:
                 await farm.periodic_eval(farm.state.updates, heldout=summary["after"])
         except RunStopped as stop:
@@ -90,12 +91,39 @@ async def run(config: FarmConfig, model_path: str, resume: bool = False) -> dict
         farm.shutdown()
 
 
+def _overall(views: dict[str, dict]) -> dict:
+    return {view: result["by_tier"].get("all") for view, result in views.items()}
+
+
+def heldout_change(before: dict[str, dict], after: dict[str, dict]) -> dict[str, dict]:
+    """Per held-out view, after minus before: the paired, task-stratified difference in success
+    with its 95% interval and p-value (``cluster.evaluation.stats``)."""
+    from cluster.evaluation.scoring import task_counts
+    from cluster.evaluation.stats import paired_difference
+
+    return {
+        view: paired_difference(
+            task_counts(before[view]["by_task"]), task_counts(after[view]["by_task"]),
+            ("before", "after"),
+        ).as_dict()
+        for view in after
+        if view in before
+    }  # fmt: skip
+
+
 def _outcome(farm, started: float) -> dict:
+    from cluster.task_split import unseen_operations
+
     return {
         "updates": farm.state.updates,
         "final_version": farm.state.version,
         "wall_s": round(time.time() - started, 1),
-        "heldout_tasks": len(farm.split.heldout),
+        "heldout_tasks": {view: len(tasks) for view, tasks in farm.split.views().items()},
+        "eval": {
+            "episodes_per_task": farm.config.run.eval_episodes,
+            "temperature": farm.config.run.eval_temperature,
+        },
+        "unseen_operations": unseen_operations(farm.config, farm.split),
         "before": farm.before,
         "ledger": farm.ledger.summary(),
         "ledger_balanced": farm.ledger.balanced,
@@ -106,21 +134,58 @@ def _outcome(farm, started: float) -> dict:
     }
 
 
-def summary_table(summary: dict) -> str:
-    """Held-out results before -> after GRPO, one line per tier, for the terminal."""
+def summary_table(summary: dict, run_dir: Path | None = None) -> str:
+    """Before -> after GRPO on each held-out view (success with 95% intervals, reward, the paired
+    difference and its p-value), then the fixed training tasks' curve, for the terminal."""
+    from cluster.evaluation.stats import PairedDifference
+
+    spec = summary["eval"]
+    draw = "greedy" if spec["temperature"] == 0 else f"sampled at T={spec['temperature']:g}"
     lines = [
-        f"held-out ({summary['heldout_tasks']} tasks, greedy), before -> after "
-        f"{summary['updates']} GRPO updates:",
-        f"{'tier':<14}{'completion':>16}{'reward':>18}{'progress':>16}",
+        f"held-out success before -> after {summary['updates']} GRPO updates "
+        f"({spec['episodes_per_task']} episodes per task, {draw}; 95% Wilson intervals):",
+        f"{'view':<11}{'tier':<14}{'tasks':>6}{'episodes':>9}{'success':>30}{'reward':>16}",
     ]
-    for tier, before in (summary["before"] or {}).items():
-        after = summary.get("after", {}).get(tier, {})
-        cells = [
-            f"{before.get(key) or 0:.2f} -> {after.get(key) or 0:.2f}"
-            for key in ("completion_rate", "reward", "max_progress")
-        ]
-        lines.append(f"{tier:<14}{cells[0]:>16}{cells[1]:>18}{cells[2]:>16}")
+    for view, before in (summary["before"] or {}).items():
+        after = summary.get("after", {}).get(view, {}).get("by_tier", {})
+        for tier, was in before["by_tier"].items():
+            now = after.get(tier, {})
+            lines.append(
+                f"{view:<11}{tier:<14}{was['tasks']:>6}{was['episodes']:>9}"
+                f"{_rate(was) + ' -> ' + _rate(now):>30}"
+                f"{_num(was.get('reward')) + ' -> ' + _num(now.get('reward')):>16}"
+            )
+        if view in summary.get("change", {}):
+            change = PairedDifference(**{**summary["change"][view], "ci95": tuple(
+                summary["change"][view]["ci95"])})  # fmt: skip
+            lines.append(f"{'':<11}paired, by task: {change.describe()}")
+    if run_dir is not None:
+        lines += _train_curve(run_dir)
     return "\n".join(lines)
+
+
+def _rate(summary: dict) -> str:
+    rate = summary.get("completion_rate")
+    if rate is None:
+        return "-"
+    low, high = summary.get("completion_ci95") or (rate, rate)
+    return f"{100 * rate:.0f}% [{100 * low:.0f}-{100 * high:.0f}]"
+
+
+def _num(value) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _train_curve(run_dir: Path) -> list[str]:
+    """The periodic eval's fixed training tasks, update by update (eval.jsonl)."""
+    from cluster.farm.eval_curve import EvalCurve
+
+    rows = [r for r in EvalCurve(run_dir).rows() if "all" in (r.get("train") or {})]
+    if not rows:
+        return []
+    out = ["fixed training tasks (periodic eval, all tiers): update: success [95% CI]"]
+    out += [f"  {r['update']:>4}: {_rate(r['train']['all'])}" for r in rows]
+    return out
 
 
 def train(args: argparse.Namespace) -> int:
@@ -152,7 +217,7 @@ def train(args: argparse.Namespace) -> int:
         print(f"ledger: {json.dumps(summary['ledger'])} (balanced: {summary['ledger_balanced']})")
         print(f"summary: {run_dir / 'summary.json'}; continue with --resume")
         return 130 if stopped["kind"] == "signal" else 1
-    print(summary_table(summary))
+    print(summary_table(summary, run_dir))
     print(f"ledger: {json.dumps(summary['ledger'])} (balanced: {summary['ledger_balanced']})")
     print(f"run directory: {run_dir}")
     print(f"summary: {run_dir / 'summary.json'}  reward curve: {run_dir / 'reward_curve.png'}")

@@ -5,12 +5,22 @@ names). The farm's curriculum samples the training tasks, the warm start exports
 of them, and every evaluation (the farm's before/after, ``rlfarm eval``, the benches) plays the
 held-out ones. All of them call ``task_split``, so the warm start can never see an evaluation
 task. A fixed, seeded share of each tier's tasks is held out; the split is stable for a seed.
+
+Held-out tasks come in two views, which measure different things:
+
+- ``new_names``: renamed copies of the *training* tasks (the env's ``eval`` family of renamed
+  copies: same operations, resource names and values that no SFT row and no RL group ever
+  shows). What RL can teach: the skills it practised, on inputs it never saw.
+- ``new_tasks``: the held-out task ids. They may need operations no training task uses, which an
+  outcome reward cannot teach; the AWS report lists them (``env.catalog.Task.operations``).
+
+An env without renamed copies (a generic env) has the ``new_tasks`` view only.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cluster.config import ConfigError, CurriculumSettings, FarmConfig
 from rollout.environment import EnvTask
@@ -69,19 +79,55 @@ def split_holdout(
     return train, held
 
 
+NEW_NAMES = "new_names"
+NEW_TASKS = "new_tasks"
+VIEWS = (NEW_NAMES, NEW_TASKS)
+
+
 @dataclass(frozen=True)
 class TaskSplit:
+    """``train``: what the curriculum samples (and the warm start demonstrates); ``heldout``: the
+    held-out task ids (the ``new_tasks`` view); ``renamed``: the ``new_names`` view."""
+
     train: list[TaskRef]
     heldout: list[TaskRef]
+    renamed: list[TaskRef] = field(default_factory=list)
+
+    def views(self) -> dict[str, list[TaskRef]]:
+        """The held-out views this env has, by name (``new_names`` first when there is one)."""
+        views = {NEW_NAMES: self.renamed, NEW_TASKS: self.heldout}
+        return {name: tasks for name, tasks in views.items() if tasks}
+
+
+def unseen_operations(config: FarmConfig, split: TaskSplit) -> dict[str, list[str]]:
+    """Per held-out task, the operations its solution needs that no training task's solution
+    uses: what an outcome reward cannot teach (empty for envs that name no operations)."""
+    from rollout.sessions import task_operations
+
+    ops = task_operations(config.env, [t.id for t in [*split.train, *split.heldout]])
+    if not ops:
+        return {}
+    trained = {op for t in split.train for op in ops[t.id]}
+    return {t.id: [op for op in ops[t.id] if op not in trained] for t in split.heldout}
 
 
 def task_split(config: FarmConfig, catalog_tasks=None) -> TaskSplit:
     """The run's (training, held-out) tasks: those of ``config.curriculum``, split by its
-    ``holdout_fraction`` with ``run.seed``. ``catalog_tasks`` defaults to the env's tasks."""
+    ``holdout_fraction`` with ``run.seed``, and ``run.eval_variants`` renamed copies of every
+    training task the env can rename. ``catalog_tasks`` defaults to the env's tasks."""
+    from rollout.sessions import task_renamer
+
     if catalog_tasks is None:
         from rollout.sessions import env_tasks
 
         catalog_tasks = env_tasks(config.env)
     tasks = select_tasks(catalog_tasks, config.curriculum)
     train, held = split_holdout(tasks, config.curriculum.holdout_fraction, config.run.seed)
-    return TaskSplit(train, held)
+    rename = task_renamer(config.env)
+    renamed = [
+        TaskRef(copy, task.tier)
+        for task in train
+        for k in range(config.run.eval_variants)
+        if (copy := rename.held_out(task.id, k)) is not None
+    ]
+    return TaskSplit(train, held, renamed)

@@ -31,6 +31,7 @@ import random
 import re
 import shlex
 import zipfile
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from functools import cache
 from pathlib import Path
@@ -60,6 +61,7 @@ AUDIT_SERVICE = "audit"
 AUDIT_OPERATION = "LookupEvents"
 
 MAX_SOLUTION_STEPS = 8
+_VARIANT_CACHE = 512  # renamed copies a catalog keeps built (RL plays a fresh one per group)
 PLACEHOLDER = re.compile(r"\{\{(\d+):([^{}]+)\}\}")
 # Checks may carry one looked-up value; this marker in their params is replaced by it.
 LOOKUP_MARKER = "{{lookup}}"
@@ -333,7 +335,8 @@ class Task(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    # A renamed copy (env.task_variants) carries its origin: <task id>@<family><k>.
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*(@[a-z]+[0-9]+)?$")
     tier: Tier
     description: str = Field(min_length=10)
     setup: list[SetupStep] = Field(default_factory=list)
@@ -426,6 +429,18 @@ class Task(BaseModel):
             seen.setdefault(shlex.split(cmd)[1], None)
         return list(seen)
 
+    def operations(self) -> list[str]:
+        """``service operation`` pairs every canonical solution uses (drift repairs included),
+        in first-use order: the CLI skills the task needs."""
+        commands = list(self.solution)
+        for mutation in self.drift.mutations if self.drift else []:
+            commands.extend(mutation.repair)
+        seen: dict[str, None] = {}
+        for cmd in commands:
+            argv = shlex.split(cmd)
+            seen.setdefault(" ".join(argv[1:3]), None)
+        return list(seen)
+
 
 # ---------------------------------------------------------------------------------
 # Running a canonical solution (placeholders resolved from earlier outputs)
@@ -478,6 +493,7 @@ class Catalog:
     def __init__(self, tasks: Sequence[Task]) -> None:
         self.tasks: tuple[Task, ...] = tuple(tasks)
         self._by_id = {t.id: t for t in self.tasks}
+        self._variants: OrderedDict[str, Task] = OrderedDict()  # the newest variants looked up
 
     @property
     def tiers(self) -> tuple[str, ...]:
@@ -486,14 +502,34 @@ class Catalog:
         return tuple(t for t in TIERS if t in present)
 
     def by_id(self, task_id: str) -> Task:
-        try:
-            return self._by_id[task_id]
-        except KeyError:
-            close = difflib.get_close_matches(task_id, self._by_id, n=3)
-            raise KeyError(
-                f"no task '{task_id}' in the catalog; close matches: {close} "
-                "(list them with `rlfarm tasks list`)"
-            ) from None
+        """The task ``task_id`` names; a variant id (``<task>@<family><k>``, see
+        ``env.task_variants``) gives that renamed copy of a catalog task, built on first use."""
+        task = self._by_id.get(task_id) or self._variants.get(task_id)
+        if task is not None:
+            return task
+        from env.task_variants import parse_variant_id, variant
+
+        parsed = parse_variant_id(task_id)
+        if parsed is not None and parsed[0] in self._by_id:
+            base, family, k = parsed
+            try:
+                copy = variant(self._by_id[base], family, k)
+            except ValueError as exc:
+                raise KeyError(f"task '{task_id}': {exc}") from None
+            if copy is None:
+                raise KeyError(
+                    f"task '{task_id}': '{base}' names no resource to rename, so it has no "
+                    "variants; use the task as written"
+                )
+            self._variants[task_id] = copy
+            while len(self._variants) > _VARIANT_CACHE:
+                self._variants.popitem(last=False)
+            return copy
+        close = difflib.get_close_matches(task_id, self._by_id, n=3)
+        raise KeyError(
+            f"no task '{task_id}' in the catalog; close matches: {close} "
+            "(list them with `rlfarm tasks list`)"
+        )
 
     def by_tier(self, tier: str) -> list[Task]:
         if tier not in TIERS:

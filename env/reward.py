@@ -6,6 +6,7 @@ The reward of one step is
         + B * [task first achieved at t]  completion bonus
         - h * [step was a hint request]   cost per hint (``aws help --task-hint``)
         - f * [command failed or refused] cost per failed/invalid command
+        - e * [step was a help page]      cost per help page (``aws <service> help``)
         - c                               step cost
 
 where ``p_t`` is the grader's partial progress in [0, 1] after step t (1 only when the
@@ -22,10 +23,17 @@ any staller (ends at ``p' < 1`` after ``M`` steps, with ``H'`` hints and ``F'`` 
     R_finish - R_stall = w(1 - p') + B - (T - M)c - Hh - Ff + H'h + F'f
                        > B - H_max * h - M * f
 
-since ``p' < 1``, ``T <= M``, ``H <= H_max`` and ``F <= M``. So ``B > H_max*h + M*f``
-guarantees every finishing trajectory out-scores every stalling one, for every step
-count up to ``M``; ``RewardConfig.check_finishing_dominates`` enforces it and
-tests/env/test_reward.py checks it over enumerated and random trajectories.
+since ``p' < 1``, ``T <= M``, ``H <= H_max`` and ``F <= M`` (a help page counts like a
+failure here, with ``max(f, e)``). So ``B > H_max*h + M*max(f, e)`` guarantees every finishing
+trajectory out-scores every stalling one, for every step count up to ``M``;
+``RewardConfig.check_finishing_dominates`` enforces it and tests/env/test_reward.py checks it
+over enumerated and random trajectories.
+
+Why a help page costs as much as a failed command. A help page changes nothing and cannot fail,
+so at the step cost alone it is the safest move a policy has: in a group where nothing succeeds,
+the episodes that asked for help out-score the ones that tried a command and failed, and GRPO
+teaches "ask for help instead of trying" (seen in the SmolLM2 runs). At ``e = f`` trying and
+asking cost the same, and only progress separates episodes.
 """
 
 from __future__ import annotations
@@ -50,21 +58,29 @@ class RewardConfig(BaseModel):
     failure_cost: float = Field(
         default=0.02, ge=0, description="f: cost of a failed, refused or invalid command."
     )
+    help_cost: float = Field(
+        default=0.02,
+        ge=0,
+        description="e: cost of a help page (`aws <service> [<operation>] help`): a no-op that "
+        "cannot fail must not be cheaper than trying a command.",
+    )
     step_cost: float = Field(default=0.01, ge=0, description="c: cost of every step.")
 
     def check_finishing_dominates(self, max_steps: int, max_hints: int) -> None:
         """Raise ``ValueError`` unless every finisher out-scores every staller.
 
-        The condition is ``completion_bonus > max_hints*hint_cost + max_steps*failure_cost``.
+        The condition is ``completion_bonus > max_hints*hint_cost + max_steps*max(failure_cost,
+        help_cost)``.
         """
-        worst = max_hints * self.hint_cost + max_steps * self.failure_cost
+        per_step = max(self.failure_cost, self.help_cost)
+        worst = max_hints * self.hint_cost + max_steps * per_step
         if not self.completion_bonus > worst:
             raise ValueError(
                 f"reward config lets a policy that stalls beat one that finishes: "
                 f"completion_bonus={self.completion_bonus} must exceed "
-                f"max_hints*hint_cost + max_steps*failure_cost = {max_hints}*{self.hint_cost} "
-                f"+ {max_steps}*{self.failure_cost} = {worst:g}. Raise completion_bonus, "
-                f"lower hint_cost/failure_cost, or lower max_steps"
+                f"max_hints*hint_cost + max_steps*max(failure_cost, help_cost) = {max_hints}*"
+                f"{self.hint_cost} + {max_steps}*{per_step} = {worst:g}. Raise completion_bonus, "
+                f"lower hint_cost/failure_cost/help_cost, or lower max_steps"
             )
 
 
@@ -77,6 +93,7 @@ class StepOutcome:
     newly_achieved: bool
     hint: bool
     failed: bool
+    help_page: bool = False
 
 
 def step_reward(config: RewardConfig, outcome: StepOutcome) -> float:
@@ -88,4 +105,6 @@ def step_reward(config: RewardConfig, outcome: StepOutcome) -> float:
         reward -= config.hint_cost
     if outcome.failed:
         reward -= config.failure_cost
+    if outcome.help_page:
+        reward -= config.help_cost
     return reward - config.step_cost

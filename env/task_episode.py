@@ -13,7 +13,8 @@ Episode rules:
 - ``aws help --task-hint`` returns the next of the task's three hints (services ->
   operations -> near-complete command) and costs ``hint_cost``; a fourth request is
   an invalid command;
-- refusals, failed commands, timeouts and exhausted hints cost ``failure_cost``;
+- refusals, failed commands, timeouts and exhausted hints cost ``failure_cost``; a help page
+  (``aws <service> help``) costs ``help_cost``;
 - a grader crash (a broken task, not the agent's fault) is reported in the
   observation's metadata (``grade_error``); progress keeps its previous value.
 """
@@ -145,6 +146,7 @@ class Episode:
                 newly_achieved=self.achieved and not was_achieved,
                 hint=execution.kind == "hint",
                 failed=not execution.success,
+                help_page=execution.kind == "help",
             ),
         )
         self.total_reward += reward

@@ -1,7 +1,7 @@
 """The learner: GRPO on LoRA weights, adapter publishing, checkpoints, and the SFT warm start.
 
 - ``types``: ``Sample``/``SampleGroup`` (what the cluster feeds in), ``UpdateMetrics``, and the
-  one zero-variance rule (``is_zero_variance``) the farm's ledger shares.
+  one no-signal rule (``lacks_signal``) the farm's ledger shares.
 - ``grpo``: the algorithm as small pure torch functions.
 - ``config``: ``LearnerConfig``.
 - ``trainer``: ``Learner`` (train_step, publish, save/load_checkpoint), no Ray needed.

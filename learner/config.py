@@ -69,6 +69,22 @@ class LearnerConfig(BaseModel):
         description="Divide group advantages by the group's reward std (original GRPO). Off by "
         "default, per Dr.GRPO: std scaling over-weights near-uniform groups.",
     )
+    min_reward_spread: float = Field(
+        0.0,
+        ge=0.0,
+        description="A group whose rewards span (max - min) no more than this carries no "
+        "learning signal: skipped by the learner, booked dropped_zero_variance by the farm "
+        "(learner.types.lacks_signal). Adam's step does not shrink with the gradient, so without "
+        "it a group of failures that differ by a few step costs moves the policy as far as a group "
+        "with a success. 0: only exactly equal rewards.",
+    )
+    loss_norm: Literal["token", "sequence"] = Field(
+        "token",
+        description="How per-token losses are averaged: 'token' sums over every trained token of "
+        "the batch and divides by their count (DAPO/Dr.GRPO: long episodes weigh more); "
+        "'sequence' averages each episode over its own tokens, then episodes (the original GRPO: "
+        "every episode weighs the same, so long failed episodes cannot dominate the gradient).",
+    )
     minibatches: int = Field(
         1,
         ge=1,

@@ -17,11 +17,13 @@ What the learner optimises, per trained token t of episode i in group g:
     loss_t    = -w_t * surr_t + beta * KL_t           KL_t: k3 estimator to the reference policy
                                                       (adapter disabled), only when beta > 0
     loss      = sum_t loss_t / (number of trained tokens in the whole batch)
-                                                      token-mean across the batch (DAPO/Dr.GRPO),
-                                                      not a mean of per-episode means
+                                                      token-mean across the batch (DAPO/Dr.GRPO);
+                or mean_i (sum_{t in i} loss_t / |i|)  with loss_norm="sequence": a mean of
+                                                      per-episode means (the original GRPO)
 
-Groups whose rewards are all equal have A = 0 everywhere and are skipped (and counted):
-``learner.types.is_zero_variance`` is that rule, shared with the farm's ledger.
+Groups whose rewards are all equal have A = 0 everywhere and are skipped (and counted), as are
+groups whose rewards span no more than ``min_reward_spread``: ``learner.types.lacks_signal`` is
+that rule, shared with the farm's ledger.
 Every function here is deterministic and hand-checkable; the trainer only wires them together.
 """
 
@@ -149,15 +151,23 @@ def kl_to_reference(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch
     return torch.exp(delta) - delta - 1.0
 
 
-def token_mean(values: torch.Tensor, mask: torch.Tensor, total_tokens: int) -> torch.Tensor:
-    """Sum of ``values`` over mask-1 tokens divided by the batch's total trained-token count.
+def sequence_weights(token_counts: list[int], norm: str) -> list[float]:
+    """Each episode's weight per trained token so that summing ``weight * loss_t`` over a batch
+    is its loss: 1 / (all trained tokens) for ``token``, 1 / (episodes x the episode's own
+    tokens) for ``sequence``. An episode with no trained token weighs 0."""
+    if norm == "token":
+        total = sum(token_counts)
+        if total <= 0:
+            raise ValueError("a batch needs at least one trained token")
+        return [1.0 / total] * len(token_counts)
+    if norm == "sequence":
+        return [1.0 / (len(token_counts) * n) if n else 0.0 for n in token_counts]
+    raise ValueError(f"loss_norm={norm!r}: use 'token' or 'sequence'")
 
-    ``total_tokens`` counts every trained token of the *whole update*, not just this micro-batch,
-    so summing this over micro-batches gives the token-mean across the batch exactly.
-    """
-    if total_tokens <= 0:
-        raise ValueError(f"total_tokens={total_tokens}: a batch needs at least one trained token")
-    return (values * mask).sum() / total_tokens
+
+def weighted_sum(values: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Sum over mask-1 tokens of ``values``, each row scaled by its weight ([B] or [B, 1])."""
+    return (values * mask * weights.reshape(-1, 1)).sum()
 
 
 def grpo_token_loss(

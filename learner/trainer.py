@@ -30,7 +30,7 @@ from learner.checkpoint import (
 )
 from learner.config import LearnerConfig
 from learner.forward import shared_prefix_length, trained_token_logprobs
-from learner.types import Sample, SampleGroup, UpdateMetrics, is_zero_variance
+from learner.types import Sample, SampleGroup, UpdateMetrics, lacks_signal
 from serving.types import AdapterVersion
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -266,7 +266,7 @@ class Learner:
         trained: list[list[_Row]] = []
         skipped = 0
         for group in groups:
-            if is_zero_variance(group.rewards):
+            if lacks_signal(group.rewards, self.config.min_reward_spread):
                 skipped += 1
                 continue
             rewards = torch.tensor(group.rewards, dtype=torch.float32)
@@ -279,12 +279,14 @@ class Learner:
 
     def _optimizer_step(self, rows: list[_Row], stats: _Stats) -> None:
         cfg = self.config
-        total_tokens = sum(r.sample.num_trained_tokens for r in rows)
-        if total_tokens == 0:  # a mini-batch of empty completions: nothing to step on
+        counts = [r.sample.num_trained_tokens for r in rows]
+        if sum(counts) == 0:  # a mini-batch of empty completions: nothing to step on
             return
+        weights = grpo.sequence_weights(counts, cfg.loss_norm)
         self.optimizer.zero_grad(set_to_none=True)
         for micro in self._plan(rows):
             batch = self._collate([rows[i] for i in micro.rows])
+            row_weights = torch.tensor([weights[i] for i in micro.rows], device=self.device)
             logprobs = self._trained_logprobs(batch, micro.prefix)
             # With one mini-batch pi_old is this very forward pass, detached: no extra pass.
             old_lp = batch.get("old_logprobs", logprobs.detach())
@@ -301,7 +303,7 @@ class Learner:
                 ref_logprobs=ref_lp,
             )
             mask = batch["loss_mask"]
-            grpo.token_mean(parts["loss"], mask, total_tokens).backward()
+            grpo.weighted_sum(parts["loss"], mask, row_weights).backward()
             stats.add(parts, mask, cfg.is_cap)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
         stats.grad_norms.append(float(grad_norm))

@@ -71,15 +71,23 @@ class Sample:
         return sum(self.loss_mask)
 
 
-# Rewards closer than this are "equal": such a group has no learning signal.
+# Rewards closer than this are "equal", whatever the configured spread.
 ZERO_VARIANCE_TOL = 1e-8
 
 
-def is_zero_variance(rewards: Sequence[float], tol: float = ZERO_VARIANCE_TOL) -> bool:
-    """True when every reward of a group is the same: all its GRPO advantages are 0, so it
-    cannot train. The one rule for it: the learner skips such groups and the farm books them
-    ``dropped_zero_variance`` by this very function."""
-    return max(rewards) - min(rewards) <= tol
+def reward_spread(rewards: Sequence[float]) -> float:
+    """max - min of a group's rewards: how far apart its best and worst episodes scored."""
+    return max(rewards) - min(rewards)
+
+
+def lacks_signal(rewards: Sequence[float], min_spread: float = 0.0) -> bool:
+    """True when a group carries no learning signal: its rewards are all equal (every GRPO
+    advantage is 0) or span no more than ``min_spread`` (``learner.min_reward_spread``). Adam's
+    step does not shrink with the gradient, so a group of failures that differ only by a few step
+    costs would otherwise move the policy as far as a group with a success in it. The one rule:
+    the learner skips such groups and the farm books them ``dropped_zero_variance`` by this very
+    function."""
+    return reward_spread(rewards) <= max(min_spread, ZERO_VARIANCE_TOL)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ version that produced them, so the learner trains on exactly what was sampled.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, replace
 from typing import Protocol
@@ -42,15 +43,33 @@ class EpisodeSpec:
 
 @dataclass(frozen=True)
 class EpisodeLimits:
+    """How an episode is played. ``seeded``: every request's sampling seed is a function of the
+    task, the episode's seed and index and the turn (``sampling_seed``), so a sampled evaluation
+    is reproducible and two policies scored on the same episodes draw with common random numbers
+    (their difference is then measured with less noise)."""
+
     max_steps: int = 15
     max_model_len: int = 4096
     max_new_tokens: int = 96
     temperature: float = 1.0
     top_p: float = 1.0
+    seeded: bool = False
 
     def greedy(self) -> EpisodeLimits:
         """The same limits at temperature 0 (evaluation): the policy's single best answer."""
         return replace(self, temperature=0.0, top_p=1.0)
+
+    def sampled(self, temperature: float) -> EpisodeLimits:
+        """The limits of a sampled evaluation at ``temperature`` (0: greedy), seeded draws."""
+        if temperature == 0:
+            return self.greedy()
+        return replace(self, temperature=temperature, top_p=1.0, seeded=True)
+
+
+def sampling_seed(spec: EpisodeSpec, turn: int) -> int:
+    """The sampling seed of one turn of a seeded episode: stable across processes and runs."""
+    key = f"{spec.task_id}/{spec.seed}/{spec.episode_index}/{turn}".encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:4], "big")
 
 
 async def run_episode(
@@ -78,10 +97,12 @@ async def run_episode(
     )
     route_key = f"{spec.group_id}/{spec.episode_index}"
     traj.end = "max_steps"
-    for _ in range(limits.max_steps):
+    for turn in range(limits.max_steps):
         if len(conv.token_ids) + limits.max_new_tokens > limits.max_model_len:
             traj.end = "context_limit"
             break
+        if limits.seeded:
+            sampling = replace(sampling, seed=sampling_seed(spec, turn))
         started = time.perf_counter()
         completion = await engine.generate(list(conv.token_ids), sampling, route_key=route_key)
         generated = time.perf_counter()

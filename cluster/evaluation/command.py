@@ -1,14 +1,22 @@
 """``rlfarm eval``: resolve the targets and the held-out tasks, run the chosen modes, report.
 
-    rlfarm eval --run runs/NAME --compare base,sft,grpo [--mode both]
+    rlfarm eval --run runs/NAME --compare base,sft,grpo [--mode both] [--temperature T --samples N]
     rlfarm eval --model PATH [--adapter DIR] [--config FILE] [--mode dataset|live|both]
     rlfarm eval --endpoint URL --endpoint-model NAME [--config FILE]
 
 Targets of ``--compare``: ``base`` is the model before any training (``model`` before its warm
 start), ``sft`` the model the run trained from (``summary.json``'s ``model``),
 ``grpo`` the run's newest adapter on top of ``sft``. Held-out tasks are the run's own split
-(``config.yaml`` in the run dir, or ``--config``). Targets on the same model share one engine,
-each pinned to its adapter version (0 = the model itself).
+(``config.yaml`` in the run dir, or ``--config``), in two views: ``new_names`` (renamed copies of
+the training tasks: names no training saw) and ``new_tasks`` (held-out task ids; the report lists
+the operations each needs that training never showed). Targets on the same model share one
+engine, each pinned to its adapter version (0 = the model itself).
+
+The live eval plays ``--samples`` episodes per task at ``--temperature`` (0: greedy), each with its
+own env seed and a sampling seed of its own, shared by every target (common random numbers).
+Every report names its distinct tasks and episodes, gives per-task success with Wilson intervals,
+and compares each pair of targets by task (``cluster.evaluation.stats``: the paired difference in
+success, its 95% interval and a sign-flip p-value).
 """
 
 from __future__ import annotations
@@ -49,10 +57,15 @@ class Target:
 
 @dataclass(frozen=True)
 class EvalOptions:
+    """``episodes``: live episodes per task (independent draws at ``temperature``, 0: greedy);
+    ``views``: which held-out views to play (None: every view the env has)."""
+
     mode: str = "both"
     max_rows: int | None = None
     max_tokens: int = 64
     episodes: int = 1
+    temperature: float = 0.0
+    views: tuple[str, ...] | None = None
     dataset_concurrency: int = 1
     live_concurrency: int = 4
 
@@ -92,16 +105,43 @@ def compare_targets(names: list[str], run_dir: Path, config: FarmConfig) -> list
     return out
 
 
-def heldout_tasks(config: FarmConfig) -> list:
-    from cluster.task_split import task_split
+def heldout_views(config: FarmConfig, chosen: tuple[str, ...] | None = None) -> dict[str, list]:
+    """The held-out views to play (``TaskSplit.views``), narrowed to ``chosen``."""
+    from cluster.task_split import VIEWS, task_split
 
-    held = task_split(config).heldout
-    if not held:
+    views = task_split(config).views()
+    if chosen is not None:
+        unknown = [v for v in chosen if v not in VIEWS]
+        if unknown:
+            raise ValueError(f"--views {','.join(unknown)}: use some of {','.join(VIEWS)}")
+        views = {v: tasks for v, tasks in views.items() if v in chosen}
+    if not views:
         raise ValueError(
-            "the config holds out no tasks (curriculum.holdout_fraction is 0, or every tier has "
-            "fewer than 3 tasks): raise curriculum.holdout_fraction or widen curriculum.tasks"
+            "no held-out task to play: the config holds out no task (curriculum.holdout_fraction "
+            "is 0, or every tier has fewer than 3 tasks) and has no renamed copies (run."
+            "eval_variants is 0, or the env cannot rename); raise one of them or pick --views"
         )
-    return held
+    return views
+
+
+def describe_views(config: FarmConfig, views: dict[str, list], opts: EvalOptions) -> dict:
+    """What the live eval plays: per view its distinct tasks, and (new_tasks) the operations each
+    needs that no training task's solution uses."""
+    from cluster.task_split import NEW_TASKS, task_split, unseen_operations
+
+    unseen = unseen_operations(config, task_split(config)) if NEW_TASKS in views else {}
+    return {
+        "temperature": opts.temperature,
+        "episodes_per_task": opts.episodes,
+        "views": {
+            view: {
+                "tasks": len(tasks),
+                "episodes": len(tasks) * opts.episodes,
+                **({"unseen_operations": unseen} if view == NEW_TASKS and unseen else {}),
+            }
+            for view, tasks in views.items()
+        },
+    }
 
 
 def spread(rows: list[dict], limit: int | None) -> list[dict]:
@@ -116,13 +156,13 @@ def spread(rows: list[dict], limit: int | None) -> list[dict]:
 
 
 async def score_policy(
-    policy, rows: list[dict], tasks: list, new_env, config: FarmConfig, opts: EvalOptions,
-    out_dir: Path,
+    policy, rows: list[dict], views: dict[str, list], new_env, config: FarmConfig,
+    opts: EvalOptions, out_dir: Path,
 ) -> dict:  # fmt: skip
     """Both modes (as chosen) for one policy; per-row/episode details go to ``out_dir``."""
     from cluster.evaluation.dataset import evaluate_rows
     from cluster.evaluation.live import evaluate_live
-    from cluster.evaluation.scoring import dataset_summary, live_summary
+    from cluster.evaluation.scoring import dataset_summary, live_result
 
     result: dict = {"dataset": None, "live": None}
     if opts.mode in ("dataset", "both"):
@@ -138,21 +178,45 @@ async def score_policy(
             max_steps=config.rollout.max_steps,
             max_model_len=config.engine.max_model_len,
             max_new_tokens=config.rollout.max_new_tokens,
-        ).greedy()
+        ).sampled(opts.temperature)
         timeout = config.env.step_timeout_s
 
         async def play(task, seed: int):
             return await policy.play(task.id, task.tier, seed, new_env, limits, timeout)
 
-        total = len(tasks) * opts.episodes
-        with Progress(f"eval {policy.name}: live", total, "episodes") as bar:
-            episode_done = _tally(bar, "solved", lambda record: record.achieved)
-            episodes = await evaluate_live(
-                play, tasks, opts.episodes, opts.live_concurrency, episode_done
-            )
-        _write_jsonl(out_dir / f"{policy.name}.live.jsonl", episodes)
-        result["live"] = live_summary(episodes)
+        result["live"] = {}
+        for view, tasks in views.items():
+            total = len(tasks) * opts.episodes
+            with Progress(f"eval {policy.name}: {view}", total, "episodes") as bar:
+                episode_done = _tally(bar, "solved", lambda record: record.achieved)
+                episodes = await evaluate_live(
+                    play, tasks, opts.episodes, opts.live_concurrency, episode_done
+                )
+            _write_jsonl(out_dir / f"{policy.name}.{view}.live.jsonl", episodes)
+            result["live"][view] = live_result(episodes)
     return result
+
+
+def compare_pairs(targets: dict[str, dict]) -> list[dict]:
+    """Every pair of targets (in the order given: later minus earlier), per view, compared by
+    task: the paired difference in success, its 95% interval and p-value."""
+    from cluster.evaluation.scoring import task_counts
+    from cluster.evaluation.stats import paired_difference
+
+    out = []
+    names = [n for n, r in targets.items() if r.get("live")]
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            for view in targets[a]["live"]:
+                if view not in targets[b]["live"]:
+                    continue
+                diff = paired_difference(
+                    task_counts(targets[a]["live"][view]["by_task"]),
+                    task_counts(targets[b]["live"][view]["by_task"]),
+                    (a, b),
+                )
+                out.append({"view": view, **diff.as_dict()})
+    return out
 
 
 def _tally(bar: Progress, label: str, hit: Callable[[Any], bool]) -> Callable[[Any], None]:
@@ -171,7 +235,7 @@ def _write_jsonl(path: Path, items: list) -> None:
     path.write_text("".join(json.dumps(dataclasses.asdict(i)) + "\n" for i in items))
 
 
-async def _engine_results(targets, rows, tasks, new_env, config, opts, out_dir) -> dict:
+async def _engine_results(targets, rows, views, new_env, config, opts, out_dir) -> dict:
     """Engine targets, one engine per distinct model, each target pinned to its version."""
     from transformers import AutoTokenizer
 
@@ -191,7 +255,7 @@ async def _engine_results(targets, rows, tasks, new_env, config, opts, out_dir) 
                     target.name, pool, tokenizer, version, engine_cfg.max_model_len
                 )
                 results[target.name] = await score_policy(
-                    policy, rows, tasks, new_env, config, opts, out_dir
+                    policy, rows, views, new_env, config, opts, out_dir
                 )
         finally:
             pool.shutdown()
@@ -225,12 +289,12 @@ async def _check_endpoints(targets: list[Target]) -> None:
             await policy.close()
 
 
-async def _endpoint_results(target, rows, tasks, new_env, config, opts, out_dir) -> dict:
+async def _endpoint_results(target, rows, views, new_env, config, opts, out_dir) -> dict:
     from cluster.evaluation.policies import EndpointPolicy
 
     policy = EndpointPolicy(target.name, target.endpoint, target.endpoint_model)
     try:
-        return await score_policy(policy, rows, tasks, new_env, config, opts, out_dir)
+        return await score_policy(policy, rows, views, new_env, config, opts, out_dir)
     finally:
         await policy.close()
 
@@ -239,18 +303,20 @@ def run_eval(
     targets: list[Target], config: FarmConfig, opts: EvalOptions, out_dir: Path,
     address: str | None = None,
 ) -> Path:  # fmt: skip
-    """Evaluate every target on the config's held-out tasks; returns the written report.md."""
+    """Evaluate every target on the config's held-out views; returns the written report.md."""
     from cluster.evaluation.dataset import heldout_rows
     from cluster.evaluation.live import env_sessions
     from cluster.evaluation.report import write_report
+    from cluster.task_split import NEW_TASKS, task_split
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    tasks = heldout_tasks(config)
+    views = heldout_views(config, opts.views)
     # An unreachable endpoint should fail before minutes of export and engine start-up.
     asyncio.run(_check_endpoints([t for t in targets if t.endpoint]))
     rows: list[dict] = []
     if opts.mode in ("dataset", "both"):
-        rows = spread(heldout_rows([t.id for t in tasks], out_dir, config.run.seed), opts.max_rows)
+        held = views.get(NEW_TASKS) or task_split(config).heldout
+        rows = spread(heldout_rows([t.id for t in held], out_dir, config.run.seed), opts.max_rows)
     engine_targets = [t for t in targets if not t.endpoint]
     if engine_targets:
         from cluster.ray_runtime import init_ray
@@ -259,14 +325,21 @@ def run_eval(
     with env_sessions(config.env, config.rollout.max_steps) as new:
 
         async def all_targets() -> dict:
-            got = await _engine_results(engine_targets, rows, tasks, new, config, opts, out_dir)
+            got = await _engine_results(engine_targets, rows, views, new, config, opts, out_dir)
             for t in (t for t in targets if t.endpoint):
-                got[t.name] = await _endpoint_results(t, rows, tasks, new, config, opts, out_dir)
+                got[t.name] = await _endpoint_results(t, rows, views, new, config, opts, out_dir)
             return got
 
         scored = asyncio.run(all_targets())
     results = {t.name: {"describe": t.describe(), **scored[t.name]} for t in targets}
-    return write_report(results, out_dir)
+    return write_report(
+        {
+            "eval": describe_views(config, views, opts) if opts.mode != "dataset" else None,
+            "targets": results,
+            "comparisons": compare_pairs(results),
+        },
+        out_dir,
+    )
 
 
 # ---- command line -----------------------------------------------------------------------------
@@ -318,10 +391,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"run dir {run_dir} does not exist")
         config = _config(args, run_dir)
         targets = targets_from_args(args, run_dir, config)
-        episodes = args.episodes if args.episodes is not None else max(1, config.run.eval_episodes)
+        episodes = args.samples if args.samples is not None else max(1, config.run.eval_episodes)
+        temperature = (
+            args.temperature if args.temperature is not None else config.run.eval_temperature
+        )
+        if temperature < 0 or episodes < 1:
+            raise ValueError("--temperature must be >= 0 and --samples >= 1")
+        views = tuple(v.strip() for v in args.views.split(",")) if args.views else None
         opts = EvalOptions(
             mode=args.mode, max_rows=args.max_rows, max_tokens=args.max_tokens, episodes=episodes,
-            dataset_concurrency=args.dataset_concurrency, live_concurrency=args.live_concurrency,
+            temperature=temperature, views=views, dataset_concurrency=args.dataset_concurrency,
+            live_concurrency=args.live_concurrency,
         )  # fmt: skip
         out = args.out or ((run_dir or Path(config.run.out_dir)) / "eval")
         report = run_eval(targets, config, opts, out, args.address)

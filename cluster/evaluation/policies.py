@@ -1,7 +1,8 @@
 """The policies an eval can score: an engine pinned to one adapter version, or an endpoint.
 
 Both answer ``reply(messages)`` (one greedy chat reply, for the dataset eval) and ``play(...)``
-(one greedy episode, for the live eval). ``EnginePolicy`` renders prompts with the tokenizer's
+(one episode under the live eval's limits: greedy, or sampled with per-turn seeds).
+``EnginePolicy`` renders prompts with the tokenizer's
 own chat template and plays episodes through the real rollout loop (``rollout.group.run_group``),
 exactly as training does. ``EndpointPolicy`` talks to any OpenAI-compatible chat endpoint, which
 sees messages, not token ids, so its episodes go through a small message-level loop instead.
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 
 from cluster.evaluation.scoring import EpisodeRecord, record_from_trajectory
 from rollout.environment import EnvSession
-from rollout.episode import EpisodeLimits, Generator
+from rollout.episode import EpisodeLimits, EpisodeSpec, Generator, sampling_seed
 from rollout.group import EnvCallError, GroupSpec, TimedEnv, run_group
 from rollout.worker import PinnedEngine
 from serving.types import SamplingSpec
@@ -86,7 +87,8 @@ def chat_url(endpoint: str) -> str:
 
 @dataclass
 class EndpointPolicy:
-    """Any OpenAI-compatible chat endpoint serving ``model``, asked greedily (temperature 0)."""
+    """Any OpenAI-compatible chat endpoint serving ``model``: greedy for the dataset eval, at the
+    live eval's temperature (with its seeds) for episodes."""
 
     name: str
     url: str
@@ -120,13 +122,18 @@ class EndpointPolicy:
                 "fix --endpoint-model"
             )
 
-    async def reply(self, messages: list[dict], max_tokens: int) -> str:
+    async def reply(
+        self, messages: list[dict], max_tokens: int, temperature: float = 0.0,
+        seed: int | None = None,
+    ) -> str:  # fmt: skip
         payload = {
             "model": self.model,
             "messages": messages,
-            "temperature": 0.0,
+            "temperature": temperature,
             "max_tokens": max_tokens,
         }
+        if seed is not None:
+            payload["seed"] = seed
         response = await self._http().post(chat_url(self.url), json=payload)
         response.raise_for_status()
         return response.json()["choices"][0]["message"]["content"] or ""
@@ -162,16 +169,18 @@ async def chat_episode(
     policy: EndpointPolicy,
     limits: EpisodeLimits,
 ) -> EpisodeRecord:
-    """One greedy episode at the message level: the same env contract and stopping rules as
-    ``rollout.episode.run_episode``, for policies that take messages rather than token ids."""
+    """One episode at the message level: the same env contract, stopping rules and sampling
+    seeds as ``rollout.episode.run_episode``, for policies that take messages, not token ids."""
     first = await env.reset(task_id, seed)
     messages = [{"role": "user", "content": first.text}]
     if env.system_prompt is not None:
         messages.insert(0, {"role": "system", "content": env.system_prompt})
     reward, progress, hints, failures, achieved = 0.0, 0.0, 0, 0, False
     actions: list[str | None] = []
-    for _ in range(limits.max_steps):
-        reply = await policy.reply(messages, limits.max_new_tokens)
+    spec = EpisodeSpec(task_id, tier, seed, "", 0)
+    for turn in range(limits.max_steps):
+        draw = sampling_seed(spec, turn) if limits.seeded else None
+        reply = await policy.reply(messages, limits.max_new_tokens, limits.temperature, draw)
         result = await env.step(reply)
         failures += not result.well_formed
         actions.append(result.action)

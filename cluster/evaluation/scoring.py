@@ -165,8 +165,10 @@ def live_summary(episodes: Sequence[EpisodeRecord]) -> dict[str, dict]:
     """Per tier and ``all``: reward, completion, steps to complete, progress, hints, format.
 
     Episodes the env failed are reported in ``failed`` and excluded from the rates: an env
-    outage says nothing about the policy. ``steps_to_complete`` averages completed episodes only
-    (None when none completed); ``format_failure_rate`` is over turns, the others over episodes.
+    outage says nothing about the policy. ``tasks`` counts the distinct tasks the rates rest on
+    (episodes of one task are not independent evidence about others). ``steps_to_complete``
+    averages completed episodes only (None when none completed); ``format_failure_rate`` is
+    over turns, the others over episodes.
     The noise of a comparison: ``completion_ci95`` (Wilson) and ``reward_se`` over episodes.
     """
     out = {}
@@ -175,6 +177,7 @@ def live_summary(episodes: Sequence[EpisodeRecord]) -> dict[str, dict]:
         solved = sum(e.achieved for e in played)
         turns = sum(e.steps for e in played)
         out[tier] = {
+            "tasks": len({e.task_id for e in played}),
             "episodes": len(played),
             "failed": len(group) - len(played),
             "reward": _mean([e.reward for e in played]),
@@ -189,6 +192,33 @@ def live_summary(episodes: Sequence[EpisodeRecord]) -> dict[str, dict]:
             ),
         }
     return _ordered(out)
+
+
+def per_task(episodes: Sequence[EpisodeRecord]) -> dict[str, dict]:
+    """Per task: its tier, episodes played (env failures left out), successes, success rate and
+    95% Wilson interval; the input of paired comparisons (``cluster.evaluation.stats``)."""
+    out: dict[str, dict] = {}
+    for e in sorted(episodes, key=lambda e: e.task_id):
+        row = out.setdefault(e.task_id, {"tier": e.tier, "episodes": 0, "successes": 0})
+        if not e.error:
+            row["episodes"] += 1
+            row["successes"] += int(e.achieved)
+    for row in out.values():
+        n = row["episodes"]
+        row["rate"] = row["successes"] / n if n else None
+        row["ci95"] = _listed(wilson_interval(row["successes"], n))
+    return out
+
+
+def live_result(episodes: Sequence[EpisodeRecord]) -> dict[str, dict]:
+    """One view's live eval: ``by_tier`` (``live_summary``) and ``by_task`` (``per_task``)."""
+    return {"by_tier": live_summary(episodes), "by_task": per_task(episodes)}
+
+
+def task_counts(by_task: dict[str, dict], prefix: str = "") -> dict[str, tuple[int, int]]:
+    """``per_task``'s rows as (successes, episodes) per stratum; ``prefix`` names the run when
+    several are pooled (one stratum per task and run)."""
+    return {prefix + t: (row["successes"], row["episodes"]) for t, row in by_task.items()}
 
 
 def _listed(interval: tuple[float, float] | None) -> list[float] | None:

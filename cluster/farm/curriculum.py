@@ -3,7 +3,9 @@ held-out ones are decided by ``cluster.task_split``).
 
 Tiers unlock in order. The hardest unlocked tier (the frontier) gets ``frontier_weight`` of the
 groups, the easier unlocked tiers share the rest; once the frontier's success rate over the last
-``window`` episodes reaches ``promote_at`` the next tier unlocks.
+``window`` episodes reaches ``promote_at`` the next tier unlocks. With ``curriculum.rename`` a group
+plays a fresh renamed copy of its task (the env's ``training`` copy named by the group's seed),
+where the env can rename it.
 """
 
 from __future__ import annotations
@@ -13,11 +15,16 @@ from collections import deque
 
 from cluster.config import CurriculumSettings
 from cluster.task_split import TaskRef, tier_order
+from rollout.sessions import Renamer
 
 
 class CurriculumSampler:
-    def __init__(self, tasks: list[TaskRef], settings: CurriculumSettings, seed: int) -> None:
+    def __init__(
+        self, tasks: list[TaskRef], settings: CurriculumSettings, seed: int,
+        renamer: Renamer | None = None,
+    ) -> None:  # fmt: skip
         self.settings = settings
+        self.renamer = renamer if settings.rename and renamer is not None else Renamer()
         self.by_tier = {
             tier: [t for t in tasks if t.tier == tier]
             for tier in tier_order(tasks, settings)
@@ -43,7 +50,9 @@ class CurriculumSampler:
             tier = unlocked[-1]
         else:
             tier = self.rng.choice(unlocked[:-1])
-        return self.rng.choice(self.by_tier[tier]), self.rng.randrange(2**31)
+        task, seed = self.rng.choice(self.by_tier[tier]), self.rng.randrange(2**31)
+        copy = self.renamer.training(task.id, seed)
+        return (task if copy is None else TaskRef(copy, task.tier)), seed
 
     def observe(self, tier: str, achieved: list[bool]) -> bool:
         """Record episode outcomes; returns True when this promoted the frontier."""

@@ -51,9 +51,10 @@ from cluster.farm.watchdog import Watchdog
 from cluster.farm.wiring import check_run_dir, run_directory, start_parts
 from cluster.progress import Progress
 from cluster.task_split import TaskRef, TaskSplit, task_split
-from learner.types import Sample, SampleGroup, is_zero_variance
+from learner.types import Sample, SampleGroup, lacks_signal, reward_spread
 from rollout.episode import EpisodeLimits
 from rollout.group import GroupSpec
+from rollout.sessions import task_renamer
 from rollout.types import TrajectoryGroup
 from serving.adapter_files import published_versions, store_adapter
 
@@ -86,7 +87,9 @@ class Farm:
         self.workers = workers
         self.control = control
         self.split = split
-        self.sampler = CurriculumSampler(self.split.train, config.curriculum, config.run.seed)
+        self.sampler = CurriculumSampler(
+            self.split.train, config.curriculum, config.run.seed, task_renamer(config.env)
+        )
         last = resume_from.driver.updates if resume_from else None
         ledger_path = self.run_dir / "ledger.jsonl"
         self.ledger = (
@@ -122,6 +125,7 @@ class Farm:
             temperature=config.rollout.temperature,
             top_p=config.rollout.top_p,
         )
+        self.eval_limits = self.limits.sampled(config.run.eval_temperature)
         self.group_size = config.rollout.group_size
         self.sticky = config.engine.routing == "sticky"
         self.watchdog: Watchdog | None = None  # armed by main_loop
@@ -129,7 +133,7 @@ class Farm:
         self.awaited_groups = 0  # trainable groups the learner's current batch still waits for
         self.loaded_version = 0  # the newest version every engine serves
         self.published: list[int] = []  # versions published so far, ascending
-        self.before: dict | None = None  # the held-out eval before training, once made
+        self.before: dict | None = None  # the held-out views' eval before training, once made
         self.engine_restarts = 0
         self.placement = placement  # cluster.placement.FarmPlacement (released at shutdown)
         self._engine_starts: dict[str, tuple] = {}
@@ -301,15 +305,16 @@ class Farm:
             self.queue.put_nowait(group)
 
     async def _play(
-        self, task: TaskRef, seed: int, version: int | None = None, greedy: bool = False
+        self, task: TaskRef, seed: int, version: int | None = None, evaluation: bool = False
     ) -> TrajectoryGroup:
-        """One group on the least-busy worker; a dead worker gives a failed group, is replaced."""
-        size = 1 if greedy else self.group_size
+        """One group on the least-busy worker; a dead worker gives a failed group, is replaced.
+        An ``evaluation`` plays one episode at the eval's temperature and is not booked."""
+        size = 1 if evaluation else self.group_size
         spec = GroupSpec(task.id, task.tier, seed, f"g{uuid.uuid4().hex[:10]}", size)
-        limits = self.limits.greedy() if greedy else self.limits
+        limits = self.eval_limits if evaluation else self.limits
         while (slot := self.workers.acquire()) is None:
             await asyncio.sleep(0.1)
-        if not greedy:
+        if not evaluation:
             self.ledger.start(spec.group_id, spec.task_id, spec.tier, size)
         handle, name = slot.handle, slot.name
         try:
@@ -322,7 +327,7 @@ class Farm:
                 self.metrics.event(f"{name} died; replaced by {slot.name}")
         finally:
             self.workers.release(slot)
-        if not greedy:
+        if not evaluation:
             self._account(group)
         return group
 
@@ -351,14 +356,17 @@ class Farm:
                 self.ledger.record(group, "failed", group.error, self.state.updates)
                 self.failures.failed_group(group)
                 continue
-            trainable = not is_zero_variance(group.rewards)
+            min_spread = self.config.learner.min_reward_spread
+            trainable = not lacks_signal(group.rewards, min_spread)
             self.failures.played(group, trainable)
             if staleness > self.config.train.max_staleness:
                 self.ledger.record(
                     group, "dropped_stale", f"staleness {staleness}", self.state.updates
                 )
             elif not trainable:
-                self.ledger.record(group, "dropped_zero_variance", "", self.state.updates)
+                spread = reward_spread(group.rewards)
+                why = f"reward spread {spread:.3g} <= learner.min_reward_spread" if spread else ""
+                self.ledger.record(group, "dropped_zero_variance", why, self.state.updates)
             else:
                 self.state.staleness[staleness] = self.state.staleness.get(staleness, 0) + 1
                 batch.append((group, staleness))
@@ -566,40 +574,46 @@ class Farm:
     # ---- evaluation ---------------------------------------------------------------------------
 
     async def evaluate(
-        self, version: int, tasks: list[TaskRef] | None = None, name: str = "held-out"
+        self, version: int, tasks: list[TaskRef], name: str = "held-out"
     ) -> dict[str, dict]:
-        """Greedy episodes on ``tasks`` (default: the held-out ones) under adapter ``version``,
-        played by the env workers and scored by ``rlfarm eval``'s own live metrics, per tier and
-        overall."""
+        """``run.eval_episodes`` sampled episodes (``run.eval_temperature``; 0: greedy) of each of
+        ``tasks`` under adapter ``version``, played by the env workers and scored by ``rlfarm
+        eval``'s own live metrics: by tier and by task (``scoring.live_result``)."""
         from cluster.evaluation.live import evaluate_live
-        from cluster.evaluation.scoring import live_summary, record_from_trajectory
+        from cluster.evaluation.scoring import live_result, record_from_trajectory
 
-        tasks = self.split.heldout if tasks is None else tasks
         episodes = self.config.run.eval_episodes
         total = len(tasks) * episodes
         progress = Progress(f"{name} eval of v{version}", total, "episodes", stream=sys.stdout)
 
         async def play(task: TaskRef, seed: int):
-            group = await self._play(task, seed, version=version, greedy=True)
+            group = await self._play(task, seed, version=version, evaluation=True)
             self.episodes.add(group, "eval", f"{name} eval of v{version}", self.state.updates)
             progress.advance()
             return record_from_trajectory(group.trajectories[0])
 
         with progress:
             records = await evaluate_live(play, tasks, episodes, max(1, total))
-        return live_summary(records)
+        return live_result(records)
+
+    async def evaluate_heldout(self, version: int) -> dict[str, dict]:
+        """Every held-out view (``TaskSplit.views``: new_names, new_tasks) under ``version``."""
+        return {
+            view: await self.evaluate(version, tasks, f"held-out {view}")
+            for view, tasks in self.split.views().items()
+        }
 
     async def periodic_eval(self, update: int, heldout: dict | None = None) -> None:
-        """One point of the eval curve: held-out tasks (``heldout`` if already played) and the
-        fixed training tasks under the version the engines serve now."""
+        """One point of the eval curve: the held-out views (``heldout`` if already played) and
+        the fixed training tasks under the version the engines serve now."""
         version = self.loaded_version
         if heldout is None:
-            heldout = await self.evaluate(version)
+            heldout = await self.evaluate_heldout(version)
         train = await self.evaluate(version, self.eval_train_tasks, "training-task")
-        await asyncio.to_thread(
-            self.eval_curve.add, update, version, {"heldout": heldout, "train": train}
-        )
-        overall = {"heldout": heldout.get("all"), "train": train.get("all")}
+        by_split = {view: result["by_tier"] for view, result in heldout.items()}
+        by_split["train"] = train["by_tier"]
+        await asyncio.to_thread(self.eval_curve.add, update, version, by_split)
+        overall = {split: tiers.get("all") for split, tiers in by_split.items()}
         self.metrics.event(f"periodic eval at update {update} (v{version}): {overall}")
 
     def shutdown(self) -> None:

@@ -1,10 +1,11 @@
 """The periodic evaluation's record: is the policy learning, and does it carry to held-out tasks?
 
-Every ``train.eval_every`` updates (and at the start and the end) the farm plays greedy episodes
-of the held-out tasks and of a fixed set of training tasks and summarises them by tier
-(``cluster.evaluation.scoring.live_summary``). Each evaluation is a row of ``eval.jsonl``;
-``eval_curve.png`` plots completion rate and reward by tier over updates, held-out solid and
-training dashed, so a trend (or its absence) is visible at a glance.
+Every ``train.eval_every`` updates (and at the start and the end) the farm plays episodes of each
+held-out view (``new_names``: renamed copies of the training tasks; ``new_tasks``: the held-out
+task ids) and of a fixed set of training tasks, at ``run.eval_temperature``, and summarises them
+by tier (``cluster.evaluation.scoring.live_summary``). Each evaluation is a row of ``eval.jsonl``;
+``eval_curve.png`` plots completion rate and reward by tier over updates (new_names solid,
+new_tasks dash-dot, training tasks dashed), so a trend (or its absence) is visible at a glance.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-SPLITS = {"heldout": "-", "train": "--"}
+SPLITS = {"new_names": "-", "new_tasks": "-.", "train": "--"}
 
 
 class EvalCurve:
@@ -47,7 +48,7 @@ class EvalCurve:
 
         rows = self.rows()
         fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-        for ax, metric, label in ((axes[0], "completion_rate", "success (greedy)"),
+        for ax, metric, label in ((axes[0], "completion_rate", "success"),
                                   (axes[1], "reward", "mean episode return")):  # fmt: skip
             colors: dict[str, str] = {}
             for split, style in SPLITS.items():
@@ -65,7 +66,9 @@ class EvalCurve:
             ax.set_title(label)
             ax.grid(alpha=0.3)
         axes[1].legend(fontsize=7, loc="best")
-        fig.suptitle("periodic eval: held-out (solid) and fixed training tasks (dashed), by tier")
+        fig.suptitle(
+            "periodic eval by tier: new_names (solid), new_tasks (dash-dot), training (dashed)"
+        )
         fig.tight_layout()
         fig.savefig(self.png, dpi=100)
         plt.close(fig)

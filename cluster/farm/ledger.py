@@ -1,7 +1,8 @@
 """Every started episode ends in exactly one fate; the counts always balance, on every way out.
 
 Fates: ``trained``; ``dropped_stale`` (sampled more than ``max_staleness`` versions ago);
-``dropped_zero_variance`` (every episode of the group scored the same: no learning signal);
+``dropped_zero_variance`` (no learning signal: every episode of the group scored the same, or
+within ``learner.min_reward_spread``, the reason then says how far apart);
 ``failed`` (an env or engine failure, or a part that died; the whole group goes);
 ``dropped_end_of_run`` (finished after the last update); and ``interrupted`` (in flight when the
 run stopped on an error, a signal or a kill, or trained into an update a resumed run rolled back).

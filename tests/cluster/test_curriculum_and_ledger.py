@@ -25,6 +25,53 @@ def test_holdout_split_is_stable_and_disjoint():
     assert len(held) == 6 and {t.tier for t in held} == {"warmup", "beginner", "intermediate"}
 
 
+def test_the_split_has_two_held_out_views_that_training_never_plays():
+    from cluster.config import load_config
+    from cluster.task_split import NEW_NAMES, NEW_TASKS, task_split, unseen_operations
+
+    config = load_config(None, ["run.eval_variants=2"])
+    split = task_split(config)
+    views = split.views()
+    assert list(views) == [NEW_NAMES, NEW_TASKS] and views[NEW_TASKS] == split.heldout
+    train = {t.id for t in split.train}
+    # new_names: two renamed copies of each training task that names a resource, in its tier.
+    bases = [t.id.split("@")[0] for t in views[NEW_NAMES]]
+    assert set(bases) <= train and all(bases.count(b) == 2 for b in bases)
+    assert {t.id.split("@")[1] for t in views[NEW_NAMES]} == {"eval0", "eval1"}
+    tiers = {t.id: t.tier for t in split.train}
+    assert all(tiers[b] == t.tier for b, t in zip(bases, views[NEW_NAMES], strict=True))
+    # new_tasks: what their solutions need that no training solution showed, per task.
+    unseen = unseen_operations(config, split)
+    assert set(unseen) == {t.id for t in split.heldout}
+    assert unseen["sqs-list-queues"] == ["sqs list-queues"]  # no training task lists queues
+    # A generic env has no renamed copies: new_tasks only.
+    generic = load_config(None, ["env.backend=python", "env.factory=tests.envs.word_env:WordEnv",
+                                 "curriculum.tiers=null", "curriculum.start_tier=null"])  # fmt: skip
+    assert list(task_split(generic).views()) == [NEW_TASKS]
+
+
+def test_rl_groups_play_fresh_renamed_copies_of_renamable_tasks():
+    from rollout.sessions import Renamer
+
+    settings = CurriculumSettings(tiers=["warmup", "beginner", "intermediate"])
+    renamer = Renamer(frozenset(t.id for t in TASKS if t.id.endswith(("1", "2"))))
+    sampler = CurriculumSampler(TASKS, settings, seed=0, renamer=renamer)
+    drawn = [sampler.next() for _ in range(300)]
+    for task, seed in drawn:
+        base, _, copy = task.id.partition("@")
+        if base.endswith(("1", "2")):
+            assert copy == f"rl{seed}"  # a new copy per group, named by the group's seed
+        else:
+            assert not copy
+    assert len({t.id for t, _ in drawn if "@" in t.id}) > 40
+    # Without curriculum.rename the tasks are played as written; the draws are the same.
+    as_written = CurriculumSettings(tiers=settings.tiers, rename=False)
+    plain = CurriculumSampler(TASKS, as_written, seed=0, renamer=renamer)
+    assert [(t.id.split("@")[0], s) for t, s in drawn] == [
+        (t.id, s) for t, s in (plain.next() for _ in range(300))
+    ]
+
+
 def test_curriculum_starts_easy_and_promotes_on_success():
     settings = CurriculumSettings(
         tiers=["warmup", "beginner", "intermediate"], promote_at=0.5, window=8

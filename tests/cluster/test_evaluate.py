@@ -19,12 +19,16 @@ from transformers import AutoTokenizer
 from cluster.evaluation.live import evaluate_live
 from cluster.evaluation.policies import EnginePolicy, chat_url
 from cluster.evaluation.report import write_report
+from cluster.evaluation.command import compare_pairs
 from cluster.evaluation.scoring import (
     EpisodeRecord,
     RowResult,
     dataset_summary,
+    live_result,
     live_summary,
+    per_task,
     score_reply,
+    task_counts,
     wilson_interval,
 )
 from cluster.task_split import TaskRef
@@ -102,10 +106,51 @@ def test_live_summary_definitions():
     assert s.pop("reward_se") == pytest.approx(0.4)  # stdev(1.0, 0.2) / sqrt(2)
     assert s.pop("completion_ci95") == list(wilson_interval(1, 2))
     assert s == {
-        "episodes": 2, "failed": 1, "reward": 0.6, "completion_rate": 0.5,
+        "tasks": 2, "episodes": 2, "failed": 1, "reward": 0.6, "completion_rate": 0.5,
         "steps_to_complete": 2.0, "max_progress": 0.75, "hint_rate": 0.5,
         "format_failure_rate": 1 / 6,
     }  # fmt: skip
+
+
+def test_per_task_success_counts_each_task_once_with_its_interval():
+    episodes = [
+        EpisodeRecord("a", "warmup", 0, 1.0, True, 1, 1.0, 0, 0),
+        EpisodeRecord("a", "warmup", 1, 0.0, False, 5, 0.2, 0, 0),
+        EpisodeRecord("a", "warmup", 2, 1.0, True, 2, 1.0, 0, 0),
+        EpisodeRecord("b", "beginner", 0, 0.0, False, 5, 0.0, 0, 0),
+        EpisodeRecord("b", "beginner", 1, 0.0, False, 0, 0.0, 0, 0, error="env down"),
+    ]
+    rows = per_task(episodes)
+    assert rows["a"] == {"tier": "warmup", "episodes": 3, "successes": 2, "rate": 2 / 3,
+                         "ci95": list(wilson_interval(2, 3))}  # fmt: skip
+    # An env failure is not an episode of the policy.
+    assert rows["b"]["episodes"] == 1 and rows["b"]["successes"] == 0
+    assert task_counts(rows, "seed1/") == {"seed1/a": (2, 3), "seed1/b": (0, 1)}
+    assert live_summary(episodes)["all"]["tasks"] == 2
+
+
+def test_compare_pairs_gives_every_pair_per_view_by_task():
+    def result(successes: list[int]) -> dict:
+        records = [
+            EpisodeRecord(f"t{i}", "beginner", s, 0.0, s < k, 1, 0.0, 0, 0)
+            for i, k in enumerate(successes)
+            for s in range(4)
+        ]
+        return {"new_names": live_result(records)}
+
+    targets = {
+        "base": {"live": result([0] * 8)},
+        "sft": {"live": result([1, 1, 2, 0, 1, 2, 1, 0])},
+        "grpo": {"live": result([3, 4, 3, 2, 4, 3, 4, 2])},
+    }
+    pairs = {(c["a"], c["b"]): c for c in compare_pairs(targets)}
+    assert set(pairs) == {("base", "sft"), ("base", "grpo"), ("sft", "grpo")}
+    better = pairs[("sft", "grpo")]
+    assert better["view"] == "new_names" and better["strata"] == 8
+    assert better["difference"] == pytest.approx((25 - 8) / 32)
+    # GRPO beats SFT on all 8 tasks: the exact sign-flip p-value is 2 / 2^8.
+    assert better["p_value"] == pytest.approx(2 / 256)
+    assert better["ci95"][0] > 0 and better["b_better"] == 8
 
 
 def test_wilson_interval_matches_published_values():
@@ -146,7 +191,7 @@ def _live(tokenizer, new_env, script: list[str], tasks, episodes: int = 1) -> di
 
     records = asyncio.run(evaluate_live(play, tasks, episodes=episodes))
     assert len(records) == len(tasks) * episodes and not any(r.error for r in records)
-    return live_summary(records)
+    return live_result(records)
 
 
 @pytest.fixture(scope="module")
@@ -155,27 +200,29 @@ def right_script(tokenizer, new_env):
 
 
 def test_live_eval_right_script_completes_its_tier_only(right_script):
-    warm, beginner = right_script["warmup"], right_script["beginner"]
+    tiers = right_script["by_tier"]
+    warm, beginner = tiers["warmup"], tiers["beginner"]
     assert warm["episodes"] == 2 and warm["completion_rate"] == 1.0
     assert warm["steps_to_complete"] == 1.0 and warm["max_progress"] == 1.0
     assert warm["reward"] > 0 and warm["hint_rate"] == 0.0 and warm["format_failure_rate"] == 0.0
     # The same command does not create a bucket: the beginner task is never completed.
     assert beginner["completion_rate"] == 0.0 and beginner["steps_to_complete"] is None
     assert beginner["reward"] < warm["reward"]
-    assert right_script["all"]["episodes"] == 4 and right_script["all"]["completion_rate"] == 0.5
+    assert tiers["all"]["episodes"] == 4 and tiers["all"]["completion_rate"] == 0.5
+    assert right_script["by_task"]["s3-list-buckets"]["successes"] == 2
 
 
 def test_live_eval_counts_hint_use(tokenizer, new_env):
-    s = _live(tokenizer, new_env, ["aws help --task-hint", RIGHT], [WARMUP])["warmup"]
+    s = _live(tokenizer, new_env, ["aws help --task-hint", RIGHT], [WARMUP])["by_tier"]["warmup"]
     assert s["hint_rate"] == 1.0 and s["completion_rate"] == 1.0
     assert s["steps_to_complete"] == 2.0 and s["format_failure_rate"] == 0.0
 
 
 def test_live_eval_counts_format_failures_per_turn(tokenizer, new_env):
-    fenced = _live(tokenizer, new_env, [f"Sure:\n```\n{RIGHT}\n```"], [WARMUP])["warmup"]
+    fenced = _live(tokenizer, new_env, [f"Sure:\n```\n{RIGHT}\n```"], [WARMUP])["by_tier"]["warmup"]
     # The command is still extracted and solves the task, but the turn fails the format gate.
     assert fenced["completion_rate"] == 1.0 and fenced["format_failure_rate"] == 1.0
-    prose = _live(tokenizer, new_env, ["I am not sure.", RIGHT], [WARMUP])["warmup"]
+    prose = _live(tokenizer, new_env, ["I am not sure.", RIGHT], [WARMUP])["by_tier"]["warmup"]
     assert prose["completion_rate"] == 1.0 and prose["steps_to_complete"] == 2.0
     assert prose["format_failure_rate"] == 0.5
 
@@ -185,22 +232,33 @@ def test_live_eval_counts_format_failures_per_turn(tokenizer, new_env):
 
 def test_report_tables_charts_and_results(right_script, tmp_path):
     data = dataset_summary([_row("warmup", "aws s3 ls", 0.1), _row("beginner", "nope", 0.1)])
-    results = {
-        "sft": {"describe": "model m", "dataset": data, "live": right_script},
-        "grpo": {"describe": "model m + adapter a", "dataset": data, "live": right_script},
+    live = {"new_tasks": right_script}
+    targets = {
+        "sft": {"describe": "model m", "dataset": data, "live": live},
+        "grpo": {"describe": "model m + adapter a", "dataset": data, "live": live},
     }
+    spec = {"temperature": 1.0, "episodes_per_task": 2, "views": {"new_tasks": {
+        "tasks": 2, "episodes": 4, "unseen_operations": {"s3-create-bucket": ["s3api create-bucket"]},
+    }}}  # fmt: skip
+    results = {"eval": spec, "targets": targets, "comparisons": compare_pairs(targets)}
     report = write_report(results, tmp_path)
     text = report.read_text()
-    assert "## Dataset eval" in text and "## Live eval" in text
+    assert "## Dataset eval" in text and "## Live eval: new_tasks" in text
+    assert "2 episode(s) per task, sampled at temperature 1" in text
+    assert "- `s3-create-bucket`: s3api create-bucket" in text
     assert "| target | n | errs | fmt% | +xtr% | exact% | svc% | op% | lat (s) | len |" in text
-    assert "### grpo by tier" in text and "| warmup | 2 | 0 |" in text
+    assert "### new_tasks: grpo by tier" in text and "| warmup | 1 | 2 | 0 |" in text
     # No completed beginner episode: no steps to complete, shown as a dash.
-    # Columns: episodes, env failed, reward, its standard error, completion, its 95% CI, steps.
+    # Columns: tasks, episodes, env failed, reward, its standard error, completion, its 95% CI,
+    # steps.
     assert re.search(
-        r"\| beginner \| 2 \| 0 \| -?\d+\.\d\d \| \d+\.\d\d \| 0% \| 0-66% \| – \|", text
+        r"\| beginner \| 1 \| 2 \| 0 \| -?\d+\.\d\d \| \d+\.\d\d \| 0% \| 0-66% \| – \|", text
     )
+    # Per-task success and the paired comparison of the two (identical) targets.
+    assert "| s3-list-buckets | warmup | 2/2 (34-100%) | 2/2 (34-100%) |" in text
+    assert "| new_tasks | sft | grpo | 2 | 50.0% | 50.0% | +0.0 |" in text
     assert json.loads((tmp_path / "results.json").read_text()) == results
-    for name in ("dataset.png", "live_completion_rate.png", "live_reward.png"):
+    for name in ("dataset.png", "live_new_tasks_completion_rate.png", "live_new_tasks_reward.png"):
         assert f"]({name})" in text
         with Image.open(tmp_path / name) as image:
             assert image.format == "PNG" and image.size[0] > 100 and image.size[1] > 100

@@ -18,6 +18,7 @@ from env.catalog import PLACEHOLDER, Catalog, Task, load_catalog, resolve_comman
 from env.environment import AwsEnv
 from env.prompts import render_observation
 from env.sandbox_pool import SandboxPool
+from env.task_variants import renamable_names
 
 CATALOG = load_catalog()
 # Episodes must outlive the longest canonical solution plus a hint or two.
@@ -115,6 +116,15 @@ def test_canonical_solution_achieves(env: AwsEnv, task: Task) -> None:
     seeds = covering_seeds(task) if task.drift else [0]
     for seed in seeds:
         assert_monotone_to_one(task.id, run_canonical(env, task, seed))
+
+
+@pytest.mark.parametrize(
+    "task_id", [f"{t.id}@eval0" for t in CATALOG if renamable_names(t)], ids=str
+)
+def test_the_evaluations_renamed_copy_achieves_by_its_own_solution(env: AwsEnv, task_id: str):
+    # The new_names view plays these copies: each must be as solvable as its original (the
+    # originals' drift mutations are covered above; a rename changes names, not mutations).
+    assert_monotone_to_one(task_id, run_canonical(env, CATALOG.by_id(task_id), seed=0))
 
 
 @pytest.mark.parametrize("task", MUTATION_TASKS, ids=lambda t: t.id)

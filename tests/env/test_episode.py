@@ -77,6 +77,10 @@ def test_help_pages_are_rendered_without_a_pager(pool: SandboxPool) -> None:
         assert page.command_success
         assert "Required:" in page.output and "--bucket <string>" in page.output
         assert env.state().hints_used == 0
+        # Reading help costs like a failed command: never a free way to pass a turn.
+        config = RewardConfig()
+        for obs in (services, ops, page):
+            assert obs.reward == pytest.approx(-config.help_cost - config.step_cost)
 
 
 def test_progress_rewards_and_completion(pool: SandboxPool) -> None:

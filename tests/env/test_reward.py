@@ -106,6 +106,7 @@ def test_random_finishers_beat_random_stallers(
         completion_bonus=bonus,
         hint_cost=hint_cost,
         failure_cost=failure_cost,
+        help_cost=failure_cost,  # a help page is a no-op priced like a failure
         step_cost=step_cost,
     )
     config.check_finishing_dominates(max_steps, MAX_HINTS)
@@ -129,6 +130,16 @@ def test_step_reward_components() -> None:
     assert failed == pytest.approx(-config.failure_cost - config.step_cost)
     finish = step_reward(config, StepOutcome(0.5, 1.0, True, hint=False, failed=False))
     assert finish == pytest.approx(0.5 + config.completion_bonus - config.step_cost)
+    # A help page is no free no-op: it costs as much as trying a command that fails.
+    page = step_reward(config, StepOutcome(0.2, 0.2, False, False, False, help_page=True))
+    assert page == pytest.approx(failed) and page < -config.step_cost
+
+
+def test_help_pages_count_like_failures_in_the_dominance_check() -> None:
+    # 15 steps x 0.02 + 3 hints x 0.1 = 0.6 < 1: fine; a help cost of 0.05 makes it 1.05.
+    RewardConfig().check_finishing_dominates(15, 3)
+    with pytest.raises(ValueError, match="help_cost"):
+        RewardConfig(help_cost=0.05).check_finishing_dominates(15, 3)
 
 
 def test_configs_that_let_stalling_win_are_rejected_with_the_fix() -> None:

@@ -90,3 +90,47 @@ def test_export_in_two_sandbox_processes_writes_the_same_rows(tmp_path: Path) ->
     assert two.read_text() == one.read_text()
     assert two.with_name("two.val.jsonl").read_text() == one.with_name("one.val.jsonl").read_text()
     assert ticks[-1] == (7, 7) and len(ticks) == 7  # 3 tasks + 2 variants of each of 2 train tasks
+
+
+# ---- variants by id: the evaluation's new_names view and RL's fresh copies ---------------------
+
+
+def test_variant_ids_resolve_in_any_catalog_to_the_same_copy() -> None:
+    from env.task_variants import EVAL_POOL, base_task_id, parse_variant_id, variant_id
+
+    vid = variant_id("s3-list-objects", "rl", 41)
+    assert vid == "s3-list-objects@rl41" and parse_variant_id(vid) == ("s3-list-objects", "rl", 41)
+    assert base_task_id(vid) == "s3-list-objects" and parse_variant_id("s3-list-objects") is None
+    first, again = FULL.by_id(vid), load_catalog().by_id(vid)
+    assert first == again and first.id == vid and first.tier == "warmup"
+    assert "reports-2024" not in first.description
+    assert first.operations() == FULL.by_id("s3-list-objects").operations()
+    assert FULL.by_id(variant_id("s3-list-objects", "rl", 42)).description != first.description
+    # The evaluation owns a fixed pool of copies; other ids are refused with the reason.
+    for bad, why in (
+        ("s3-list-objects@eval8", f"0..{EVAL_POOL - 1}"),
+        ("s3-list-buckets@rl3", "names no resource"),
+        ("no-such-task@rl3", "no task"),
+    ):
+        try:
+            FULL.by_id(bad)
+        except KeyError as exc:
+            assert why in str(exc), (bad, exc)
+        else:
+            raise AssertionError(f"{bad} resolved")
+
+
+def test_no_training_copy_and_no_sft_copy_uses_an_evaluation_name() -> None:
+    from env.task_variants import EVAL_POOL, eval_names, variant_id
+
+    for task in (t for t in FULL if renamable_names(t)):
+        reserved = eval_names(task)
+        assert reserved and not reserved & set(renamable_names(task))
+        eval_copies = {FULL.by_id(variant_id(task.id, "eval", k)).description
+                       for k in range(EVAL_POOL)}  # fmt: skip
+        assert len(eval_copies) == EVAL_POOL
+        for k in range(0, 2000, 181):
+            names = set(renamable_names(FULL.by_id(variant_id(task.id, "rl", k))))
+            assert not names & reserved, (task.id, k, names & reserved)
+        for sft in task_variants(task, 8, seed=0):
+            assert not set(renamable_names(sft)) & reserved, (task.id, sft.id)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from learner import grpo
-from learner.types import is_zero_variance
+from learner.types import lacks_signal
 
 
 def t(values) -> torch.Tensor:
@@ -36,11 +36,14 @@ def test_advantages_of_unequal_rewards_sum_to_zero():
 
 
 def test_zero_variance_groups_are_detected():
-    assert is_zero_variance([0.3, 0.3, 0.3])
-    assert is_zero_variance([1.0, 1.0])
-    assert is_zero_variance([0.2, 0.2 + 1e-9])  # numerically equal: no signal
-    assert not is_zero_variance([0.0, 1.0])
-    assert not is_zero_variance([0.5, 0.5, 0.51])
+    assert lacks_signal([0.3, 0.3, 0.3])
+    assert lacks_signal([1.0, 1.0])
+    assert lacks_signal([0.2, 0.2 + 1e-9])  # numerically equal: no signal
+    assert not lacks_signal([0.0, 1.0])
+    assert not lacks_signal([0.5, 0.5, 0.51])
+    # A configured minimum spread: step-cost noise among failures is no signal, a success is.
+    assert lacks_signal([-0.05, -0.07, -0.03], min_spread=0.05)
+    assert not lacks_signal([-0.05, 1.2, -0.03], min_spread=0.05)
 
 
 # ---------------------------------------------------------------- logprob alignment
@@ -157,7 +160,8 @@ def test_importance_weights_are_truncated_at_the_cap_and_detached():
 def test_token_mean_counts_only_mask_tokens_over_the_whole_batch():
     values = t([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
     mask = t([[0, 1, 1], [0, 1, 0]])
-    assert grpo.token_mean(values, mask, total_tokens=3).item() == pytest.approx(10.0 / 3.0)
+    weights = t(grpo.sequence_weights([2, 1], "token"))
+    assert grpo.weighted_sum(values, mask, weights).item() == pytest.approx(10.0 / 3.0)
 
 
 def test_token_mean_over_micro_batches_equals_the_batch_token_mean():
@@ -165,15 +169,32 @@ def test_token_mean_over_micro_batches_equals_the_batch_token_mean():
     # a mean of per-episode means would weight the episodes 1:1.
     a_values, a_mask = t([[1.0, 1.0, 1.0, 1.0]]), t([[0, 1, 1, 1]])
     b_values, b_mask = t([[9.0, 9.0]]), t([[0, 1]])
-    total = 4
-    summed = grpo.token_mean(a_values, a_mask, total) + grpo.token_mean(b_values, b_mask, total)
+    w_a, w_b = grpo.sequence_weights([3, 1], "token")
+    summed = grpo.weighted_sum(a_values, a_mask, t([w_a])) + grpo.weighted_sum(
+        b_values, b_mask, t([w_b])
+    )
     assert summed.item() == pytest.approx((1 + 1 + 1 + 9) / 4)
     assert summed.item() != pytest.approx((1 + 9) / 2)
 
 
+def test_sequence_norm_weighs_every_episode_the_same():
+    # The same two episodes under loss_norm="sequence": a mean of per-episode means, so the
+    # 3-token episode no longer outweighs the 1-token one (a long failed episode cannot dominate).
+    a_values, a_mask = t([[1.0, 1.0, 1.0, 1.0]]), t([[0, 1, 1, 1]])
+    b_values, b_mask = t([[9.0, 9.0]]), t([[0, 1]])
+    w_a, w_b = grpo.sequence_weights([3, 1], "sequence")
+    summed = grpo.weighted_sum(a_values, a_mask, t([w_a])) + grpo.weighted_sum(
+        b_values, b_mask, t([w_b])
+    )
+    assert summed.item() == pytest.approx((1 + 9) / 2)
+    assert grpo.sequence_weights([2, 0], "sequence") == [0.25, 0.0]
+
+
 def test_token_mean_rejects_an_empty_batch():
     with pytest.raises(ValueError, match="at least one trained token"):
-        grpo.token_mean(t([[1.0]]), t([[0.0]]), total_tokens=0)
+        grpo.sequence_weights([0, 0], "token")
+    with pytest.raises(ValueError, match="loss_norm"):
+        grpo.sequence_weights([1], "episode")
 
 
 def test_k3_kl_is_zero_at_the_reference_and_positive_elsewhere():
