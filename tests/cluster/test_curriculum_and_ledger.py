@@ -45,8 +45,8 @@ def test_the_split_has_two_held_out_views_that_training_never_plays():
     assert set(unseen) == {t.id for t in split.heldout}
     assert unseen["sqs-list-queues"] == ["sqs list-queues"]  # no training task lists queues
     # A generic env has no renamed copies: new_tasks only.
-    generic = load_config(None, ["env.backend=python", "env.factory=tests.envs.word_env:WordEnv",
-                                 "curriculum.tiers=null", "curriculum.start_tier=null"])  # fmt: skip
+    word_env = ["env.backend=python", "env.factory=tests.envs.word_env:WordEnv"]
+    generic = load_config(None, [*word_env, "curriculum.tiers=null", "curriculum.start_tier=null"])
     assert list(task_split(generic).views()) == [NEW_TASKS]
 
 

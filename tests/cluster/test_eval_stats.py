@@ -20,9 +20,7 @@ def _simulate(rng, tasks: int, episodes: int, gain: float) -> tuple[dict, dict]:
 
 def test_no_difference_is_rejected_at_about_the_nominal_rate():
     rng = np.random.default_rng(0)
-    p_values = [
-        paired_difference(*_simulate(rng, 40, 4, 0.0), seed=k).p_value for k in range(200)
-    ]
+    p_values = [paired_difference(*_simulate(rng, 40, 4, 0.0), seed=k).p_value for k in range(200)]
     false_alarms = sum(p < 0.05 for p in p_values) / len(p_values)
     assert 0.01 <= false_alarms <= 0.10, false_alarms
 

@@ -16,10 +16,10 @@ import pytest
 from PIL import Image
 from transformers import AutoTokenizer
 
+from cluster.evaluation.command import compare_pairs
 from cluster.evaluation.live import evaluate_live
 from cluster.evaluation.policies import EnginePolicy, chat_url
 from cluster.evaluation.report import write_report
-from cluster.evaluation.command import compare_pairs
 from cluster.evaluation.scoring import (
     EpisodeRecord,
     RowResult,
@@ -237,8 +237,9 @@ def test_report_tables_charts_and_results(right_script, tmp_path):
         "sft": {"describe": "model m", "dataset": data, "live": live},
         "grpo": {"describe": "model m + adapter a", "dataset": data, "live": live},
     }
+    unseen = {"s3-create-bucket": ["s3api create-bucket"]}
     spec = {"temperature": 1.0, "episodes_per_task": 2, "views": {"new_tasks": {
-        "tasks": 2, "episodes": 4, "unseen_operations": {"s3-create-bucket": ["s3api create-bucket"]},
+        "tasks": 2, "episodes": 4, "unseen_operations": unseen,
     }}}  # fmt: skip
     results = {"eval": spec, "targets": targets, "comparisons": compare_pairs(targets)}
     report = write_report(results, tmp_path)
