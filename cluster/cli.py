@@ -206,6 +206,12 @@ def _cmd_bench_chaos(args: argparse.Namespace) -> int:
     return main(args)
 
 
+def _cmd_bench_learning(args: argparse.Namespace) -> int:
+    from benchmarks.learning import main
+
+    return main(args)
+
+
 def _cmd_bench_env(args: argparse.Namespace) -> int:
     from benchmarks.env_step import main
 
@@ -387,6 +393,7 @@ def _add_bench_commands(sub: argparse._SubParsersAction) -> None:
         dest="bench_command", required=True
     )
     _add_rollout_bench(bench)
+    _add_learning_bench(bench)
     _add_chaos_bench(bench)
     _add_component_benches(bench)
 
@@ -419,6 +426,22 @@ def _add_rollout_bench(bench: argparse._SubParsersAction) -> None:
     rollout.add_argument("--sweep-group-sizes", type=_int_list, default=None, help="e.g. 4,8,16")
     rollout.add_argument("--sweep-updates", type=int, default=None, help="updates per sweep point")
     rollout.set_defaults(func=_cmd_bench_rollout)
+
+
+def _add_learning_bench(bench: argparse._SubParsersAction) -> None:
+    learning = bench.add_parser(
+        "learning", help="SFT, then GRPO for several seeds; base/sft/grpo on held-out views"
+    )
+    learning.add_argument("--json", action="store_true", help="print only one JSON object")
+    learning.add_argument("--config", type=Path, default=None,
+                          help="farm config (default: configs/smollm2-cpu.yaml)")  # fmt: skip
+    add_overrides(learning, "override one config field (e.g. train.updates=20)")
+    learning.add_argument("--seeds", default="0,1", help="learner seeds, one GRPO run each")
+    learning.add_argument("--no-base", action="store_true",
+                          help="skip evaluating the model before its warm start")  # fmt: skip
+    learning.add_argument("--out", type=Path, default=Path("runs/bench-learning"),
+                          help="output dir")  # fmt: skip
+    learning.set_defaults(func=_cmd_bench_learning)
 
 
 def _add_chaos_bench(bench: argparse._SubParsersAction) -> None:

@@ -46,10 +46,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-async def run(config: FarmConfig, model_path: str, resume: bool = False) -> dict:
+async def run(
+    config: FarmConfig, model_path: str, resume: bool = False, before: dict | None = None
+) -> dict:
     """The whole run: held-out eval, GRPO, held-out eval again, ``summary.json``. A run that stops
     early (an error, a limit, the watchdog, SIGTERM/SIGINT) still writes its summary, with why,
-    after the farm checkpointed it and balanced its ledger."""
+    after the farm checkpointed it and balanced its ledger. ``before``: the held-out eval of this
+    very model under this config's eval settings, already made (a bench's earlier run of it)."""
     from cluster.farm.driver import Farm
     from cluster.farm.failures import RunStopped
 
@@ -64,6 +67,8 @@ async def run(config: FarmConfig, model_path: str, resume: bool = False) -> dict
         farm.metrics.event(f"run {config.run.name}: model {model_path}, mode {config.train.mode}")
         await farm.begin()
         periodic = config.train.eval_every > 0
+        if farm.before is None and before is not None:
+            farm.before = before
         if farm.before is None:
             farm.before = await farm.evaluate_heldout(version=0)
             farm.metrics.event(f"held-out before: {json.dumps(_overall(farm.before))}")
@@ -107,8 +112,12 @@ def heldout_change(before: dict[str, dict], after: dict[str, dict]) -> dict[str,
             ("before", "after"),
         ).as_dict()
         for view in after
-        if view in before
+        if view in before and _played(before[view]) and _played(after[view])
     }  # fmt: skip
+
+
+def _played(result: dict) -> bool:
+    return any(row["episodes"] for row in result["by_task"].values())
 
 
 def _outcome(farm, started: float) -> dict:

@@ -1,13 +1,16 @@
 """Make the run's model ready: resolve it (a hub id or path as is; a ``builtin:`` model built or
-converted once), then, if ``run.warm_start``, SFT-warm it on the env's exported demonstrations.
+converted once), then, if ``run.warm_start``, SFT-warm it on demonstrations of the training tasks.
 
-The warm start exports SFT rows (``env.sft_export``) for the *training* tasks only — the tasks the
-farm holds out for its before/after evaluation are never shown to the model — plus renamed variants
-of them (``env.task_variants``: same logic, fresh resource names, so names are read from the task
-rather than memorised), and fine-tunes with ``learner.sft``: the whole model when it is small (the
-tiny model's weights start random), a LoRA adapter merged into the base when it is large (a real
-pretrained model keeps its pretraining; GRPO's own LoRA then trains on the merged model). The result
-is cached under ``$RLFARM_HOME/models/`` keyed by the base model and the recipe, written atomically.
+The AWS env's demonstrations are exported by playing each training task's canonical solution
+(``env.sft_export``) — the tasks the farm holds out for its evaluation are never shown to the model
+— plus renamed variants of them (``env.task_variants``: same logic, fresh resource names, none of
+the evaluation's, so names are read from the task rather than memorised). A Python env that can
+``demonstration(task_id, seed) -> reply`` gets the same warm start from its own answers
+(``rollout.python_env.demonstration_rows``); other envs start cold. The fine-tune is
+``learner.sft``: the whole model when it is small (the tiny model's weights start random), a LoRA
+adapter merged into the base when it is large (a real pretrained model keeps its pretraining;
+GRPO's own LoRA then trains on the merged model). The result is cached under
+``$RLFARM_HOME/models/`` keyed by the base model and the recipe, written atomically.
 """
 
 from __future__ import annotations
@@ -16,14 +19,17 @@ import hashlib
 import json
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from cluster.config import FarmConfig
 from cluster.progress import PhaseProgress
 
 # Bump when the export or SFT changes in a way the recipe's fields do not show, so cached warm
-# models are rebuilt.
-WARM_START_RECIPE = 3
+# models are rebuilt. 4: SFT variants avoid the evaluation's names.
+WARM_START_RECIPE = 4
+# Demonstrations per training task of a Python env (each with its own seed).
+DEMO_SEEDS = 4
 
 
 def prepare_model(config: FarmConfig, log=print) -> str:
@@ -32,11 +38,17 @@ def prepare_model(config: FarmConfig, log=print) -> str:
     base = resolve_model(config.model)
     if not config.run.warm_start:
         return base
-    if not config.env.is_aws:
-        # The warm start's demonstrations are the AWS env's solutions; another env starts cold.
-        log(f"warm start: skipped (it teaches the AWS env; env.backend is {config.env.backend!r})")
+    if not config.env.is_aws and not _demonstrates(config):
+        # Nothing to learn from: the env cannot show a right answer.
+        log(f"warm start: skipped (env.backend {config.env.backend!r} gives no demonstrations)")
         return base
     return str(warm_start(base, config, log))
+
+
+def _demonstrates(config: FarmConfig) -> bool:
+    from rollout.python_env import can_demonstrate
+
+    return config.env.backend == "python" and can_demonstrate(config.env)
 
 
 def _train_catalog(config: FarmConfig):
@@ -48,17 +60,18 @@ def _train_catalog(config: FarmConfig):
     return Catalog([t for t in catalog.tasks if t.id in keep])
 
 
-def warm_recipe(base: str | Path, config: FarmConfig):
-    """(recipe, cache directory, training catalog) of ``config``'s warm start of ``base`` (a local
-    model directory or a hub id)."""
+def warm_recipe(base: str | Path, config: FarmConfig) -> tuple[dict, Path, list[str]]:
+    """(recipe, cache directory, training task ids) of ``config``'s warm start of ``base`` (a
+    local model directory or a hub id)."""
+    from cluster.task_split import task_split
     from serving.tiny_model import rlfarm_home
 
-    catalog = _train_catalog(config)
+    train = sorted(t.id for t in task_split(config).train)
     name = Path(base).name if Path(base).is_dir() else str(base).replace("/", "--")
     recipe = {
         "base": name,
         "mode": config.run.warm_start_mode,
-        "tasks": sorted(t.id for t in catalog.tasks),
+        "tasks": train,
         "steps": config.run.warm_start_steps,
         "kinds": sorted(config.run.warm_start_kinds),
         "variants": config.run.warm_start_variants,
@@ -67,58 +80,26 @@ def warm_recipe(base: str | Path, config: FarmConfig):
         "seed": config.run.seed,
         "recipe": WARM_START_RECIPE,
     }
+    if not config.env.is_aws:  # a demonstrating env: its answers, not the AWS export
+        recipe |= {"env": config.env.factory, "kinds": ["demonstration"], "variants": DEMO_SEEDS}
     key = hashlib.sha256(json.dumps(recipe).encode()).hexdigest()[:12]
-    return recipe, rlfarm_home() / "models" / f"{name}-sft-{key}", catalog
+    return recipe, rlfarm_home() / "models" / f"{name}-sft-{key}", train
 
 
 def warm_start(base: str | Path, config: FarmConfig, log=print) -> Path:
     """The SFT-warmed copy of ``base`` (built on first use, then cached)."""
-    from env.sft_export import export_sft, export_workers
-    from learner.sft import SftOptions, run_sft
-
-    recipe, target, catalog = warm_recipe(base, config)
+    recipe, target, train = warm_recipe(base, config)
     if (target / "config.json").exists():
         log(f"warm model: {target} (cached)")
         return target
-    log(f"warm start: exporting demonstrations for {len(catalog.tasks)} training tasks")
     with tempfile.TemporaryDirectory(prefix="rlfarm-warm-") as tmp:
         data = Path(tmp) / "sft.jsonl"
-        with PhaseProgress("warm start: export", "tasks") as export_progress:
-            counts = export_sft(
-                data,
-                val_fraction=0.1,
-                seed=config.run.seed,
-                catalog=catalog,
-                variants=config.run.warm_start_variants,
-                on_task=export_progress.update,
-                workers=export_workers(),
-            )
-        kept = _keep_kinds(data, set(config.run.warm_start_kinds))
-        log(f"warm start: {kept} rows; SFT for {config.run.warm_start_steps} steps")
+        if config.env.is_aws:
+            counts = _export_aws(data, config, log)
+        else:
+            counts = _export_demonstrations(data, config, train, log)
+        result = _fine_tune(base, data, Path(tmp) / "model", config, log)
         staging = Path(tmp) / "model"
-        sft_progress = PhaseProgress("warm start: SFT", "steps")
-        with sft_progress:
-            result = run_sft(
-                SftOptions(
-                    data=data,
-                    out=staging,
-                    model=str(base),
-                    mode=config.run.warm_start_mode,
-                    merge=True,  # the engines and GRPO's LoRA load it as a plain base model
-                    max_steps=config.run.warm_start_steps,
-                    lr=config.run.warm_start_lr,
-                    batch_size=config.run.warm_start_batch_size,
-                    max_length=config.engine.max_model_len,
-                    eval_data=data.with_name(f"{data.stem}.val.jsonl"),
-                    eval_before=False,  # `rlfarm eval` scores the base model when wanted
-                    seed=config.run.seed,
-                ),
-                on_step=sft_progress.update,
-            )
-        log(
-            f"warm start: {result.mode} fine-tune, {result.seconds:.0f}s, exact match on the SFT "
-            f"validation tasks {result.exact_match_after}"
-        )
         (staging / "rlfarm_warm_start.json").write_text(
             json.dumps({"recipe": recipe, "exports": counts, "sft": _plain(result)}, indent=1)
         )
@@ -127,6 +108,72 @@ def warm_start(base: str | Path, config: FarmConfig, log=print) -> Path:
         shutil.copytree(staging, partial)
         partial.rename(target)
     return target
+
+
+def _export_aws(data: Path, config: FarmConfig, log: Callable) -> dict:
+    from env.sft_export import export_sft, export_workers
+
+    catalog = _train_catalog(config)
+    log(f"warm start: exporting demonstrations for {len(catalog.tasks)} training tasks")
+    with PhaseProgress("warm start: export", "tasks") as export_progress:
+        counts = export_sft(
+            data,
+            val_fraction=0.1,
+            seed=config.run.seed,
+            catalog=catalog,
+            variants=config.run.warm_start_variants,
+            on_task=export_progress.update,
+            workers=export_workers(),
+        )
+    kept = _keep_kinds(data, set(config.run.warm_start_kinds))
+    log(f"warm start: {kept} rows; SFT for {config.run.warm_start_steps} steps")
+    return counts
+
+
+def _export_demonstrations(data: Path, config: FarmConfig, train: list[str], log) -> dict:
+    """The env's own answers to every training task (``DEMO_SEEDS`` seeds each), split by task
+    into train and validation rows as the AWS export is."""
+    import random
+
+    from rollout.python_env import demonstration_rows
+
+    rows = demonstration_rows(config.env, train, range(DEMO_SEEDS))
+    val_tasks = set(random.Random(config.run.seed).sample(train, max(1, len(train) // 10)))
+    val = [r for r in rows if r["task_id"] in val_tasks]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows if r["task_id"] not in val_tasks))
+    data.with_name(f"{data.stem}.val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in val))
+    log(f"warm start: {len(rows) - len(val)} demonstrations; SFT for "
+        f"{config.run.warm_start_steps} steps")  # fmt: skip
+    return {"train_rows": len(rows) - len(val), "val_rows": len(val), "train_tasks": len(train)}
+
+
+def _fine_tune(base, data: Path, staging: Path, config: FarmConfig, log: Callable):
+    from learner.sft import SftOptions, run_sft
+
+    sft_progress = PhaseProgress("warm start: SFT", "steps")
+    with sft_progress:
+        result = run_sft(
+            SftOptions(
+                data=data,
+                out=staging,
+                model=str(base),
+                mode=config.run.warm_start_mode,
+                merge=True,  # the engines and GRPO's LoRA load it as a plain base model
+                max_steps=config.run.warm_start_steps,
+                lr=config.run.warm_start_lr,
+                batch_size=config.run.warm_start_batch_size,
+                max_length=config.engine.max_model_len,
+                eval_data=data.with_name(f"{data.stem}.val.jsonl"),
+                eval_before=False,  # `rlfarm eval` scores the base model when wanted
+                seed=config.run.seed,
+            ),
+            on_step=sft_progress.update,
+        )
+    log(
+        f"warm start: {result.mode} fine-tune, {result.seconds:.0f}s, exact match on the SFT "
+        f"validation tasks {result.exact_match_after}"
+    )
+    return result
 
 
 def _keep_kinds(path: Path, kinds: set[str]) -> int:

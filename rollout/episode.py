@@ -46,7 +46,8 @@ class EpisodeLimits:
     """How an episode is played. ``seeded``: every request's sampling seed is a function of the
     task, the episode's seed and index and the turn (``sampling_seed``), so a sampled evaluation
     is reproducible and two policies scored on the same episodes draw with common random numbers
-    (their difference is then measured with less noise)."""
+    (their difference is then measured with less noise). Engines that cannot honour a seed (vLLM
+    on CPU, ``serving.engine``) sample those requests unseeded: independent draws."""
 
     max_steps: int = 15
     max_model_len: int = 4096

@@ -120,3 +120,33 @@ class PythonEnvSessions:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
+
+
+def can_demonstrate(settings: EnvSettings) -> bool:
+    """The env class answers its own tasks (``demonstration(task_id, seed) -> reply``)."""
+    return callable(getattr(load_factory(settings.factory or ""), "demonstration", None))
+
+
+def demonstration_rows(settings: EnvSettings, task_ids, seeds) -> list[dict]:
+    """SFT rows (chat ``messages`` ending in the env's own reply) for each task and seed: the
+    conversation exactly as the rollout loop opens it (system prompt, the reset text)."""
+    factory = load_factory(settings.factory or "")
+    rows = []
+    for task_id in task_ids:
+        for seed in seeds:
+            env = factory()
+            first = as_result(_run(env.reset(task_id, seed)), "reset")
+            system = getattr(env, "system_prompt", None) or settings.system_prompt
+            messages = [{"role": "system", "content": system}] if system else []
+            messages += [
+                {"role": "user", "content": first.text},
+                {"role": "assistant", "content": _run(factory.demonstration(task_id, seed))},
+            ]
+            rows.append({"messages": messages, "task_id": task_id, "kind": "demonstration"})
+            _run(getattr(env, "close", lambda: None)())
+    return rows
+
+
+def _run(value: Any) -> Any:
+    """A plain value as is; an awaitable (an ``async`` env method) run to completion."""
+    return asyncio.run(value) if inspect.isawaitable(value) else value

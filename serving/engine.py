@@ -106,6 +106,11 @@ class Engine:
             # Prompt logprobs (the swap probe) are the same in either mode.
             logprobs_mode="processed_logprobs",
         )
+        # A per-request seed kills vLLM's CPU engine core: when a seeded request's sampled token
+        # is discarded (its prompt was only partly prefilled in that step), the model runner
+        # rewinds the request's generator offset, which only CUDA generators have ("CPU
+        # Generator does not use offset"). On CPU, requests are sampled unseeded instead.
+        self._seeds_work = cfg.resolved_device() != "cpu"
         if cfg.resolved_device() == "cpu":
             # vLLM's default multiprocess worker dies with SIGILL when started inside a Ray actor
             # on CPU; the uniprocess backend is what works there. vLLM's CPU platform turns
@@ -157,7 +162,7 @@ class Engine:
             temperature=sampling.temperature,
             top_p=sampling.top_p,
             stop_token_ids=list(sampling.stop_token_ids),
-            seed=sampling.seed,
+            seed=sampling.seed if self._seeds_work else None,
             ignore_eos=sampling.ignore_eos,
             logprobs=0,
             # Token in, token out: callers decode what they need. No per-step text and no

@@ -181,8 +181,8 @@ async def score_policy(
         ).sampled(opts.temperature)
         timeout = config.env.step_timeout_s
 
-        async def play(task, seed: int):
-            return await policy.play(task.id, task.tier, seed, new_env, limits, timeout)
+        async def play(task, seed: int, episodes: int):
+            return await policy.play(task.id, task.tier, seed, episodes, new_env, limits, timeout)
 
         result["live"] = {}
         for view, tasks in views.items():

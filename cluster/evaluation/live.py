@@ -1,11 +1,13 @@
-"""Live eval: greedy episodes of held-out tasks against real environments, per tier.
+"""Live eval: episodes of held-out tasks against real environments, by task and tier.
 
-Each (task, seed) is one episode at temperature 0, played by whoever evaluates: the farm's env
-workers (``Farm.evaluate``), or ``rlfarm eval``'s policies (the rollout loop on an engine, a
-message loop on an endpoint) on fresh sessions. Episodes run concurrently up to
-``concurrency``. Seeds 0..episodes-1 give each task different initial states, so more than one
-episode per task is not the same greedy run repeated. ``scoring.live_summary`` turns the records
-into the per-tier metrics every caller reports.
+Each task is played as one group of ``episodes`` episodes from one initial state (``EVAL_SEED``):
+independent draws at the eval's temperature (greedy at 0, where more than one episode repeats the
+same answer), each with its own sampling seed (``rollout.episode.sampling_seed``, by episode
+index). The farm's env workers (``Farm.evaluate``) and ``rlfarm eval``'s policies (the rollout
+loop on an engine, a message loop on an endpoint) play them the same way, so the same policy
+draws the same episodes wherever it is scored. Tasks run concurrently up to ``concurrency``.
+``scoring.live_result`` turns the records into the per-tier and per-task metrics every caller
+reports.
 """
 
 from __future__ import annotations
@@ -18,25 +20,28 @@ from typing import Any
 from cluster.evaluation.scoring import EpisodeRecord
 from rollout.config import EnvSettings
 
-PlayEpisode = Callable[[Any, int], Awaitable[EpisodeRecord]]
+EVAL_SEED = 0  # the initial state every evaluation plays a task from
+PlayTask = Callable[[Any, int, int], Awaitable[list[EpisodeRecord]]]
 
 
 async def evaluate_live(
-    play: PlayEpisode, tasks: Sequence, episodes: int = 1, concurrency: int = 4,
+    play: PlayTask, tasks: Sequence, episodes: int = 1, concurrency: int = 4,
     on_episode: Callable[[EpisodeRecord], None] | None = None,
 ) -> list[EpisodeRecord]:  # fmt: skip
-    """One record per (task, seed); ``tasks`` are anything with ``.id`` and ``.tier``.
-    ``on_episode`` sees each record as its episode ends (progress)."""
+    """``episodes`` records per task: ``play(task, EVAL_SEED, episodes)`` plays one task's group;
+    ``tasks`` are anything with ``.id`` and ``.tier``. ``on_episode`` sees each record as its
+    task's group ends (progress)."""
     gate = asyncio.Semaphore(concurrency)
 
-    async def one(task, seed: int) -> EpisodeRecord:
+    async def one(task) -> list[EpisodeRecord]:
         async with gate:
-            record = await play(task, seed)
-        if on_episode is not None:
+            records = await play(task, EVAL_SEED, episodes)
+        for record in records if on_episode is not None else ():
             on_episode(record)
-        return record
+        return records
 
-    return list(await asyncio.gather(*(one(t, seed) for t in tasks for seed in range(episodes))))
+    played = await asyncio.gather(*(one(t) for t in tasks))
+    return [record for group in played for record in group]
 
 
 @contextmanager

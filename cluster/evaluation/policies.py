@@ -10,6 +10,7 @@ sees messages, not token ids, so its episodes go through a small message-level l
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -63,16 +64,18 @@ class EnginePolicy:
         task_id: str,
         tier: str,
         seed: int,
+        episodes: int,
         new_env: Callable[[], EnvSession],
         limits: EpisodeLimits,
         env_timeout_s: float,
-    ) -> EpisodeRecord:
-        spec = GroupSpec(task_id, tier, seed, f"eval-{uuid.uuid4().hex[:8]}", size=1)
+    ) -> list[EpisodeRecord]:
+        """``episodes`` episodes of one task from ``seed``, as one group of the rollout loop."""
+        spec = GroupSpec(task_id, tier, seed, f"eval-{uuid.uuid4().hex[:8]}", size=episodes)
         group = await run_group(
             spec, new_env, PinnedEngine(self.generator, self.version), self.tokenizer, limits,
             env_timeout_s=env_timeout_s,
         )  # fmt: skip
-        return record_from_trajectory(group.trajectories[0])
+        return [record_from_trajectory(t) for t in group.trajectories]
 
 
 def chat_url(endpoint: str) -> str:
@@ -143,17 +146,23 @@ class EndpointPolicy:
         task_id: str,
         tier: str,
         seed: int,
+        episodes: int,
         new_env: Callable[[], EnvSession],
         limits: EpisodeLimits,
         env_timeout_s: float,
-    ) -> EpisodeRecord:
-        env = TimedEnv(new_env(), env_timeout_s)
-        try:
-            return await chat_episode(task_id, tier, seed, env, self, limits)
-        except EnvCallError as exc:
-            return EpisodeRecord(task_id, tier, seed, 0.0, False, 0, 0.0, 0, 0, error=str(exc))
-        finally:
-            await env.close()
+    ) -> list[EpisodeRecord]:
+        """``episodes`` episodes of one task from ``seed``, concurrently, each its own draw."""
+
+        async def one(index: int) -> EpisodeRecord:
+            env = TimedEnv(new_env(), env_timeout_s)
+            try:
+                return await chat_episode(task_id, tier, seed, env, self, limits, index)
+            except EnvCallError as exc:
+                return EpisodeRecord(task_id, tier, seed, 0.0, False, 0, 0.0, 0, 0, error=str(exc))
+            finally:
+                await env.close()
+
+        return list(await asyncio.gather(*(one(i) for i in range(episodes))))
 
     async def close(self) -> None:
         if self._client is not None:
@@ -168,6 +177,7 @@ async def chat_episode(
     env: EnvSession,
     policy: EndpointPolicy,
     limits: EpisodeLimits,
+    episode_index: int = 0,
 ) -> EpisodeRecord:
     """One episode at the message level: the same env contract, stopping rules and sampling
     seeds as ``rollout.episode.run_episode``, for policies that take messages, not token ids."""
@@ -177,7 +187,7 @@ async def chat_episode(
         messages.insert(0, {"role": "system", "content": env.system_prompt})
     reward, progress, hints, failures, achieved = 0.0, 0.0, 0, 0, False
     actions: list[str | None] = []
-    spec = EpisodeSpec(task_id, tier, seed, "", 0)
+    spec = EpisodeSpec(task_id, tier, seed, "", episode_index)
     for turn in range(limits.max_steps):
         draw = sampling_seed(spec, turn) if limits.seeded else None
         reply = await policy.reply(messages, limits.max_new_tokens, limits.temperature, draw)

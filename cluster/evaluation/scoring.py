@@ -199,10 +199,13 @@ def per_task(episodes: Sequence[EpisodeRecord]) -> dict[str, dict]:
     95% Wilson interval; the input of paired comparisons (``cluster.evaluation.stats``)."""
     out: dict[str, dict] = {}
     for e in sorted(episodes, key=lambda e: e.task_id):
-        row = out.setdefault(e.task_id, {"tier": e.tier, "episodes": 0, "successes": 0})
+        row = out.setdefault(
+            e.task_id, {"tier": e.tier, "episodes": 0, "successes": 0, "reward_sum": 0.0}
+        )
         if not e.error:
             row["episodes"] += 1
             row["successes"] += int(e.achieved)
+            row["reward_sum"] += e.reward
     for row in out.values():
         n = row["episodes"]
         row["rate"] = row["successes"] / n if n else None
@@ -215,10 +218,13 @@ def live_result(episodes: Sequence[EpisodeRecord]) -> dict[str, dict]:
     return {"by_tier": live_summary(episodes), "by_task": per_task(episodes)}
 
 
-def task_counts(by_task: dict[str, dict], prefix: str = "") -> dict[str, tuple[int, int]]:
-    """``per_task``'s rows as (successes, episodes) per stratum; ``prefix`` names the run when
-    several are pooled (one stratum per task and run)."""
-    return {prefix + t: (row["successes"], row["episodes"]) for t, row in by_task.items()}
+def task_counts(
+    by_task: dict[str, dict], prefix: str = "", metric: str = "successes"
+) -> dict[str, tuple[float, int]]:
+    """``per_task``'s rows as (total, episodes) per stratum, of successes or of ``reward_sum``
+    (a paired comparison then compares mean rewards); ``prefix`` names the run when several
+    are pooled (one stratum per task and run)."""
+    return {prefix + t: (row[metric], row["episodes"]) for t, row in by_task.items()}
 
 
 def _listed(interval: tuple[float, float] | None) -> list[float] | None:

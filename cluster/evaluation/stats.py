@@ -26,7 +26,8 @@ import numpy as np
 EXACT_MAX = 16
 RESAMPLES = 20_000
 
-Counts = Mapping[str, tuple[int, int]]  # stratum -> (successes, episodes)
+# stratum -> (successes, episodes); or (sum of a [0, 1]-bounded score, episodes) for mean scores
+Counts = Mapping[str, tuple[float, int]]
 
 
 @dataclass(frozen=True)

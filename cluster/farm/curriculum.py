@@ -20,7 +20,7 @@ from rollout.sessions import Renamer
 
 class CurriculumSampler:
     def __init__(
-        self, tasks: list[TaskRef], settings: CurriculumSettings, seed: int,
+        self, tasks: list[TaskRef], settings: CurriculumSettings, seed: int | str,
         renamer: Renamer | None = None,
     ) -> None:  # fmt: skip
         self.settings = settings

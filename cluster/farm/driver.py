@@ -87,9 +87,12 @@ class Farm:
         self.workers = workers
         self.control = control
         self.split = split
+        # The task stream varies with the learner's seed too: runs that differ only in
+        # learner.seed are independent replicates over the same split (run.seed).
         self.sampler = CurriculumSampler(
-            self.split.train, config.curriculum, config.run.seed, task_renamer(config.env)
-        )
+            self.split.train, config.curriculum, f"{config.run.seed}/{config.learner.seed}",
+            task_renamer(config.env),
+        )  # fmt: skip
         last = resume_from.driver.updates if resume_from else None
         ledger_path = self.run_dir / "ledger.jsonl"
         self.ledger = (
@@ -308,8 +311,9 @@ class Farm:
         self, task: TaskRef, seed: int, version: int | None = None, evaluation: bool = False
     ) -> TrajectoryGroup:
         """One group on the least-busy worker; a dead worker gives a failed group, is replaced.
-        An ``evaluation`` plays one episode at the eval's temperature and is not booked."""
-        size = 1 if evaluation else self.group_size
+        An ``evaluation`` plays ``run.eval_episodes`` episodes at the eval's temperature and is
+        not booked."""
+        size = self.config.run.eval_episodes if evaluation else self.group_size
         spec = GroupSpec(task.id, task.tier, seed, f"g{uuid.uuid4().hex[:10]}", size)
         limits = self.eval_limits if evaluation else self.limits
         while (slot := self.workers.acquire()) is None:
@@ -577,27 +581,32 @@ class Farm:
         self, version: int, tasks: list[TaskRef], name: str = "held-out"
     ) -> dict[str, dict]:
         """``run.eval_episodes`` sampled episodes (``run.eval_temperature``; 0: greedy) of each of
-        ``tasks`` under adapter ``version``, played by the env workers and scored by ``rlfarm
-        eval``'s own live metrics: by tier and by task (``scoring.live_result``)."""
-        from cluster.evaluation.live import evaluate_live
+        ``tasks`` under adapter ``version``, played by the env workers as one group per task (one
+        initial state, ``EVAL_SEED``; independent draws) and scored by ``rlfarm eval``'s own live
+        metrics: by tier and by task (``scoring.live_result``)."""
+        from cluster.evaluation.live import EVAL_SEED
         from cluster.evaluation.scoring import live_result, record_from_trajectory
 
         episodes = self.config.run.eval_episodes
-        total = len(tasks) * episodes
-        progress = Progress(f"{name} eval of v{version}", total, "episodes", stream=sys.stdout)
+        progress = Progress(
+            f"{name} eval of v{version}", len(tasks) * episodes, "episodes", stream=sys.stdout
+        )
 
-        async def play(task: TaskRef, seed: int):
-            group = await self._play(task, seed, version=version, evaluation=True)
+        async def play(task: TaskRef) -> list:
+            group = await self._play(task, EVAL_SEED, version=version, evaluation=True)
             self.episodes.add(group, "eval", f"{name} eval of v{version}", self.state.updates)
-            progress.advance()
-            return record_from_trajectory(group.trajectories[0])
+            progress.advance(len(group.trajectories))
+            return [record_from_trajectory(t) for t in group.trajectories]
 
         with progress:
-            records = await evaluate_live(play, tasks, episodes, max(1, total))
-        return live_result(records)
+            played = await asyncio.gather(*(play(t) for t in tasks))
+        return live_result([record for group in played for record in group])
 
     async def evaluate_heldout(self, version: int) -> dict[str, dict]:
-        """Every held-out view (``TaskSplit.views``: new_names, new_tasks) under ``version``."""
+        """Every held-out view (``TaskSplit.views``: new_names, new_tasks) under ``version``;
+        none with ``run.eval_episodes`` 0."""
+        if self.config.run.eval_episodes == 0:
+            return {}
         return {
             view: await self.evaluate(version, tasks, f"held-out {view}")
             for view, tasks in self.split.views().items()

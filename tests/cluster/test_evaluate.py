@@ -121,11 +121,12 @@ def test_per_task_success_counts_each_task_once_with_its_interval():
         EpisodeRecord("b", "beginner", 1, 0.0, False, 0, 0.0, 0, 0, error="env down"),
     ]
     rows = per_task(episodes)
-    assert rows["a"] == {"tier": "warmup", "episodes": 3, "successes": 2, "rate": 2 / 3,
-                         "ci95": list(wilson_interval(2, 3))}  # fmt: skip
+    assert rows["a"] == {"tier": "warmup", "episodes": 3, "successes": 2, "reward_sum": 2.0,
+                         "rate": 2 / 3, "ci95": list(wilson_interval(2, 3))}  # fmt: skip
     # An env failure is not an episode of the policy.
     assert rows["b"]["episodes"] == 1 and rows["b"]["successes"] == 0
     assert task_counts(rows, "seed1/") == {"seed1/a": (2, 3), "seed1/b": (0, 1)}
+    assert task_counts(rows, metric="reward_sum") == {"a": (2.0, 3), "b": (0.0, 1)}
     assert live_summary(episodes)["all"]["tasks"] == 2
 
 
@@ -186,8 +187,8 @@ def new_env():
 def _live(tokenizer, new_env, script: list[str], tasks, episodes: int = 1) -> dict:
     policy = EnginePolicy("scripted", ScriptedEngine(tokenizer, script), tokenizer)
 
-    async def play(task, seed):
-        return await policy.play(task.id, task.tier, seed, new_env, LIMITS, 30.0)
+    async def play(task, seed, episodes):
+        return await policy.play(task.id, task.tier, seed, episodes, new_env, LIMITS, 30.0)
 
     records = asyncio.run(evaluate_live(play, tasks, episodes=episodes))
     assert len(records) == len(tasks) * episodes and not any(r.error for r in records)

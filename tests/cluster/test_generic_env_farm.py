@@ -59,10 +59,16 @@ def _check(summary: dict, run_dir: Path, held_out_evals: int = 2) -> None:
     assert summary["stopped"]["kind"] == "completed", summary["stopped"]
     assert summary["updates"] == 2
     assert summary["ledger_balanced"] is True
-    # Held-out evaluation per tier of this env (not the AWS tiers), before and after.
+    # Held-out evaluation per tier of this env (not the AWS tiers), before and after: one view,
+    # new_tasks (a generic env has no renamed copies), with per-task success and the paired change.
     for when in ("before", "after"):
-        assert {"short", "long", "all"} <= set(summary[when]), summary[when]
-        assert summary[when]["all"]["episodes"] == 2  # one held-out task per tier, one seed
+        assert list(summary[when]) == ["new_tasks"], summary[when]
+        tiers = summary[when]["new_tasks"]["by_tier"]
+        assert {"short", "long", "all"} <= set(tiers), tiers
+        assert tiers["all"]["episodes"] == 2 and tiers["all"]["tasks"] == 2  # one per tier
+        assert len(summary[when]["new_tasks"]["by_task"]) == 2
+    assert summary["heldout_tasks"] == {"new_tasks": 2}
+    assert summary["change"]["new_tasks"]["strata"] == 2
     trained = [e for e in read_ledger(run_dir / "ledger.jsonl") if e.get("fate") == "trained"]
     assert len({e["group_id"] for e in trained}) == 2 * 2  # groups_per_update x updates
     assert {e["task_id"] for e in trained} <= set(WordEnv.tasks)
@@ -73,7 +79,7 @@ def _check(summary: dict, run_dir: Path, held_out_evals: int = 2) -> None:
     assert {(e["group_id"], e["episode"]) for e in by_fate["trained"]} == {
         (e["group_id"], e["episode"]) for e in trained
     }
-    held_out = [e for e in by_fate["eval"] if e["reason"].startswith("held-out eval")]
+    held_out = [e for e in by_fate["eval"] if e["reason"].startswith("held-out new_tasks eval")]
     assert len(held_out) == 2 * held_out_evals  # two held-out tasks each time
     turn = by_fate["trained"][0]["turns"][0]
     assert "the word is" in turn["observation"] or turn["observation"] == "Correct."
@@ -99,13 +105,12 @@ def test_farm_trains_on_a_python_env_named_by_entry_point(python_env_run):
                    if e["reason"].startswith("training-task eval")}  # fmt: skip
     assert len(train_tasks) == 4  # two per tier, the same ones at every eval
     for row in rows:
-        assert {"short", "long", "all"} <= set(row["heldout"]) and row["heldout"]["all"][
-            "episodes"
-        ] == 2
+        held = row["new_tasks"]
+        assert {"short", "long", "all"} <= set(held) and held["all"]["episodes"] == 2
         assert {"short", "long", "all"} <= set(row["train"]) and row["train"]["all"][
             "episodes"
         ] == 4
-    assert row["heldout"] == python_env_run["after"]
+    assert row["new_tasks"] == python_env_run["after"]["new_tasks"]["by_tier"]
     assert (run_dir / "eval_curve.png").stat().st_size > 10_000
 
 
@@ -136,7 +141,7 @@ def test_rlfarm_view_shows_the_run_in_a_real_browser(python_env_run, tmp_path):
         server.wait(timeout=30)
     assert 'data-loaded="yes"' in dom, dom[-2000:]
     assert dom.count('<svg class="chart" id="chart-') == 9
-    held_out_curve = dom[dom.index('id="chart-eval-heldout"') :][:4000]
+    held_out_curve = dom[dom.index('id="chart-eval-new_tasks"') :][:4000]
     assert 'data-points="9"' in held_out_curve  # two tiers and all, at updates 0, 1, 2
     reward_chart = dom[dom.index('id="chart-reward"') :][:4000]
     assert 'class="series"' in reward_chart and "short" in reward_chart + dom

@@ -68,6 +68,22 @@ def test_hot_swap_under_load_fails_nothing_and_tags_versions(pool, reference, ve
         assert max(abs(a - b) for a, b in zip(c.logprobs, expected, strict=True)) < 1e-3
 
 
+def test_seeded_requests_longer_than_a_step_budget_do_not_kill_the_engine(pool, reference, run):
+    # Many long seeded prompts at once: the scheduler prefills some of them in chunks, and vLLM
+    # rewinds a chunked request's generator, which a CPU generator cannot do (the engine core
+    # died with "CPU Generator does not use offset"). The engine samples them unseeded instead.
+    prompts = [reference.prompt(f"task {i}: " + "describe every bucket and queue " * 120)
+               for i in range(12)]  # fmt: skip
+    sampling = SamplingSpec(max_tokens=4, temperature=1.0, seed=7)
+
+    async def burst():
+        return await asyncio.gather(*(pool.generate(p, sampling) for p in prompts))
+
+    done = run(burst())
+    assert [len(c.token_ids) for c in done] == [4] * len(prompts)
+    assert run(pool.generate(prompts[0][:50], GREEDY)).token_ids  # still serving
+
+
 def test_prefix_cache_never_crosses_versions(pool, reference, versions, run):
     prompt = reference.prompt("long shared prefix " * 12)
     a = reference.publish(versions(), reference.make_adapter(seed=31))

@@ -1,0 +1,232 @@
+"""``rlfarm bench learning``: does GRPO make the SFT-warmed model better where it never trained?
+
+One run, one JSON object:
+
+1. the warm start (SFT on the training tasks' demonstrations; cached after its first build, its
+   build time reported when it ran here);
+2. GRPO from it, once per learner seed (``--seeds``; each run a full ``rlfarm train`` of
+   ``train.updates`` updates whose task stream also follows the seed);
+3. sampled evaluation (``run.eval_episodes`` draws per task at ``run.eval_temperature``, each draw
+   seeded, so every target plays the same episodes on common random numbers) of ``base`` (the
+   model before its warm start), ``sft`` and each seed's ``grpo`` on both held-out views:
+   ``new_names`` (renamed copies of the training tasks, names no training saw) and ``new_tasks``
+   (held-out task ids, with the operations training never showed).
+
+Per view it reports each target's success with its Wilson interval, distinct tasks and episodes,
+and grpo - sft: the paired, task-stratified difference (each task's GRPO success pooled over the
+seeds, minus its SFT success), its 95% bootstrap interval and sign-flip p-value, overall and per
+seed. The target (``TARGET``) is judged on ``new_names``; ``new_tasks`` is reported as it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+
+from cluster.config import ConfigError, FarmConfig, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = REPO / "configs" / "smollm2-cpu.yaml"
+# What the bench must show on this 2-core box (issue 22): GRPO beats SFT on new_names by at
+# least 10 points of sampled success, p < 0.05 pooled over seeds, everything within 2 hours.
+TARGET = {"view": "new_names", "min_points": 10.0, "max_p": 0.05, "max_wall_s": 7200.0}
+
+
+def bench_config(path: Path, overrides: list[str], out: Path) -> FarmConfig:
+    """The config the bench runs: the file's, with the periodic eval off (the bench evaluates
+    before and after) and outputs under ``out``; the caller's overrides win."""
+    return load_config(
+        path, [f"run.out_dir={out}", "train.eval_every=0", "run.name=learning", *overrides]
+    )
+
+
+def seed_config(config: FarmConfig, seed: int) -> FarmConfig:
+    """The same run with ``learner.seed`` = ``seed`` (validated again, unlike ``model_copy``)."""
+    data = config.model_dump(mode="json")
+    data["learner"]["seed"] = seed
+    data["run"]["name"] = f"{config.run.name}-s{seed}"
+    return FarmConfig.model_validate(data)
+
+
+def success(result: dict) -> dict:
+    """A view's headline for one target: success over every episode with its Wilson interval,
+    and how many distinct tasks and episodes it rests on."""
+    overall = result["by_tier"]["all"]
+    return {
+        "success": overall["completion_rate"],
+        "ci95": overall["completion_ci95"],
+        "tasks": overall["tasks"],
+        "episodes": overall["episodes"],
+    }
+
+
+def pooled_by_task(results: list[dict]) -> dict[str, tuple[int, int]]:
+    """(successes, episodes) per task summed over runs: the seeds' GRPO policies as one sample."""
+    counts: dict[str, tuple[int, int]] = {}
+    for result in results:
+        for task, row in result["by_task"].items():
+            s, n = counts.get(task, (0, 0))
+            counts[task] = (s + row["successes"], n + row["episodes"])
+    return counts
+
+
+def compare_views(
+    sft: dict[str, dict], grpo: dict[int, dict[str, dict]], base: dict[str, dict] | None
+) -> dict[str, dict]:
+    """Per view: each target's success, grpo - sft pooled over seeds and per seed."""
+    from cluster.evaluation.scoring import task_counts, wilson_interval
+    from cluster.evaluation.stats import paired_difference
+
+    out = {}
+    for view, sft_result in sft.items():
+        runs = {seed: views[view] for seed, views in grpo.items()}
+        pooled = pooled_by_task(list(runs.values()))
+        hits, episodes = sum(s for s, _ in pooled.values()), sum(n for _, n in pooled.values())
+        grpo_all = {
+            "success": hits / episodes if episodes else None,
+            "ci95": _listed(wilson_interval(hits, episodes)),
+            "tasks": len(pooled),
+            "episodes": episodes,
+        }
+        view_out = {
+            "success": {"sft": success(sft_result), "grpo": grpo_all}
+            | {f"grpo_seed{seed}": success(r) for seed, r in runs.items()},
+            "grpo_minus_sft": paired_difference(
+                task_counts(sft_result["by_task"]), pooled, ("sft", "grpo")
+            ).as_dict(),
+            "grpo_minus_sft_by_seed": {
+                str(seed): paired_difference(
+                    task_counts(sft_result["by_task"]), task_counts(r["by_task"]), ("sft", "grpo")
+                ).as_dict()
+                for seed, r in runs.items()
+            },
+        }
+        if base is not None and view in base:
+            view_out["success"]["base"] = success(base[view])
+            view_out["sft_minus_base"] = paired_difference(
+                task_counts(base[view]["by_task"]), task_counts(sft_result["by_task"]),
+                ("base", "sft"),
+            ).as_dict()  # fmt: skip
+        out[view] = view_out
+    return out
+
+
+def _listed(interval: tuple[float, float] | None) -> list[float] | None:
+    return None if interval is None else list(interval)
+
+
+def verdict(views: dict[str, dict], wall_s: float) -> dict:
+    """Whether the bench met ``TARGET``, and by how much it fell short where it did not."""
+    diff = views.get(TARGET["view"], {}).get("grpo_minus_sft")
+    if diff is None:
+        return {**TARGET, "met": False, "why": f"no {TARGET['view']} view was evaluated"}
+    points = 100 * diff["difference"]
+    short = {
+        "points": max(0.0, TARGET["min_points"] - points),
+        "p_value": diff["p_value"] if diff["p_value"] >= TARGET["max_p"] else 0.0,
+        "wall_s": max(0.0, wall_s - TARGET["max_wall_s"]),
+    }
+    met = not any(short.values())
+    return {**TARGET, "met": met, "measured_points": points, "measured_p": diff["p_value"],
+            "wall_s": wall_s, "short_by": None if met else short}  # fmt: skip
+
+
+async def _train(config: FarmConfig, model: str, before: dict | None, log) -> dict:
+    from cluster.main import run
+
+    log(f"bench learning: GRPO, learner seed {config.learner.seed}, {config.train.updates} updates")
+    return await run(config, model, before=before)
+
+
+def _evaluate_base(config: FarmConfig, out: Path, log) -> dict:
+    """The model before its warm start, on the same views and draws as the runs' evals."""
+    from cluster.evaluation.command import EvalOptions, Target, run_eval
+    from cluster.model_registry import resolve_model
+
+    log("bench learning: evaluating base (the model before its warm start)")
+    opts = EvalOptions(
+        mode="live", episodes=config.run.eval_episodes, temperature=config.run.eval_temperature,
+        live_concurrency=config.env.workers * config.env.groups_per_worker * 4,
+    )  # fmt: skip
+    report = run_eval([Target("base", model=resolve_model(config.model))], config, opts, out)
+    return json.loads(report.with_name("results.json").read_text())["targets"]["base"]["live"]
+
+
+def run_bench(config: FarmConfig, seeds: list[int], with_base: bool, log=print) -> dict:
+    from cluster.ray_runtime import farm_cpus, init_ray
+    from cluster.warm_start import prepare_model
+
+    started = time.perf_counter()
+    init_ray(None, farm_cpus(config.run.engines, config.env.workers))
+    cached = _warm_cached(config)
+    model = prepare_model(config, log=log)
+    warm_s = time.perf_counter() - started
+    runs, sft = {}, None
+    seconds = {"warm_start": round(warm_s, 1), "warm_start_cached": cached}
+    for seed in seeds:
+        t0 = time.perf_counter()
+        summary = asyncio.run(_train(seed_config(config, seed), model, sft, log))
+        if summary["stopped"]["kind"] != "completed":
+            raise RuntimeError(f"the GRPO run of seed {seed} stopped: {summary['stopped']}")
+        sft = sft or summary["before"]
+        runs[seed] = summary
+        seconds[f"grpo_seed{seed}"] = round(time.perf_counter() - t0, 1)
+    base = None
+    if with_base:
+        t0 = time.perf_counter()
+        base = _evaluate_base(config, Path(config.run.out_dir) / "base-eval", log)
+        seconds["base_eval"] = round(time.perf_counter() - t0, 1)
+    views = compare_views(sft, {s: r["after"] for s, r in runs.items()}, base)
+    wall = time.perf_counter() - started
+    # The budget counts what this run built: a cached warm start cost nothing here.
+    seconds["total"] = round(wall, 1)
+    first = runs[seeds[0]]
+    return {
+        "model": config.model,
+        "warm_model": model,
+        "seeds": seeds,
+        "updates": config.train.updates,
+        "groups_per_update": config.train.groups_per_update,
+        "eval": first["eval"],
+        "heldout_tasks": first["heldout_tasks"],
+        "unseen_operations": first["unseen_operations"],
+        "views": views,
+        "seconds": seconds,
+        "target": verdict(views, wall),
+        "runs": {str(s): r["run_dir"] for s, r in runs.items()},
+        "ledgers": {str(s): r["ledger"] for s, r in runs.items()},
+    }
+
+
+def _warm_cached(config: FarmConfig) -> bool:
+    """The warm start is already built (so this run spends nothing on it)."""
+    from cluster.model_registry import resolve_model
+    from cluster.warm_start import warm_recipe
+
+    if not config.run.warm_start:
+        return True
+    return (warm_recipe(resolve_model(config.model), config)[1] / "config.json").exists()
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        config = bench_config(args.config or DEFAULT_CONFIG, args.overrides, args.out)
+        seeds = [int(s) for s in args.seeds.split(",")]
+        if len(seeds) < 1 or len(set(seeds)) != len(seeds):
+            raise ConfigError(f"--seeds {args.seeds}: give distinct learner seeds, e.g. 0,1")
+    except (ConfigError, ValueError) as exc:
+        print(f"rlfarm bench learning: {exc}", file=sys.stderr)
+        return 2
+    log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
+    result = run_bench(config, seeds, not args.no_base, log)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "learning.json").write_text(json.dumps(result, indent=1))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(json.dumps(result, indent=1))
+    return 0

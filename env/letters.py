@@ -1,0 +1,89 @@
+"""A small verifiable environment beside the AWS one: copy, reverse or sort a few letters.
+
+String manipulation with an exact checker is the standard first check that a GRPO pipeline
+learns (small models learn it within minutes), and it is cheap enough to train in the test suite:
+one turn, a reply of a few tokens, no sandbox. The AWS env stays the flagship; this one answers
+"does the farm, end to end, make a policy better on inputs it never trained on?".
+
+A task is an operation on a letter string, ``<op>-<letters>`` (``reverse-cab``: the answer is
+``b a c``); its tier is the operation (first < last < copy < reverse < sort). Letters are shown
+and answered space-separated so every letter is its own token for any tokenizer. The reward is the share of
+answer positions right (extra or missing letters count as wrong), so partial answers are
+ranked and an untrained policy's groups still differ; success is the exact answer.
+
+It is a plain Python env (``env.backend: python``, ``env.factory: env.letters:LettersEnv``) that
+imports nothing of rlfarm, and it can demonstrate each task (``demonstration``), which the farm's
+warm start uses to teach the answer format before GRPO.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from typing import ClassVar
+
+ALPHABET = "abcdef"
+LENGTHS = (3, 4)
+# Easiest first (the tiers' order): pick one letter by position, then whole-string operations.
+OPERATIONS = {
+    "first": ("Say the first letter", lambda s: s[0]),
+    "last": ("Say the last letter", lambda s: s[-1]),
+    "copy": ("Copy the letters", lambda s: s),
+    "reverse": ("Reverse the letters", lambda s: s[::-1]),
+    "sort": ("Sort the letters", lambda s: "".join(sorted(s))),
+}
+SYSTEM_PROMPT = "Answer with the letters only, separated by spaces."
+
+
+def _strings() -> list[str]:
+    """Every string of distinct letters of the lengths above (480), in a seeded order. So many
+    that a policy cannot memorise its training strings: it must learn the operation, which is
+    what the held-out strings test."""
+    every = [
+        "".join(p) for n in LENGTHS for p in itertools.permutations(ALPHABET, n)
+    ]  # fmt: skip
+    return random.Random("letters").sample(every, len(every))
+
+
+def answer(task_id: str) -> str:
+    """The exact answer of a task, space-separated."""
+    op, _, letters = task_id.partition("-")
+    if op not in OPERATIONS or not letters or set(letters) - set(ALPHABET):
+        raise KeyError(f"unknown task {task_id!r}: use <op>-<letters>, op in {list(OPERATIONS)}")
+    return " ".join(OPERATIONS[op][1](letters))
+
+
+def score(reply: str, target: str) -> float:
+    """Share of the answer's positions the reply gets right; extra letters count as wrong."""
+    got, want = reply.split(), target.split()
+    right = sum(g == w for g, w in zip(got, want, strict=False))
+    return right / max(len(got), len(want))
+
+
+class LettersEnv:
+    tasks: ClassVar[dict[str, str]] = {
+        f"{op}-{s}": op for op in OPERATIONS for s in _strings()
+    }  # fmt: skip
+    system_prompt = SYSTEM_PROMPT
+
+    def reset(self, task_id: str, seed: int) -> str:
+        self.target = answer(task_id)
+        op, _, letters = task_id.partition("-")
+        return f"{OPERATIONS[op][0]}: {' '.join(letters)}"
+
+    def step(self, reply: str) -> dict:
+        reward = score(reply, self.target)
+        success = reply.split() == self.target.split()
+        return {
+            "text": "Correct." if success else f"The answer was: {self.target}",
+            "reward": reward,
+            "success": success,
+            "done": True,
+            "progress": reward,
+            "action": reply.strip()[:40],
+        }
+
+    @staticmethod
+    def demonstration(task_id: str, seed: int) -> str:
+        """The reply that solves ``task_id`` (for SFT rows)."""
+        return answer(task_id)
