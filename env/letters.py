@@ -7,9 +7,9 @@ one turn, a reply of a few tokens, no sandbox. The AWS env stays the flagship; t
 
 A task is an operation on a letter string, ``<op>-<letters>`` (``reverse-cab``: the answer is
 ``b a c``); its tier is the operation (first < last < copy < reverse < sort). Letters are shown
-and answered space-separated so every letter is its own token for any tokenizer. The reward is the share of
-answer positions right (extra or missing letters count as wrong), so partial answers are
-ranked and an untrained policy's groups still differ; success is the exact answer.
+and answered space-separated so every letter is its own token for any tokenizer. The reward is
+the share of answer positions right (extra or missing letters count as wrong), so partial
+answers are ranked and an untrained policy's groups still differ; success is the exact answer.
 
 It is a plain Python env (``env.backend: python``, ``env.factory: env.letters:LettersEnv``) that
 imports nothing of rlfarm, and it can demonstrate each task (``demonstration``), which the farm's
