@@ -54,74 +54,89 @@ def seed_config(config: FarmConfig, seed: int) -> FarmConfig:
 
 def success(result: dict) -> dict:
     """A view's headline for one target: success over every episode with its Wilson interval,
-    and how many distinct tasks and episodes it rests on."""
+    mean reward, and how many distinct tasks and episodes they rest on."""
     overall = result["by_tier"]["all"]
     return {
         "success": overall["completion_rate"],
         "ci95": overall["completion_ci95"],
+        "reward": overall["reward"],
         "tasks": overall["tasks"],
         "episodes": overall["episodes"],
     }
 
 
-def pooled_by_task(results: list[dict]) -> dict[str, tuple[int, int]]:
-    """(successes, episodes) per task summed over runs: the seeds' GRPO policies as one sample."""
-    counts: dict[str, tuple[int, int]] = {}
+def pooled(results: list[dict]) -> dict:
+    """The seeds' GRPO policies as one sample: per task, their episodes together (``per_task``
+    rows summed), and the headline over all of them."""
+    from cluster.evaluation.scoring import wilson_interval
+
+    by_task: dict[str, dict] = {}
     for result in results:
         for task, row in result["by_task"].items():
-            s, n = counts.get(task, (0, 0))
-            counts[task] = (s + row["successes"], n + row["episodes"])
-    return counts
+            into = by_task.setdefault(task, {"episodes": 0, "successes": 0, "reward_sum": 0.0})
+            for key in into:
+                into[key] += row[key]
+    hits = sum(r["successes"] for r in by_task.values())
+    episodes = sum(r["episodes"] for r in by_task.values())
+    reward = sum(r["reward_sum"] for r in by_task.values())
+    interval = wilson_interval(hits, episodes)
+    return {
+        "by_task": by_task,
+        "headline": {
+            "success": hits / episodes if episodes else None,
+            "ci95": None if interval is None else list(interval),
+            "reward": reward / episodes if episodes else None,
+            "tasks": len(by_task),
+            "episodes": episodes,
+        },
+    }
+
+
+def differences(a: dict, b: dict, names: tuple[str, str]) -> dict:
+    """B minus A by task (``by_task`` rows of each): in success and in mean reward."""
+    from cluster.evaluation.scoring import task_counts
+    from cluster.evaluation.stats import paired_difference
+
+    return {
+        metric: paired_difference(
+            task_counts(a, metric=key), task_counts(b, metric=key), names
+        ).as_dict()
+        for metric, key in (("success", "successes"), ("reward", "reward_sum"))
+    }  # fmt: skip
 
 
 def compare_views(
     sft: dict[str, dict], grpo: dict[int, dict[str, dict]], base: dict[str, dict] | None
 ) -> dict[str, dict]:
-    """Per view: each target's success, grpo - sft pooled over seeds and per seed."""
-    from cluster.evaluation.scoring import task_counts, wilson_interval
-    from cluster.evaluation.stats import paired_difference
-
+    """Per view: each target's headline; grpo - sft pooled over seeds and per seed (and sft -
+    base when base was evaluated), each in success and in reward, paired by task."""
     out = {}
     for view, sft_result in sft.items():
         runs = {seed: views[view] for seed, views in grpo.items()}
-        pooled = pooled_by_task(list(runs.values()))
-        hits, episodes = sum(s for s, _ in pooled.values()), sum(n for _, n in pooled.values())
-        grpo_all = {
-            "success": hits / episodes if episodes else None,
-            "ci95": _listed(wilson_interval(hits, episodes)),
-            "tasks": len(pooled),
-            "episodes": episodes,
-        }
+        together = pooled(list(runs.values()))
         view_out = {
-            "success": {"sft": success(sft_result), "grpo": grpo_all}
+            "targets": {"sft": success(sft_result), "grpo": together["headline"]}
             | {f"grpo_seed{seed}": success(r) for seed, r in runs.items()},
-            "grpo_minus_sft": paired_difference(
-                task_counts(sft_result["by_task"]), pooled, ("sft", "grpo")
-            ).as_dict(),
+            "grpo_minus_sft": differences(
+                sft_result["by_task"], together["by_task"], ("sft", "grpo")
+            ),
             "grpo_minus_sft_by_seed": {
-                str(seed): paired_difference(
-                    task_counts(sft_result["by_task"]), task_counts(r["by_task"]), ("sft", "grpo")
-                ).as_dict()
+                str(seed): differences(sft_result["by_task"], r["by_task"], ("sft", "grpo"))
                 for seed, r in runs.items()
             },
         }
         if base is not None and view in base:
-            view_out["success"]["base"] = success(base[view])
-            view_out["sft_minus_base"] = paired_difference(
-                task_counts(base[view]["by_task"]), task_counts(sft_result["by_task"]),
-                ("base", "sft"),
-            ).as_dict()  # fmt: skip
+            view_out["targets"]["base"] = success(base[view])
+            view_out["sft_minus_base"] = differences(
+                base[view]["by_task"], sft_result["by_task"], ("base", "sft")
+            )
         out[view] = view_out
     return out
 
 
-def _listed(interval: tuple[float, float] | None) -> list[float] | None:
-    return None if interval is None else list(interval)
-
-
 def verdict(views: dict[str, dict], wall_s: float) -> dict:
     """Whether the bench met ``TARGET``, and by how much it fell short where it did not."""
-    diff = views.get(TARGET["view"], {}).get("grpo_minus_sft")
+    diff = views.get(TARGET["view"], {}).get("grpo_minus_sft", {}).get("success")
     if diff is None:
         return {**TARGET, "met": False, "why": f"no {TARGET['view']} view was evaluated"}
     points = 100 * diff["difference"]
@@ -166,7 +181,8 @@ def run_bench(config: FarmConfig, seeds: list[int], with_base: bool, log=print) 
     model = prepare_model(config, log=log)
     warm_s = time.perf_counter() - started
     runs, sft = {}, None
-    seconds = {"warm_start": round(warm_s, 1), "warm_start_cached": cached}
+    seconds = {"warm_start": round(warm_s, 1), "warm_start_cached": cached,
+               "warm_start_sft_when_built": _sft_seconds(Path(model))}  # fmt: skip
     for seed in seeds:
         t0 = time.perf_counter()
         summary = asyncio.run(_train(seed_config(config, seed), model, sft, log))
@@ -200,6 +216,14 @@ def run_bench(config: FarmConfig, seeds: list[int], with_base: bool, log=print) 
         "runs": {str(s): r["run_dir"] for s, r in runs.items()},
         "ledgers": {str(s): r["ledger"] for s, r in runs.items()},
     }
+
+
+def _sft_seconds(model: Path) -> float | None:
+    """How long the warm start's SFT took when it was built (its record beside the model)."""
+    record = model / "rlfarm_warm_start.json"
+    if not record.exists():
+        return None
+    return round(json.loads(record.read_text())["sft"]["seconds"], 1)
 
 
 def _warm_cached(config: FarmConfig) -> bool:

@@ -8,8 +8,9 @@ one turn, a reply of a few tokens, no sandbox. The AWS env stays the flagship; t
 A task is an operation on a letter string, ``<op>-<letters>`` (``reverse-cab``: the answer is
 ``b a c``); its tier is the operation (first < last < copy < reverse < sort). Letters are shown
 and answered space-separated so every letter is its own token for any tokenizer. The reward is
-the share of answer positions right (extra or missing letters count as wrong), so partial
-answers are ranked and an untrained policy's groups still differ; success is the exact answer.
+how much of the answer the reply has in order (``score``: partial credit, extra or missing
+letters cost), so partial answers are ranked and an untrained policy's groups still differ;
+success is the exact answer.
 
 It is a plain Python env (``env.backend: python``, ``env.factory: env.letters:LettersEnv``) that
 imports nothing of rlfarm, and it can demonstrate each task (``demonstration``), which the farm's
@@ -18,6 +19,7 @@ warm start uses to teach the answer format before GRPO.
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import random
 from typing import ClassVar
@@ -54,10 +56,11 @@ def answer(task_id: str) -> str:
 
 
 def score(reply: str, target: str) -> float:
-    """Share of the answer's positions the reply gets right; extra letters count as wrong."""
+    """How much of the answer the reply has, in order: 2 x (letters in their longest common
+    order-preserving matching) / (letters in reply + letters in answer), difflib's ratio over
+    the space-separated letters. 1 only for the exact answer; extra or missing letters cost."""
     got, want = reply.split(), target.split()
-    right = sum(g == w for g, w in zip(got, want, strict=False))
-    return right / max(len(got), len(want))
+    return difflib.SequenceMatcher(None, got, want, autojunk=False).ratio()
 
 
 class LettersEnv:

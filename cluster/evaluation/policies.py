@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from cluster.evaluation.scoring import EpisodeRecord, record_from_trajectory
 from rollout.environment import EnvSession
-from rollout.episode import EpisodeLimits, EpisodeSpec, Generator, sampling_seed
+from rollout.episode import EpisodeLimits, Generator
 from rollout.group import EnvCallError, GroupSpec, TimedEnv, run_group
 from rollout.worker import PinnedEngine
 from serving.types import SamplingSpec
@@ -91,7 +91,7 @@ def chat_url(endpoint: str) -> str:
 @dataclass
 class EndpointPolicy:
     """Any OpenAI-compatible chat endpoint serving ``model``: greedy for the dataset eval, at the
-    live eval's temperature (with its seeds) for episodes."""
+    live eval's temperature for episodes."""
 
     name: str
     url: str
@@ -125,18 +125,15 @@ class EndpointPolicy:
                 "fix --endpoint-model"
             )
 
-    async def reply(
-        self, messages: list[dict], max_tokens: int, temperature: float = 0.0,
-        seed: int | None = None,
-    ) -> str:  # fmt: skip
+    async def reply(self, messages: list[dict], max_tokens: int, temperature: float = 0.0) -> str:
+        # No per-request seed: vLLM's CPU server (`rlfarm serve` here) dies on a seeded request
+        # whose prompt it prefills in chunks (serving/engine.py), so endpoint draws are unseeded.
         payload = {
             "model": self.model,
             "messages": messages,
             "temperature": temperature,
             "max_tokens": max_tokens,
         }
-        if seed is not None:
-            payload["seed"] = seed
         response = await self._http().post(chat_url(self.url), json=payload)
         response.raise_for_status()
         return response.json()["choices"][0]["message"]["content"] or ""
@@ -153,16 +150,16 @@ class EndpointPolicy:
     ) -> list[EpisodeRecord]:
         """``episodes`` episodes of one task from ``seed``, concurrently, each its own draw."""
 
-        async def one(index: int) -> EpisodeRecord:
+        async def one() -> EpisodeRecord:
             env = TimedEnv(new_env(), env_timeout_s)
             try:
-                return await chat_episode(task_id, tier, seed, env, self, limits, index)
+                return await chat_episode(task_id, tier, seed, env, self, limits)
             except EnvCallError as exc:
                 return EpisodeRecord(task_id, tier, seed, 0.0, False, 0, 0.0, 0, 0, error=str(exc))
             finally:
                 await env.close()
 
-        return list(await asyncio.gather(*(one(i) for i in range(episodes))))
+        return list(await asyncio.gather(*(one() for _ in range(episodes))))
 
     async def close(self) -> None:
         if self._client is not None:
@@ -177,20 +174,17 @@ async def chat_episode(
     env: EnvSession,
     policy: EndpointPolicy,
     limits: EpisodeLimits,
-    episode_index: int = 0,
 ) -> EpisodeRecord:
-    """One episode at the message level: the same env contract, stopping rules and sampling
-    seeds as ``rollout.episode.run_episode``, for policies that take messages, not token ids."""
+    """One episode at the message level: the same env contract and stopping rules as
+    ``rollout.episode.run_episode``, for policies that take messages rather than token ids."""
     first = await env.reset(task_id, seed)
     messages = [{"role": "user", "content": first.text}]
     if env.system_prompt is not None:
         messages.insert(0, {"role": "system", "content": env.system_prompt})
     reward, progress, hints, failures, achieved = 0.0, 0.0, 0, 0, False
     actions: list[str | None] = []
-    spec = EpisodeSpec(task_id, tier, seed, "", episode_index)
-    for turn in range(limits.max_steps):
-        draw = sampling_seed(spec, turn) if limits.seeded else None
-        reply = await policy.reply(messages, limits.max_new_tokens, limits.temperature, draw)
+    for _ in range(limits.max_steps):
+        reply = await policy.reply(messages, limits.max_new_tokens, limits.temperature)
         result = await env.step(reply)
         failures += not result.well_formed
         actions.append(result.action)

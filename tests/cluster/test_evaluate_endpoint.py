@@ -44,19 +44,22 @@ def config_file(tmp_path_factory) -> Path:
 
 def test_endpoint_dataset_and_live_eval(served_adapter, config_file, tmp_path):
     argv = ["eval", "--endpoint", f"{served_adapter.url}/v1", "--endpoint-model", "trained",
-            "--config", str(config_file), "--max-rows", "3", "--episodes", "1",
-            "--out", str(tmp_path)]  # fmt: skip
+            "--config", str(config_file), "--max-rows", "3", "--samples", "1",
+            "--temperature", "0", "--out", str(tmp_path)]  # fmt: skip
     assert _cli(argv) == 0
-    results = json.loads((tmp_path / "results.json").read_text())
+    results = json.loads((tmp_path / "results.json").read_text())["targets"]
     assert list(results) == ["trained"]
-    dataset, live = results["trained"]["dataset"]["all"], results["trained"]["live"]["all"]
+    views = results["trained"]["live"]
+    assert list(views) == ["new_tasks"]  # these warmup tasks name nothing to rename
+    dataset, live = results["trained"]["dataset"]["all"], views["new_tasks"]["by_tier"]["all"]
     assert dataset["n"] == 3 and dataset["errors"] == 0 and dataset["latency_s"] > 0
     for row in map(json.loads, (tmp_path / "trained.dataset.jsonl").read_text().splitlines()):
         expected = score_reply(row["reply"], row["reference"])
         assert row["score"] == json.loads(json.dumps(expected.__dict__))
     # Two held-out tasks, one greedy episode each, played turn by turn through the endpoint.
     assert live["episodes"] == 2 and live["failed"] == 0
-    episodes = [json.loads(x) for x in (tmp_path / "trained.live.jsonl").read_text().splitlines()]
+    path = tmp_path / "trained.new_tasks.live.jsonl"
+    episodes = [json.loads(x) for x in path.read_text().splitlines()]
     assert all(1 <= e["steps"] <= 2 and len(e["commands"]) == e["steps"] for e in episodes)
     assert "## Live eval" in (tmp_path / "report.md").read_text()
 

@@ -59,16 +59,24 @@ def _jsonl(path: Path) -> list[dict]:
 
 
 def test_compare_base_sft_grpo_writes_report(ray_runtime, run_dir, capsys):
-    argv = ["eval", "--run", str(run_dir), "--compare", "base,sft,grpo", "--max-rows", "4"]
+    argv = ["eval", "--run", str(run_dir), "--compare", "base,sft,grpo", "--max-rows", "4",
+            "--temperature", "0", "--samples", "1", "--views", "new_tasks"]  # fmt: skip
     assert _cli(argv) == 0
     # Progress of each phase, as plain lines off a terminal, ending at its total.
     progress = capsys.readouterr().err
     for name in ("base", "sft", "grpo"):
         assert f"eval {name}: dataset: 4/4 rows (100%)" in progress
-        assert f"eval {name}: live: 2/2 episodes (100%)" in progress
+        assert f"eval {name}: new_tasks: 2/2 episodes (100%)" in progress
     out = run_dir / "eval"
-    results = json.loads((out / "results.json").read_text())
+    everything = json.loads((out / "results.json").read_text())
+    assert everything["eval"]["temperature"] == 0 and everything["eval"]["episodes_per_task"] == 1
+    assert everything["eval"]["views"]["new_tasks"]["tasks"] == 2
+    results = everything["targets"]
     assert list(results) == ["base", "sft", "grpo"]
+    # Every pair compared by task, later minus earlier.
+    pairs = [(c["a"], c["b"], c["view"]) for c in everything["comparisons"]]
+    assert pairs == [("base", "sft", "new_tasks"), ("base", "grpo", "new_tasks"),
+                     ("sft", "grpo", "new_tasks")]  # fmt: skip
     assert "adapter" in results["grpo"]["describe"] and "v000001" in results["grpo"]["describe"]
 
     # The dataset is the held-out tasks' SFT export only (2 of the 4 tasks at fraction 0.5).
@@ -91,16 +99,20 @@ def test_compare_base_sft_grpo_writes_report(ray_runtime, run_dir, capsys):
     assert [r["reply"] for r in rows["grpo"]] != [r["reply"] for r in rows["sft"]]
 
     for name in results:
-        live = results[name]["live"]
-        assert live["all"]["episodes"] == 2 and live["all"]["failed"] == 0
-        episodes = _jsonl(out / f"{name}.live.jsonl")
+        live = results[name]["live"]["new_tasks"]
+        assert live["by_tier"]["all"]["episodes"] == 2 and live["by_tier"]["all"]["failed"] == 0
+        assert set(live["by_task"]) == held
+        episodes = _jsonl(out / f"{name}.new_tasks.live.jsonl")
         assert {e["task_id"] for e in episodes} == held
         assert all(1 <= e["steps"] <= 2 for e in episodes)
     assert results["base"]["live"] == results["sft"]["live"]
+    same = everything["comparisons"][0]
+    assert same["difference"] == 0 and same["p_value"] == 1.0  # greedy, one policy
 
     report = (out / "report.md").read_text()
-    assert "### grpo by tier" in report and "| warmup |" in report
-    for png in ("dataset.png", "live_completion_rate.png", "live_reward.png"):
+    assert "### new_tasks: grpo by tier" in report and "| warmup |" in report
+    assert "## Paired comparisons (by task)" in report
+    for png in ("dataset.png", "live_new_tasks_completion_rate.png", "live_new_tasks_reward.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -1,0 +1,50 @@
+"""`rlfarm bench learning`'s arithmetic on constructed evaluations: targets, pooled seeds, the
+paired differences and the verdict against the target. (The whole bench runs in
+tests/cluster/test_learning_check.py, on the letters env.)"""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.learning import TARGET, compare_views, verdict
+from cluster.evaluation.scoring import EpisodeRecord, live_result
+
+
+def _view(successes: list[int], episodes: int = 4) -> dict:
+    """A view's live result: task i solved in ``successes[i]`` of ``episodes`` episodes."""
+    records = [
+        EpisodeRecord(f"t{i}", "beginner", 0, 1.0 if e < k else -0.1, e < k, 1, 0.0, 0, 0)
+        for i, k in enumerate(successes)
+        for e in range(episodes)
+    ]
+    return {"new_names": live_result(records)}
+
+
+def test_seeds_are_pooled_by_task_and_compared_with_sft():
+    sft = _view([0, 1, 1, 2, 0, 1, 1, 0, 2, 1])
+    grpo = {0: _view([2, 2, 3, 3, 1, 2, 2, 1, 3, 2]), 1: _view([1, 3, 2, 4, 2, 1, 3, 1, 2, 3])}
+    views = compare_views(sft, grpo, base=_view([0] * 10))
+    out = views["new_names"]
+    assert out["targets"]["sft"]["tasks"] == 10 and out["targets"]["sft"]["episodes"] == 40
+    pooled = out["targets"]["grpo"]
+    assert pooled["episodes"] == 80 and pooled["success"] == pytest.approx(43 / 80)
+    assert out["targets"]["grpo_seed1"]["success"] == pytest.approx(22 / 40)
+    diff = out["grpo_minus_sft"]["success"]
+    # Each task: its success over both seeds' 8 episodes minus SFT's over 4, averaged.
+    assert diff["difference"] == pytest.approx(43 / 80 - 9 / 40)
+    assert diff["b_better"] == 10 and diff["p_value"] == pytest.approx(2 / 1024)
+    assert out["grpo_minus_sft"]["reward"]["difference"] > 0
+    assert set(out["grpo_minus_sft_by_seed"]) == {"0", "1"}
+    assert out["sft_minus_base"]["success"]["difference"] == pytest.approx(9 / 40)
+
+
+def test_the_verdict_says_by_how_much_it_fell_short():
+    sft = _view([1] * 12)
+    small_gain = compare_views(sft, {0: _view([1] * 11 + [2])}, None)
+    short = verdict(small_gain, wall_s=3 * 3600)
+    assert not short["met"] and short["measured_points"] == pytest.approx(100 / 48)
+    assert short["short_by"]["points"] == pytest.approx(TARGET["min_points"] - 100 / 48)
+    assert short["short_by"]["p_value"] == 1.0 and short["short_by"]["wall_s"] == 3600
+    big_gain = compare_views(sft, {0: _view([3] * 12)}, None)
+    met = verdict(big_gain, wall_s=3600)
+    assert met["met"] and met["short_by"] is None and met["measured_p"] < 0.05
