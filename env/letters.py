@@ -1,4 +1,4 @@
-"""A small verifiable environment beside the AWS one: copy, reverse or sort a few letters.
+"""A small verifiable environment beside the AWS one: spot, pick, copy, reverse or sort letters.
 
 String manipulation with an exact checker is the standard first check that a GRPO pipeline
 learns (small models learn it within minutes), and it is cheap enough to train in the test suite:
@@ -6,11 +6,12 @@ one turn, a reply of a few tokens, no sandbox. The AWS env stays the flagship; t
 "does the farm, end to end, make a policy better on inputs it never trained on?".
 
 A task is an operation on a letter string, ``<op>-<letters>`` (``reverse-cab``: the answer is
-``b a c``); its tier is the operation (first < last < copy < reverse < sort). Letters are shown
+``b a c``; ``has-cab``: ``yes``, there is an a); its tier is the operation (has < first < last <
+copy < reverse < sort). Letters are shown
 and answered space-separated so every letter is its own token for any tokenizer. The reward is
 how much of the answer the reply has in order (``score``: partial credit, extra or missing
-letters cost), so partial answers are ranked and an untrained policy's groups still differ;
-success is the exact answer.
+letters cost; exact match for one-word answers), so partial answers are ranked and an untrained
+policy's groups still differ; success is the exact answer.
 
 It is a plain Python env (``env.backend: python``, ``env.factory: env.letters:LettersEnv``) that
 imports nothing of rlfarm, and it can demonstrate each task (``demonstration``), which the farm's
@@ -26,13 +27,15 @@ from typing import ClassVar
 
 ALPHABET = "abcdef"
 LENGTHS = (3, 4)
-# Easiest first (the tiers' order): pick one letter by position, then whole-string operations.
+# Easiest first (the tiers' order): spot a letter anywhere (a yes/no answer), pick one letter by
+# position, then whole-string operations. Each maps the letters to the answer's words.
 OPERATIONS = {
-    "first": ("Say the first letter", lambda s: s[0]),
-    "last": ("Say the last letter", lambda s: s[-1]),
-    "copy": ("Copy the letters", lambda s: s),
-    "reverse": ("Reverse the letters", lambda s: s[::-1]),
-    "sort": ("Sort the letters", lambda s: "".join(sorted(s))),
+    "has": ("Is there an a", lambda s: ["yes" if "a" in s else "no"]),
+    "first": ("Say the first letter", lambda s: [s[0]]),
+    "last": ("Say the last letter", lambda s: [s[-1]]),
+    "copy": ("Copy the letters", lambda s: list(s)),
+    "reverse": ("Reverse the letters", lambda s: list(s[::-1])),
+    "sort": ("Sort the letters", lambda s: sorted(s)),
 }
 SYSTEM_PROMPT = "Answer with the letters only, separated by spaces."
 
@@ -58,8 +61,13 @@ def answer(task_id: str) -> str:
 def score(reply: str, target: str) -> float:
     """How much of the answer the reply has, in order: 2 x (letters in their longest common
     order-preserving matching) / (letters in reply + letters in answer), difflib's ratio over
-    the space-separated letters. 1 only for the exact answer; extra or missing letters cost."""
+    the space-separated letters. 1 only for the exact answer; extra or missing letters cost.
+    A one-word answer (a letter, yes or no) scores exact match only: partial credit there pays
+    a reply that lists every letter (0.4 for four) more than a guess (1 in 3 or 4), and GRPO
+    learned exactly that hedge (held-out reward up 5 points, success down 4, in a first trial)."""
     got, want = reply.split(), target.split()
+    if len(want) == 1:
+        return float(got == want)
     return difflib.SequenceMatcher(None, got, want, autojunk=False).ratio()
 
 

