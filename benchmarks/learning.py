@@ -220,10 +220,10 @@ def run_bench(config: FarmConfig, seeds: list[int], with_base: bool, log=print) 
 
 def _sft_seconds(model: Path) -> float | None:
     """How long the warm start's SFT took when it was built (its record beside the model)."""
-    record = model / "rlfarm_warm_start.json"
-    if not record.exists():
-        return None
-    return round(json.loads(record.read_text())["sft"]["seconds"], 1)
+    from cluster.warm_start import warm_start_record
+
+    record = warm_start_record(model)
+    return None if record is None else round(record["sft"]["seconds"], 1)
 
 
 def _warm_cached(config: FarmConfig) -> bool:

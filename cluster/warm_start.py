@@ -30,6 +30,8 @@ from cluster.progress import PhaseProgress
 WARM_START_RECIPE = 4
 # Demonstrations per training task of a Python env (each with its own seed).
 DEMO_SEEDS = 4
+# What built a warm model (recipe, exports, the SFT's result), written beside its weights.
+WARM_START_RECORD = "rlfarm_warm_start.json"
 
 
 def prepare_model(config: FarmConfig, log=print) -> str:
@@ -100,7 +102,7 @@ def warm_start(base: str | Path, config: FarmConfig, log=print) -> Path:
             counts = _export_demonstrations(data, config, train, log)
         result = _fine_tune(base, data, Path(tmp) / "model", config, log)
         staging = Path(tmp) / "model"
-        (staging / "rlfarm_warm_start.json").write_text(
+        (staging / WARM_START_RECORD).write_text(
             json.dumps({"recipe": recipe, "exports": counts, "sft": _plain(result)}, indent=1)
         )
         partial = target.with_name(target.name + ".partial")
@@ -108,6 +110,12 @@ def warm_start(base: str | Path, config: FarmConfig, log=print) -> Path:
         shutil.copytree(staging, partial)
         partial.rename(target)
     return target
+
+
+def warm_start_record(model: Path) -> dict | None:
+    """What built the warm model at ``model`` (None for a model the warm start did not build)."""
+    record = Path(model) / WARM_START_RECORD
+    return json.loads(record.read_text()) if record.exists() else None
 
 
 def _export_aws(data: Path, config: FarmConfig, log: Callable) -> dict:

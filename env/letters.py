@@ -1,17 +1,16 @@
 """A small verifiable environment beside the AWS one: spot, pick, copy, reverse or sort letters.
 
-String manipulation with an exact checker is the standard first check that a GRPO pipeline
-learns (small models learn it within minutes), and it is cheap enough to train in the test suite:
-one turn, a reply of a few tokens, no sandbox. The AWS env stays the flagship; this one answers
-"does the farm, end to end, make a policy better on inputs it never trained on?".
+Tasks with an exact checker are the standard first check that a GRPO pipeline learns, and these
+are cheap enough to train in minutes on 2 cores: one turn, a reply of a few tokens, no sandbox.
+The AWS env stays the flagship; this one asks "does the farm, end to end, make a policy better on
+inputs it never trained on?" (benchmarks/RESULTS.md, "The learning check", has what it answered).
 
 A task is an operation on a letter string, ``<op>-<letters>`` (``reverse-cab``: the answer is
 ``b a c``; ``has-cab``: ``yes``, there is an a); its tier is the operation (has < first < last <
-copy < reverse < sort). Letters are shown
-and answered space-separated so every letter is its own token for any tokenizer. The reward is
-how much of the answer the reply has in order (``score``: partial credit, extra or missing
-letters cost; exact match for one-word answers), so partial answers are ranked and an untrained
-policy's groups still differ; success is the exact answer.
+copy < reverse < sort). Letters are shown and answered space-separated so every letter is its own
+token for any tokenizer. The reward is how much of the answer the reply has in order (``score``:
+partial credit, extra or missing letters cost; exact match for one-word answers), so partial
+answers are ranked and an untrained policy's groups still differ; success is the exact answer.
 
 It is a plain Python env (``env.backend: python``, ``env.factory: env.letters:LettersEnv``) that
 imports nothing of rlfarm, and it can demonstrate each task (``demonstration``), which the farm's
