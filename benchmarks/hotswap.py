@@ -70,10 +70,7 @@ async def _run(pool, learner, versions: int, concurrency: int, gap_s: float) -> 
     stream.stop = True
     await asyncio.gather(*clients)
     after = await pool.health()
-    restarts = sum(
-        (a["pid"], a["started_at"]) != (b["pid"], b["started_at"])
-        for a, b in zip(before, after, strict=True)
-    )
+    restarts = sum(a.incarnation != b.incarnation for a, b in zip(before, after, strict=True))
     return {
         "swap_latency_s_p50": statistics.median(latencies),
         "swap_latency_s_p99": percentile(latencies, 0.99),

@@ -477,42 +477,57 @@ def summarize(sequential: dict, farm: dict, config: FarmConfig, settings: dict, 
         "engine_idle_fraction_sync": sync["engine_idle_fraction"],
         "engine_idle_fraction_async": asyn["engine_idle_fraction"],
         "staleness_histogram_async": asyn["staleness_histogram"],
-        "targets": {
-            "speedup_rollout_vs_sequential >= 10": speedup_rollout
-            >= TARGETS["rollout_vs_sequential"],
-            "engine_peak_fraction >= 0.8": peak_fraction >= TARGETS["engine_peak_fraction"],
-            "speedup_sync_vs_sequential >= 30": speedup_sync >= TARGETS["sync_vs_sequential"],
-            "speedup_async_vs_sync >= 1.6": speedup_async >= TARGETS["async_vs_sync"],
-            "engine_idle_fraction_async < 0.10": asyn["engine_idle_fraction"]
-            < TARGETS["engine_idle_async"],
-        },
+        "targets": _targets(speedup_rollout, peak_fraction, speedup_sync, speedup_async, asyn),
         "sequential": sequential,
         "rollout_only": rollout,
         "engine_replay": replay,
         "engine_decode_peak": decode,
         "sync": sync,
         "async": asyn,
-        "setup": {
-            "model": model,
-            "group_size": config.rollout.group_size,
-            "max_steps": config.rollout.max_steps,
-            "max_new_tokens": config.rollout.max_new_tokens,
-            "temperature": config.rollout.temperature,
-            "env_workers": config.env.workers,
-            "groups_per_worker": config.env.groups_per_worker,
-            "groups_per_update": config.train.groups_per_update,
-            "engines": config.run.engines,
-            "tasks": config.curriculum.tasks,
-            "seed": config.run.seed,
-            "cpu_count": os.cpu_count(),
-            "load_average_1m": os.getloadavg()[0],
-            **settings,
-        },
+        "setup": _setup(config, model, settings),
     }
     if settings["sweep"]:
         result["sweep_env_workers"] = farm["sweep_env_workers"]
         result["sweep_group_size"] = farm["sweep_group_size"]
     return result
+
+
+def _targets(
+    speedup_rollout: float,
+    peak_fraction: float,
+    speedup_sync: float,
+    speedup_async: float,
+    asyn: dict,
+) -> dict[str, bool]:
+    """Each throughput target, met or not."""
+    return {
+        "speedup_rollout_vs_sequential >= 10": speedup_rollout >= TARGETS["rollout_vs_sequential"],
+        "engine_peak_fraction >= 0.8": peak_fraction >= TARGETS["engine_peak_fraction"],
+        "speedup_sync_vs_sequential >= 30": speedup_sync >= TARGETS["sync_vs_sequential"],
+        "speedup_async_vs_sync >= 1.6": speedup_async >= TARGETS["async_vs_sync"],
+        "engine_idle_fraction_async < 0.10": asyn["engine_idle_fraction"]
+        < TARGETS["engine_idle_async"],
+    }  # fmt: skip
+
+
+def _setup(config: FarmConfig, model: str, settings: dict) -> dict:
+    """What was measured, on what: the workload's settings and the machine's load."""
+    return {
+        "model": model,
+        "group_size": config.rollout.group_size,
+        "max_steps": config.rollout.max_steps,
+        "max_new_tokens": config.rollout.max_new_tokens,
+        "temperature": config.rollout.temperature,
+        "env_workers": config.env.workers,
+        "groups_per_worker": config.env.groups_per_worker,
+        "groups_per_update": config.train.groups_per_update,
+        "engines": config.run.engines,
+        "tasks": config.curriculum.tasks,
+        "seed": config.run.seed,
+        "cpu_count": os.cpu_count(),
+        "load_average_1m": os.getloadavg()[0],
+        **settings,
+    }
 
 
 SWEEP_METRICS = (

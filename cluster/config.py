@@ -14,7 +14,6 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from cluster.farm.faults import Fault
 from env.tiers import TIERS
 from learner.config import LearnerConfig
 from rollout.config import EnvSettings, RolloutSettings
@@ -109,6 +108,21 @@ class TrainSettings(_Strict):
         description="Stop the run after this many groups in a row whose episodes all scored the "
         "same (no learning signal: GRPO cannot update).",
     )
+
+
+FaultKind = Literal[
+    "kill_rollout_worker", "kill_sandbox", "hang_sandbox", "kill_engine", "kill_learner"
+]
+
+
+class Fault(_Strict):
+    """One scheduled fault (``run.faults``): ``kind`` right after update ``at_update`` is booked
+    (``cluster/farm/faults.py`` breaks the part)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    at_update: int = Field(ge=1, description="Inject right after this update is booked.")
+    kind: FaultKind = Field(description="Which part to break (see cluster/farm/faults.py).")
 
 
 class RunSettings(_Strict):

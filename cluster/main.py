@@ -54,6 +54,7 @@ async def run(
     after the farm checkpointed it and balanced its ledger. ``before``: the held-out eval of this
     very model under this config's eval settings, already made (a bench's earlier run of it)."""
     from cluster.farm.driver import Farm
+    from cluster.farm.evaluating import overall
     from cluster.farm.failures import RunStopped
 
     started = time.time()
@@ -68,11 +69,11 @@ async def run(
         periodic = config.train.eval_every > 0
         try:
             # Start-up and the first eval take minutes: a signal stops them as it stops the loop.
-            await farm.stoppable(_first_eval(farm, before, periodic))
+            await farm.stoppable(farm.evaluate_before(before))
             await farm.main_loop()
             summary["stopped"] = {"kind": "completed", "message": ""}
             summary["after"] = await farm.evaluate_heldout(version=farm.state.version)
-            farm.metrics.event(f"held-out after: {json.dumps(_overall(summary['after']))}")
+            farm.metrics.event(f"held-out after: {json.dumps(overall(summary['after']))}")
             summary["change"] = heldout_change(farm.before, summary["after"])
             if periodic:
                 await farm.periodic_eval(farm.state.updates, heldout=summary["after"])
@@ -88,22 +89,6 @@ async def run(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         farm.shutdown()
-
-
-async def _first_eval(farm, before: dict | None, periodic: bool) -> None:
-    """The farm up, then the held-out eval before training (``before`` if a bench made it)."""
-    await farm.begin()
-    if farm.before is None and before is not None:
-        farm.before = before
-    if farm.before is None:
-        farm.before = await farm.evaluate_heldout(version=0)
-        farm.metrics.event(f"held-out before: {json.dumps(_overall(farm.before))}")
-        if periodic:
-            await farm.periodic_eval(0, heldout=farm.before)
-
-
-def _overall(views: dict[str, dict]) -> dict:
-    return {view: result["by_tier"].get("all") for view, result in views.items()}
 
 
 def heldout_change(before: dict[str, dict], after: dict[str, dict]) -> dict[str, dict]:

@@ -36,7 +36,7 @@ OPERATIONS = {
     "reverse": ("Reverse the letters", lambda s: list(s[::-1])),
     "sort": ("Sort the letters", lambda s: sorted(s)),
 }
-SYSTEM_PROMPT = "Answer with the letters only, separated by spaces."
+SYSTEM_PROMPT = "Reply with the answer only: yes or no, or letters separated by spaces."
 
 
 def _strings() -> list[str]:
@@ -47,6 +47,26 @@ def _strings() -> list[str]:
         "".join(p) for n in LENGTHS for p in itertools.permutations(ALPHABET, n)
     ]  # fmt: skip
     return random.Random("letters").sample(every, len(every))
+
+
+def _has_strings() -> list[str]:
+    """The yes/no tier's strings, half with an a and half without (180 each). Over all strings
+    five in eight have one, and a first trial's policy learned to answer "yes" to everything:
+    held-out success rose 19 points while "no" questions fell to 0% (benchmarks/RESULTS.md). With
+    the classes even, no constant answer beats 50% and only reading the letters pays."""
+    strings = _strings()
+    without = [s for s in strings if "a" not in s]
+    with_a = [s for s in strings if "a" in s][: len(without)]
+    return random.Random("has").sample(without + with_a, 2 * len(without))
+
+
+def task_ids() -> dict[str, str]:
+    """Every task id and its tier (the operation)."""
+    return {
+        f"{op}-{s}": op
+        for op in OPERATIONS
+        for s in (_has_strings() if op == "has" else _strings())
+    }
 
 
 def answer(task_id: str) -> str:
@@ -71,9 +91,7 @@ def score(reply: str, target: str) -> float:
 
 
 class LettersEnv:
-    tasks: ClassVar[dict[str, str]] = {
-        f"{op}-{s}": op for op in OPERATIONS for s in _strings()
-    }  # fmt: skip
+    tasks: ClassVar[dict[str, str]] = task_ids()
     system_prompt = SYSTEM_PROMPT
 
     def reset(self, task_id: str, seed: int) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 import ray
 
 from learner.config import LearnerConfig
-from learner.types import SampleGroup, UpdateMetrics
+from learner.types import LearnerPosition, LearnerState, SampleGroup, UpdateMetrics
 from serving.types import AdapterVersion
 
 
@@ -26,7 +26,7 @@ class UpdateResult:
 
     metrics: UpdateMetrics
     adapter: AdapterVersion | None
-    state: dict[str, bytes]
+    state: LearnerState
 
 
 @ray.remote
@@ -54,12 +54,12 @@ class LearnerActor:
         metrics, adapter = self.learner.train_and_publish(groups, min_version=min_version)
         return UpdateResult(metrics, adapter, self.learner.export_state())
 
-    def export_state(self) -> dict[str, bytes]:
+    def export_state(self) -> LearnerState:
         return self.learner.export_state()
 
-    def import_state(self, blobs: dict[str, bytes]) -> dict[str, int]:
-        """Continue from exported state; returns where the learner now is (see ``state``)."""
-        self.learner.import_state(blobs)
+    def import_state(self, saved: LearnerState) -> LearnerPosition:
+        """Continue from exported state; returns where the learner now is."""
+        self.learner.import_state(saved)
         return self.state()
 
     def publish(self, min_version: int = 0) -> AdapterVersion:
@@ -76,13 +76,9 @@ class LearnerActor:
         """The Ray node this learner runs on."""
         return ray.get_runtime_context().get_node_id()
 
-    def state(self) -> dict[str, int]:
+    def state(self) -> LearnerPosition:
         """Where the learner is: updates done, newest published version, groups consumed."""
-        return {
-            "step": self.learner.step,
-            "version": self.learner.version,
-            "data_cursor": self.learner.data_cursor,
-        }
+        return LearnerPosition(self.learner.step, self.learner.version, self.learner.data_cursor)
 
 
 def learner_num_gpus(config: LearnerConfig) -> int:

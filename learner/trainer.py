@@ -30,7 +30,7 @@ from learner.checkpoint import (
 )
 from learner.config import LearnerConfig
 from learner.forward import shared_prefix_length, trained_token_logprobs
-from learner.types import Sample, SampleGroup, UpdateMetrics, lacks_signal
+from learner.types import LearnerState, Sample, SampleGroup, UpdateMetrics, lacks_signal
 from serving.types import AdapterVersion
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -448,13 +448,13 @@ class Learner:
         """Restore everything ``save_checkpoint`` wrote; returns the caller's ``extra`` dict."""
         return self._restore(lambda state: load_checkpoint(state, Path(path)))
 
-    def export_state(self, extra: dict[str, Any] | None = None) -> dict[str, bytes]:
+    def export_state(self, extra: dict[str, Any] | None = None) -> LearnerState:
         """The full training state as named blobs (what a checkpoint directory holds)."""
-        return export_state(self._training_state(), extra or {})
+        return LearnerState(export_state(self._training_state(), extra or {}))
 
-    def import_state(self, blobs: dict[str, bytes]) -> dict[str, Any]:
-        """Restore blobs from ``export_state``; returns their ``extra`` dict."""
-        return self._restore(lambda state: import_state(state, blobs))
+    def import_state(self, saved: LearnerState) -> dict[str, Any]:
+        """Restore a state from ``export_state``; returns its ``extra`` dict."""
+        return self._restore(lambda state: import_state(state, saved.blobs))
 
     def _restore(self, load) -> dict[str, Any]:
         state = self._training_state()

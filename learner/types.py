@@ -111,6 +111,25 @@ class SampleGroup:
 
 
 @dataclass(frozen=True)
+class LearnerState:
+    """A learner's full training state (adapter, optimizer, scheduler, RNG, counters) as named
+    blobs, file name -> bytes: what a checkpoint directory holds. Opaque outside the learner:
+    the driver keeps the newest and hands it back to a restarted or resumed learner;
+    ``learner.checkpoint`` makes and reads the blobs."""
+
+    blobs: dict[str, bytes]
+
+
+@dataclass(frozen=True)
+class LearnerPosition:
+    """Where a learner is: updates done, newest published version, groups consumed."""
+
+    step: int
+    version: int
+    data_cursor: int
+
+
+@dataclass(frozen=True)
 class UpdateMetrics:
     """What one ``Learner.train_step`` did. Times are wall-clock seconds.
 

@@ -36,6 +36,7 @@ from serving.types import (
     AdapterProbe,
     AdapterVersion,
     Completion,
+    EngineHealth,
     ProbeResult,
     SamplingSpec,
     weights_digest,
@@ -352,7 +353,7 @@ class Engine:
 
     # ---- health -----------------------------------------------------------------------------
 
-    async def health(self) -> dict:
+    async def health(self) -> EngineHealth:
         """Cheap liveness + load report; raises if the engine core has died."""
         await self._catch_up()
         await self._llm.check_health()
@@ -360,22 +361,22 @@ class Engine:
         busy = self._busy_s
         if self._busy_since is not None:
             busy += time.perf_counter() - self._busy_since
-        return {
-            "engine_id": self.engine_id,
-            "pid": os.getpid(),
-            "started_at": self._started_at,
-            "in_flight": self._in_flight,
-            "served": self._served,
-            "failed": self._failed,
-            "latest_version": self.registry.latest,
-            "resident_versions": sorted(self.registry.resident),
-            "busy_s": busy,
-            "uptime_s": uptime,
-            "node_id": _node_id(),
-            "adapters_loaded": self._adapters_loaded,
-            "prefix_cache_queries": self._prefix_cache["queries"],
-            "prefix_cache_hits": self._prefix_cache["hits"],
-        }
+        return EngineHealth(
+            engine_id=self.engine_id,
+            pid=os.getpid(),
+            started_at=self._started_at,
+            in_flight=self._in_flight,
+            served=self._served,
+            failed=self._failed,
+            latest_version=self.registry.latest,
+            resident_versions=tuple(sorted(self.registry.resident)),
+            busy_s=busy,
+            uptime_s=uptime,
+            node_id=_node_id(),
+            adapters_loaded=self._adapters_loaded,
+            prefix_cache_queries=self._prefix_cache["queries"],
+            prefix_cache_hits=self._prefix_cache["hits"],
+        )
 
     async def ready(self) -> str:
         await self._catch_up()

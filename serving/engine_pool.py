@@ -17,7 +17,7 @@ from typing import Any
 
 from serving.adapters import AdapterVerificationError
 from serving.config import EngineConfig
-from serving.types import AdapterVersion, Completion, ProbeResult, SamplingSpec
+from serving.types import AdapterVersion, Completion, EngineHealth, ProbeResult, SamplingSpec
 
 STARTUP_TIMEOUT_S = 900.0  # first start compiles nothing on CPU but may build the tiny model
 
@@ -185,9 +185,8 @@ class EnginePool:
         if self.board is not None:  # first, so an engine restarting meanwhile catches up to it
             await self.board.publish.remote(shipped)
         refs = [h.load_adapter.remote(shipped) for h in self.handles]
-        results = self._survivors(await self._bounded(refs, f"loading adapter v{adapter.version}"))
-        # A dead engine's error stays in ``results`` as a value: only real probe answers are judged.
-        results = [r for r in results if isinstance(r, ProbeResult)]
+        replies = await self._bounded(refs, f"loading adapter v{adapter.version}")
+        results = list(self._answers(replies).values())  # a down engine catches up later
         bad = [r for r in results if not r.matches]
         if bad:
             worst = max(bad, key=lambda r: r.max_abs_diff)
@@ -200,34 +199,37 @@ class EnginePool:
     async def reset_prefix_cache(self) -> None:
         """Empty every live engine's prefix cache; raises if an engine refuses (a request is
         still running on it)."""
-        results = self._survivors(
+        answers = self._answers(
             await self._bounded([h.reset_prefix_cache.remote() for h in self.handles], "reset")
         )
-        refused = [f"engine-{i}" for i, ok in enumerate(results) if ok is False]
+        refused = [f"engine-{i}" for i, ok in answers.items() if ok is False]
         if refused:
             raise RuntimeError(f"{', '.join(refused)} kept its prefix cache: requests in flight")
 
-    async def health(self) -> list[dict]:
+    async def health(self) -> list[EngineHealth]:
         """Each engine's health report (``alive`` False for one Ray is restarting); raises
         ``EngineUnavailableError`` if an engine is stuck, or reports an error of its own."""
-        reports = await self._bounded([h.health.remote() for h in self.handles], "health check")
+        replies = await self._bounded([h.health.remote() for h in self.handles], "health check")
+        answers = self._answers(replies)
         return [
-            report if isinstance(report, dict) else
-            {"engine_id": f"engine-{i}", "alive": False, "busy_s": 0.0, "error": str(report)}
-            for i, report in enumerate(self._survivors(reports))
-        ]  # fmt: skip
+            answers[i] if i in answers else EngineHealth.down(f"engine-{i}", str(replies[i]))
+            for i in range(len(self.handles))
+        ]
 
-    def _survivors(self, results: list) -> list:
-        """``results`` of a broadcast with each dead engine's error kept as a value (and the
-        engine routed around); any other error is raised."""
+    def _answers(self, replies: list) -> dict[int, Any]:
+        """The answers of a broadcast by engine index; an engine that died is left out (and
+        routed around until Ray restarts it); any other error is raised."""
         import ray
 
-        for i, result in enumerate(results):
-            if isinstance(result, ray.exceptions.RayActorError):
+        answers = {}
+        for i, reply in enumerate(replies):
+            if isinstance(reply, ray.exceptions.RayActorError):
                 self._went_down(i)
-            elif isinstance(result, BaseException):
-                raise result
-        return results
+            elif isinstance(reply, BaseException):
+                raise reply
+            else:
+                answers[i] = reply
+        return answers
 
     async def _bounded(self, refs: list, what: str) -> list:
         """Every ref's result or exception, within ``control_timeout_s``."""

@@ -171,3 +171,37 @@ class ProbeResult:
     @property
     def discriminative(self) -> bool:
         return self.reference_gap > 2 * self.atol
+
+
+@dataclass(frozen=True)
+class EngineHealth:
+    """One engine's liveness and load report (``Engine.health``; ``EnginePool.health`` stands in
+    a ``down`` report for an engine Ray is restarting, which has no process to name)."""
+
+    engine_id: str
+    alive: bool = True
+    pid: int | None = None
+    started_at: float | None = None  # wall-clock start of this incarnation
+    in_flight: int = 0
+    served: int = 0
+    failed: int = 0
+    latest_version: int = 0
+    resident_versions: tuple[int, ...] = ()
+    busy_s: float = 0.0  # seconds with at least one request running, since start
+    uptime_s: float = 0.0
+    node_id: str | None = None
+    adapters_loaded: int = 0  # adapters loaded and verified since start
+    prefix_cache_queries: int = 0  # prompt tokens looked up in the prefix cache
+    prefix_cache_hits: int = 0
+    error: str = ""
+
+    @classmethod
+    def down(cls, engine_id: str, error: str) -> EngineHealth:
+        return cls(engine_id=engine_id, alive=False, error=error)
+
+    @property
+    def incarnation(self) -> tuple[int, float] | None:
+        """Which process this is (a restart changes it); None while the engine is down."""
+        if not self.alive or self.pid is None or self.started_at is None:
+            return None
+        return self.pid, self.started_at

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from learner.types import LearnerState
+
 CHECKPOINT_DIR = re.compile(r"^u(\d{6,})$")
 DRIVER_FILE = "driver.json"
 
@@ -39,7 +41,7 @@ class DriverState:
 class Checkpoint:
     path: Path
     driver: DriverState
-    learner: dict[str, bytes]
+    learner: LearnerState
 
 
 class CheckpointStore:
@@ -47,10 +49,10 @@ class CheckpointStore:
         self.root = run_dir / "checkpoints"
         self.keep = keep
 
-    def save(self, driver: DriverState, learner: dict[str, bytes]) -> Path:
+    def save(self, driver: DriverState, learner: LearnerState) -> Path:
         from learner.checkpoint import write_blobs
 
-        blobs = {f"learner/{name}": data for name, data in learner.items()}
+        blobs = {f"learner/{name}": data for name, data in learner.blobs.items()}
         blobs[DRIVER_FILE] = json.dumps(driver.__dict__, indent=1).encode()
         path = write_blobs(blobs, self.root / f"u{driver.updates:06d}")
         self._prune()
@@ -75,7 +77,7 @@ class CheckpointStore:
         blobs = read_blobs(path, marker=DRIVER_FILE)
         driver = DriverState(**json.loads(blobs.pop(DRIVER_FILE)))
         learner = {k.removeprefix("learner/"): v for k, v in blobs.items()}
-        return Checkpoint(path, driver, learner)
+        return Checkpoint(path, driver, LearnerState(learner))
 
     def _prune(self) -> None:
         for update in self.updates()[: -self.keep]:

@@ -19,58 +19,61 @@ says so in ``events.log``; the run must then carry on as it would after a real f
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Callable
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from cluster.config import Fault, FaultKind
+from cluster.farm.rollout_workers import RolloutWorkerSet, WorkerSlot
 
-if TYPE_CHECKING:
-    from cluster.farm.driver import Farm
-
-FaultKind = Literal[
-    "kill_rollout_worker", "kill_sandbox", "hang_sandbox", "kill_engine", "kill_learner"
-]
 BUSY_WAIT_S = 60.0  # a worker-level fault waits this long for a worker with a group in flight
 
 
-class Fault(BaseModel):
-    """One scheduled fault: ``kind`` right after update ``at_update`` is booked."""
+class FaultInjector:
+    """Breaks the parts it is handed (never the driver's own state) when a fault is due."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    def __init__(
+        self,
+        faults: list[Fault],
+        engines: list[Any],
+        learner: Any,
+        workers: RolloutWorkerSet,
+        event: Callable[[str], None],
+    ) -> None:
+        self.faults = faults
+        self.engines = engines  # the engine actor handles (Ray restarts a killed one)
+        self.learner = learner
+        self.workers = workers
+        self.event = event
 
-    at_update: int = Field(ge=1, description="Inject right after this update is booked.")
-    kind: FaultKind = Field(description="Which part to break (see cluster/farm/faults.py).")
+    async def inject_due(self, update: int) -> None:
+        """Inject every fault scheduled for ``update``."""
+        for fault in self.faults:
+            if fault.at_update == update:
+                what = await self._inject(fault.kind)
+                self.event(f"fault injected after update {update}: {fault.kind} ({what})")
 
+    async def _inject(self, kind: FaultKind) -> str:
+        import ray
 
-async def inject_due(farm: Farm, update: int) -> None:
-    """Inject every fault scheduled for ``update``."""
-    for fault in farm.config.run.faults:
-        if fault.at_update == update:
-            what = await _inject(farm, fault.kind)
-            farm.metrics.event(f"fault injected after update {update}: {fault.kind} ({what})")
+        if kind == "kill_engine":
+            ray.kill(self.engines[0], no_restart=False)
+            return "engine-0"
+        if kind == "kill_learner":
+            ray.kill(self.learner, no_restart=False)
+            return "the learner actor"
+        slot = await self._busy_worker()
+        if kind == "kill_rollout_worker":
+            ray.kill(slot.handle)
+            return slot.name
+        how = "kill" if kind == "kill_sandbox" else "hang"
+        pid = await slot.handle.break_sandbox.remote(how)
+        return f"{slot.name}'s sandbox process {pid}"
 
-
-async def _inject(farm: Farm, kind: FaultKind) -> str:
-    import ray
-
-    if kind == "kill_engine":
-        ray.kill(farm.pool.handles[0], no_restart=False)
-        return "engine-0"
-    if kind == "kill_learner":
-        ray.kill(farm.learner, no_restart=False)
-        return "the learner actor"
-    slot = await _busy_worker(farm)
-    if kind == "kill_rollout_worker":
-        ray.kill(slot.handle)
-        return slot.name
-    pid = await slot.handle.break_sandbox.remote("kill" if kind == "kill_sandbox" else "hang")
-    return f"{slot.name}'s sandbox process {pid}"
-
-
-async def _busy_worker(farm: Farm):
-    deadline = asyncio.get_running_loop().time() + BUSY_WAIT_S
-    while asyncio.get_running_loop().time() < deadline:
-        busy = [s for s in farm.workers.slots if s.busy and not s.retiring]
-        if busy:
-            return busy[0]
-        await asyncio.sleep(0.05)
-    return farm.workers.slots[0]  # none busy for a minute: break an idle one
+    async def _busy_worker(self) -> WorkerSlot:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + BUSY_WAIT_S
+        while loop.time() < deadline:
+            if (slot := self.workers.busy_slot()) is not None:
+                return slot
+            await asyncio.sleep(0.05)
+        return self.workers.slots[0]  # none busy for a minute: break an idle one

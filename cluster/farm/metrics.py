@@ -15,6 +15,7 @@ from typing import Any
 from cluster.progress import Progress, duration
 from learner.types import UpdateMetrics
 from rollout.types import TrajectoryGroup
+from serving.types import EngineHealth
 
 
 @dataclass
@@ -41,12 +42,13 @@ class RunState:
         data["staleness"] = {str(k): v for k, v in self.staleness.items()}
         return data
 
-    @classmethod
-    def restore(cls, data: dict[str, Any]) -> RunState:
+    def restore(self, data: dict[str, Any]) -> None:
+        """Continue the totals of a ``snapshot`` (in place: the parts holding this state see it)."""
         data = dict(data)
-        elapsed = data.pop("elapsed_s")
-        data["staleness"] = {int(k): v for k, v in data["staleness"].items()}
-        return cls(**data, started=time.perf_counter() - elapsed)
+        self.started = time.perf_counter() - data.pop("elapsed_s")
+        self.staleness = {int(k): v for k, v in data.pop("staleness").items()}
+        for name, value in data.items():
+            setattr(self, name, value)
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,20 @@ class Totals:
     engine_busy_s: float
     prefix_cache_queries: int = 0
     prefix_cache_hits: int = 0
+
+    @classmethod
+    def of(cls, state: RunState, health: list[EngineHealth]) -> Totals:
+        """The run's totals now, with the engines' own counters."""
+        return cls(
+            update=state.updates,
+            time_s=state.elapsed(),
+            episodes_total=state.episodes_played,
+            generated_tokens_total=state.generated_tokens,
+            env_steps_total=state.env_steps,
+            engine_busy_s=sum(h.busy_s for h in health),
+            prefix_cache_queries=sum(h.prefix_cache_queries for h in health),
+            prefix_cache_hits=sum(h.prefix_cache_hits for h in health),
+        )
 
     def rates(self, later: Totals, engines: int) -> dict[str, float]:
         """Rates over the window from this instant to ``later``. Engine idle = 1 - engine busy
@@ -184,7 +200,7 @@ class Metrics:
         state: RunState,
         learner: UpdateMetrics | None,
         swap_s: float | None,
-        health: list[dict],
+        health: list[EngineHealth],
         queue_depth: int,
         workers: int,
         ledger: dict[str, int],
@@ -192,17 +208,7 @@ class Metrics:
     ) -> UpdateRow:
         now = time.perf_counter()
         elapsed = max(now - self._since, 1e-9)
-        busy = sum(h["busy_s"] for h in health)
-        idle = None
-        if self._engine_busy_prev is not None:
-            idle = min(
-                1.0, max(0.0, 1.0 - (busy - self._engine_busy_prev) / (elapsed * len(health)))
-            )
-        self._engine_busy_prev = busy
-        queries = sum(h.get("prefix_cache_queries", 0) for h in health)
-        hits = sum(h.get("prefix_cache_hits", 0) for h in health)
-        hit_rate = _ratio(hits - self._cache_prev[1], queries - self._cache_prev[0])
-        self._cache_prev = (queries, hits)
+        busy, idle, queries, hits, hit_rate = self._engine_window(health, elapsed)
         row = UpdateRow(
             update=state.updates,
             version=state.version,
@@ -240,6 +246,22 @@ class Metrics:
         self._export(row)
         self._progress(row)
         return row
+
+    def _engine_window(self, health: list[EngineHealth], elapsed: float) -> tuple:
+        """The engines' busy seconds, idle fraction, prefix-cache queries, hits and hit rate,
+        over the window since the last update (no idle fraction before a first window)."""
+        busy = sum(h.busy_s for h in health)
+        idle = None
+        if self._engine_busy_prev is not None:
+            idle = min(
+                1.0, max(0.0, 1.0 - (busy - self._engine_busy_prev) / (elapsed * len(health)))
+            )
+        self._engine_busy_prev = busy
+        queries = sum(h.prefix_cache_queries for h in health)
+        hits = sum(h.prefix_cache_hits for h in health)
+        hit_rate = _ratio(hits - self._cache_prev[1], queries - self._cache_prev[0])
+        self._cache_prev = (queries, hits)
+        return busy, idle, queries, hits, hit_rate
 
     def _export(self, row: UpdateRow) -> None:
         step = row.update

@@ -51,6 +51,10 @@ class RolloutWorkerSet:
         slot.busy += 1
         return slot
 
+    def busy_slot(self) -> WorkerSlot | None:
+        """An active worker with a group in flight, if any (fault injection breaks one)."""
+        return next((s for s in self.slots if s.busy and not s.retiring), None)
+
     def release(self, slot: WorkerSlot) -> None:
         slot.busy -= 1
         self._reap()

@@ -10,11 +10,16 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from cluster.config import FarmConfig
 from cluster.farm.checkpoints import CheckpointStore
 from cluster.farm.rollout_workers import RolloutWorkerSet
+from cluster.placement import FarmPlacement
+from serving.engine_pool import EnginePool
+
+if TYPE_CHECKING:
+    from ray.actor import ActorHandle
 
 LEARNER_START_TIMEOUT_S = 600.0
 # Set by Ray's job supervisor in the environment of every submitted job's driver.
@@ -56,11 +61,21 @@ def check_run_dir(run_dir: Path, resume: bool) -> None:
 
 @dataclass(frozen=True)
 class FarmParts:
-    pool: Any  # serving.engine_pool.EnginePool
-    learner: Any  # the LearnerActor's handle
+    pool: EnginePool
+    learner: ActorHandle  # learner.actor.LearnerActor
     workers: RolloutWorkerSet
-    control: Any  # the FarmControl actor's handle
-    placement: Any  # cluster.placement.FarmPlacement: the reserved resources, to release
+    control: ActorHandle  # cluster.farm.control.FarmControl
+    placement: FarmPlacement  # the reserved resources, to release
+
+    def stop(self) -> None:
+        """Stop every part and release the resources reserved for them."""
+        import ray
+
+        self.workers.shutdown()
+        self.pool.shutdown()
+        ray.kill(self.learner, no_restart=True)
+        ray.kill(self.control)  # its name is global on the cluster: free it for the next run
+        self.placement.release()
 
 
 def start_parts(config: FarmConfig, model_path: str) -> FarmParts:
@@ -68,10 +83,8 @@ def start_parts(config: FarmConfig, model_path: str) -> FarmParts:
     import ray
 
     from cluster.farm.control import start_control
-    from cluster.placement import FarmPlacement
     from learner.actor import create_learner_actor
     from rollout.worker import rollout_worker_class
-    from serving.engine_pool import EnginePool
 
     placement = FarmPlacement.reserve(config)
     # Engines, learner and workers load at once (each is mostly imports and a model load); the

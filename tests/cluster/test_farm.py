@@ -130,8 +130,8 @@ def test_async_farm_survives_killed_workers_engines_and_learners_and_balances(
     # Adapter versions were published, verified and loaded; the engine that Ray restarted came
     # back serving the current version, and the learner continued where it was.
     assert farm.state.version >= 2
-    assert engine_after["pid"] != engine_before["pid"] and farm.engine_restarts >= 1
-    assert engine_after["latest_version"] == farm.state.version
+    assert engine_after.pid != engine_before.pid and farm.engine_restarts >= 1
+    assert engine_after.latest_version == farm.state.version
     assert farm.recovery.learner_restarts == 1
     # ... while generation continued: episodes were sampled under at least two adapter versions.
     sampled_versions = {v for r in rows for v in r["versions"]}

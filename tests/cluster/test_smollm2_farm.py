@@ -84,7 +84,7 @@ def test_grpo_update_on_smollm2_is_trained_published_and_balanced(smollm2_farm):
     farm, ledger = smollm2_farm
     assert farm.state.updates == 1 and farm.state.version == 1
     health = asyncio.run(farm.pool.health())[0]
-    assert health["latest_version"] == 1  # GRPO's adapter, loaded and verified by its probe
+    assert health.latest_version == 1  # GRPO's adapter, loaded and verified by its probe
     rows = read_ledger(farm.run_dir / "ledger.jsonl")
     assert sum(r["fate"] == "trained" for r in rows) == 2 * 4  # groups_per_update x G
     assert farm.ledger.balanced and ledger["started"] == len(rows)

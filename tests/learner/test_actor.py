@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 from learner.config import LearnerConfig
+from learner.types import LearnerPosition
 from serving.types import read_manifest, weights_digest
 from tests.learner.samples import random_group
 
@@ -23,12 +24,16 @@ def test_learner_actor_trains_publishes_and_checkpoints(ray_runtime, tiny_model_
     assert adapter.version == 1 and read_manifest(adapter.path) == adapter
     path = ray_runtime.get(actor.save_checkpoint.remote(str(tmp_path / "ckpt"), {"k": 1}))
     assert ray_runtime.get(actor.load_checkpoint.remote(path)) == {"k": 1}
-    assert ray_runtime.get(actor.state.remote()) == {"step": 1, "version": 1, "data_cursor": 1}
+    assert ray_runtime.get(actor.state.remote()) == LearnerPosition(
+        step=1, version=1, data_cursor=1
+    )
     # The farm's path: the version's files and the learner's state come back through Ray; the
     # actor writes nothing, and numbers its version above the driver's floor.
     result = ray_runtime.get(actor.update.remote(groups, 5), timeout=180)
     assert result.adapter.version == 6 and result.adapter.path is None
     assert set(result.adapter.files) == {"adapter_config.json", "adapter_model.safetensors"}
     assert result.adapter.sha256 == weights_digest(result.adapter.files)
-    assert {"state.json", "optimizer.pt", "adapter/adapter_model.safetensors"} <= set(result.state)
+    assert {"state.json", "optimizer.pt", "adapter/adapter_model.safetensors"} <= set(
+        result.state.blobs
+    )
     ray_runtime.kill(actor)

@@ -104,8 +104,8 @@ def test_eviction_keeps_resident_versions_bounded(pool, reference, versions, run
         run(pool.load_adapter(adapter))
         loaded.append(adapter.version)
     health = run(pool.health())[0]
-    assert len(health["resident_versions"]) <= engine_config.max_loras
-    assert health["latest_version"] == loaded[-1]
+    assert len(health.resident_versions) <= engine_config.max_loras
+    assert health.latest_version == loaded[-1]
     vllm_resident = run(pool.handles[0].resident_versions.remote())
     assert len(vllm_resident) <= engine_config.max_loras
     with pytest.raises(AdapterError, match="not loaded"):
@@ -114,7 +114,7 @@ def test_eviction_keeps_resident_versions_bounded(pool, reference, versions, run
 
 def test_wrong_adapters_are_errors_not_ignored(pool, reference, versions, run, tmp_path):
     good = reference.make_adapter(seed=51)
-    before = run(pool.health())[0]["latest_version"]
+    before = run(pool.health())[0].latest_version
 
     corrupt = tmp_path / "corrupt"
     corrupt.mkdir()
@@ -157,7 +157,7 @@ def test_wrong_adapters_are_errors_not_ignored(pool, reference, versions, run, t
         run(pool.load_adapter(tampered))
 
     # None of the failures changed what new requests run with.
-    assert run(pool.health())[0]["latest_version"] == before
+    assert run(pool.health())[0].latest_version == before
     out = run(pool.generate(reference.prompt("still serving"), GREEDY))
     assert out.adapter_version == before
 
@@ -169,8 +169,8 @@ def test_prefix_cache_hits_are_counted_from_vllms_own_stats(pool, reference, run
     middle = run(pool.health())[0]
     run(pool.generate(prompt, GREEDY))  # same version, same prefix: served from the cache
     after = run(pool.health())[0]
-    assert middle["prefix_cache_queries"] - before["prefix_cache_queries"] >= len(prompt) - 16
-    assert after["prefix_cache_hits"] - middle["prefix_cache_hits"] >= len(prompt) // 2
+    assert middle.prefix_cache_queries - before.prefix_cache_queries >= len(prompt) - 16
+    assert after.prefix_cache_hits - middle.prefix_cache_hits >= len(prompt) // 2
 
 
 def test_reset_prefix_cache_makes_the_next_request_compute_its_prompt(pool, reference, run):
@@ -182,17 +182,17 @@ def test_reset_prefix_cache_makes_the_next_request_compute_its_prompt(pool, refe
     middle = run(pool.health())[0]
     run(pool.generate(prompt, GREEDY))
     after = run(pool.health())[0]
-    assert middle["prefix_cache_queries"] - before["prefix_cache_queries"] >= len(prompt) - 16
-    assert middle["prefix_cache_hits"] == before["prefix_cache_hits"]  # nothing left to reuse
-    assert after["prefix_cache_hits"] - middle["prefix_cache_hits"] >= len(prompt) // 2
+    assert middle.prefix_cache_queries - before.prefix_cache_queries >= len(prompt) - 16
+    assert middle.prefix_cache_hits == before.prefix_cache_hits  # nothing left to reuse
+    assert after.prefix_cache_hits - middle.prefix_cache_hits >= len(prompt) // 2
 
 
 def test_health_reports_load_and_identity(pool, run):
     report = run(pool.health())[0]
-    assert report["engine_id"] == "engine-0"
-    assert report["in_flight"] == 0
-    assert report["served"] >= 1
-    assert report["busy_s"] <= report["uptime_s"]
+    assert report.engine_id == "engine-0"
+    assert report.in_flight == 0
+    assert report.served >= 1
+    assert report.busy_s <= report.uptime_s
 
 
 def test_adapter_broadcast_skips_an_engine_that_is_down(pool, reference, versions, run):
