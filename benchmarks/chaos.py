@@ -28,6 +28,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from cluster.farm.ledger import read_ledger, read_ledger_lines
+from cluster.warm_start import NARROW_WARM_START
 
 REPO = Path(__file__).resolve().parents[1]
 # Faults after these updates; the driver is killed once the last is checkpointed.
@@ -54,14 +55,7 @@ def chaos_overrides(out: Path, name: str) -> list[str]:
     return [
         f"run.out_dir={out}",
         f"run.name={name}",
-        "run.warm_start_steps=40",
-        "run.warm_start_kinds=[first_step]",
-        "run.warm_start_batch_size=16",
-        "run.warm_start_lr=1e-3",
-        "run.warm_start_variants=0",
-        "curriculum.tiers=[warmup]",
-        "curriculum.start_tier=warmup",
-        "curriculum.tasks=[s3-list-buckets,iam-list-users,sqs-list-queues,sns-list-topics]",
+        *NARROW_WARM_START,
         "curriculum.holdout_fraction=0.0",
         "run.eval_episodes=0",
         f"train.updates={UPDATES}",

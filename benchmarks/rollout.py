@@ -36,21 +36,13 @@ import time
 from pathlib import Path
 
 from cluster.config import ConfigError, FarmConfig, load_config
+from cluster.warm_start import NARROW_WARM_START
 
 DEFAULT_CONFIG = Path(__file__).parents[1] / "configs" / "local.yaml"
 
-# The narrow warm start of the farm's integration test: the tiny model learns it in about a
-# minute (cached after), and its sampled replies then solve these tasks sometimes but not always,
-# so groups carry a learning signal and the async learner is not starved of trainable groups.
+# The narrow warm start (cluster.warm_start.NARROW_WARM_START), every task trained.
 NARROW_TASKS = [
-    "run.warm_start_steps=40",
-    "run.warm_start_kinds=[first_step]",
-    "run.warm_start_batch_size=16",
-    "run.warm_start_lr=1e-3",
-    "run.warm_start_variants=0",
-    "curriculum.tiers=[warmup]",
-    "curriculum.start_tier=warmup",
-    "curriculum.tasks=[s3-list-buckets,iam-list-users,sqs-list-queues,sns-list-topics]",
+    *NARROW_WARM_START,
     "curriculum.holdout_fraction=0.0",
     "run.eval_episodes=0",
 ]

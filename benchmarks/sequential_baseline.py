@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from cluster.config import FarmConfig
 from cluster.farm.curriculum import CurriculumSampler
 from cluster.farm.metrics import percentile
-from cluster.task_split import TaskRef, task_split
+from cluster.task_split import task_split
+from rollout.environment import EnvTask
 from rollout.sessions import task_renamer
 
 
@@ -82,7 +83,7 @@ class _LockedGenerator:
 
 
 def _play_episode(
-    task: TaskRef, seed: int, gen: _LockedGenerator, env, config: FarmConfig, stats: BaselineStats
+    task: EnvTask, seed: int, gen: _LockedGenerator, env, config: FarmConfig, stats: BaselineStats
 ) -> bool:
     """One episode, the farm's episode loop (``rollout.episode.run_episode``) made synchronous,
     with the same AWS env contract (``rollout.aws_env``)."""
@@ -138,7 +139,7 @@ def run_sequential_baseline(model_path: str, config: FarmConfig, groups: int, lo
 
     with SandboxPool(processes=1) as pool, ThreadPoolExecutor(max_workers=size) as threads:
 
-        def episode(task: TaskRef, seed: int) -> bool:
+        def episode(task: EnvTask, seed: int) -> bool:
             env = AwsEnv(
                 catalog, pool=pool, max_steps=config.rollout.max_steps, chaos=config.env.chaos
             )

@@ -25,8 +25,6 @@ from dataclasses import dataclass, field
 from cluster.config import ConfigError, CurriculumSettings, FarmConfig
 from rollout.environment import EnvTask
 
-TaskRef = EnvTask  # the farm's name for an env's task
-
 
 def tier_order(tasks, settings: CurriculumSettings) -> list[str]:
     """Tiers easiest first: ``curriculum.tiers`` if set, else the env's tiers in the order its
@@ -36,10 +34,10 @@ def tier_order(tasks, settings: CurriculumSettings) -> list[str]:
     return list(dict.fromkeys(t.tier for t in tasks))
 
 
-def select_tasks(catalog_tasks, settings: CurriculumSettings) -> list[TaskRef]:
+def select_tasks(catalog_tasks, settings: CurriculumSettings) -> list[EnvTask]:
     """The tasks a run uses: those of the curriculum's tiers, narrowed to ``settings.tasks``."""
     tiers = set(tier_order(catalog_tasks, settings))
-    refs = [TaskRef(t.id, t.tier) for t in catalog_tasks if t.tier in tiers]
+    refs = [EnvTask(t.id, t.tier) for t in catalog_tasks if t.tier in tiers]
     if not refs:
         known = sorted({t.tier for t in catalog_tasks})
         raise ConfigError(
@@ -64,8 +62,8 @@ def select_tasks(catalog_tasks, settings: CurriculumSettings) -> list[TaskRef]:
 
 
 def split_holdout(
-    tasks: list[TaskRef], fraction: float, seed: int
-) -> tuple[list[TaskRef], list[TaskRef]]:
+    tasks: list[EnvTask], fraction: float, seed: int
+) -> tuple[list[EnvTask], list[EnvTask]]:
     """(train, held out), stable for a seed: each tier holds out ``fraction`` of its tasks."""
     train, held = [], []
     for tier in dict.fromkeys(t.tier for t in tasks):
@@ -89,11 +87,11 @@ class TaskSplit:
     """``train``: what the curriculum samples (and the warm start demonstrates); ``heldout``: the
     held-out task ids (the ``new_tasks`` view); ``renamed``: the ``new_names`` view."""
 
-    train: list[TaskRef]
-    heldout: list[TaskRef]
-    renamed: list[TaskRef] = field(default_factory=list)
+    train: list[EnvTask]
+    heldout: list[EnvTask]
+    renamed: list[EnvTask] = field(default_factory=list)
 
-    def views(self) -> dict[str, list[TaskRef]]:
+    def views(self) -> dict[str, list[EnvTask]]:
         """The held-out views this env has, by name (``new_names`` first when there is one)."""
         views = {NEW_NAMES: self.renamed, NEW_TASKS: self.heldout}
         return {name: tasks for name, tasks in views.items() if tasks}
@@ -125,7 +123,7 @@ def task_split(config: FarmConfig, catalog_tasks=None) -> TaskSplit:
     train, held = split_holdout(tasks, config.curriculum.holdout_fraction, config.run.seed)
     rename = task_renamer(config.env)
     renamed = [
-        TaskRef(copy, task.tier)
+        EnvTask(copy, task.tier)
         for task in train
         for k in range(config.run.eval_variants)
         if (copy := rename.held_out(task.id, k)) is not None

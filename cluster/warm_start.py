@@ -32,6 +32,20 @@ WARM_START_RECIPE = 4
 DEMO_SEEDS = 4
 # What built a warm model (recipe, exports, the SFT's result), written beside its weights.
 WARM_START_RECORD = "rlfarm_warm_start.json"
+# The narrow warm start of the farm's tests and quick benches: the tiny model learns these four
+# one-command tasks in about a minute (cached after), and its sampled replies then solve them
+# sometimes but not always, so groups carry a learning signal and an async learner is not
+# starved of trainable groups.
+NARROW_WARM_START = (
+    "run.warm_start_steps=40",
+    "run.warm_start_kinds=[first_step]",
+    "run.warm_start_batch_size=16",
+    "run.warm_start_lr=1e-3",
+    "run.warm_start_variants=0",
+    "curriculum.tiers=[warmup]",
+    "curriculum.start_tier=warmup",
+    "curriculum.tasks=[s3-list-buckets,iam-list-users,sqs-list-queues,sns-list-topics]",
+)
 
 
 def prepare_model(config: FarmConfig, log=print) -> str:

@@ -14,13 +14,14 @@ import random
 from collections import deque
 
 from cluster.config import CurriculumSettings
-from cluster.task_split import TaskRef, tier_order
+from cluster.task_split import tier_order
+from rollout.environment import EnvTask
 from rollout.sessions import Renamer
 
 
 class CurriculumSampler:
     def __init__(
-        self, tasks: list[TaskRef], settings: CurriculumSettings, seed: int | str,
+        self, tasks: list[EnvTask], settings: CurriculumSettings, seed: int | str,
         renamer: Renamer | None = None,
     ) -> None:  # fmt: skip
         self.settings = settings
@@ -43,7 +44,7 @@ class CurriculumSampler:
     def frontier_tier(self) -> str:
         return self.order[self.frontier]
 
-    def next(self) -> tuple[TaskRef, int]:
+    def next(self) -> tuple[EnvTask, int]:
         """The next task and the seed of its group's initial state."""
         unlocked = self.order[: self.frontier + 1]
         if len(unlocked) == 1 or self.rng.random() < self.settings.frontier_weight:
@@ -52,7 +53,7 @@ class CurriculumSampler:
             tier = self.rng.choice(unlocked[:-1])
         task, seed = self.rng.choice(self.by_tier[tier]), self.rng.randrange(2**31)
         copy = self.renamer.training(task.id, seed)
-        return (task if copy is None else TaskRef(copy, task.tier)), seed
+        return (task if copy is None else EnvTask(copy, task.tier)), seed
 
     def observe(self, tier: str, achieved: list[bool]) -> bool:
         """Record episode outcomes; returns True when this promoted the frontier."""

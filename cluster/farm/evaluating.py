@@ -15,13 +15,13 @@ from collections.abc import Awaitable, Callable
 from cluster.farm.episode_log import EpisodeLog
 from cluster.farm.eval_curve import EvalCurve
 from cluster.progress import Progress
-from cluster.task_split import TaskRef
+from rollout.environment import EnvTask
 from rollout.types import TrajectoryGroup
 
-PlayEval = Callable[[TaskRef, int, int], Awaitable[TrajectoryGroup]]  # (task, seed, version)
+PlayEval = Callable[[EnvTask, int, int], Awaitable[TrajectoryGroup]]  # (task, seed, version)
 
 
-def fixed_training_tasks(train: list[TaskRef], per_tier: int) -> list[TaskRef]:
+def fixed_training_tasks(train: list[EnvTask], per_tier: int) -> list[EnvTask]:
     """The first ``per_tier`` training tasks of each tier: the same ones at every periodic eval."""
     return [
         task
@@ -39,8 +39,8 @@ class Evaluator:
     def __init__(
         self,
         play: PlayEval,
-        views: dict[str, list[TaskRef]],
-        train_tasks: list[TaskRef],
+        views: dict[str, list[EnvTask]],
+        train_tasks: list[EnvTask],
         episodes: int,
         log: EpisodeLog,
         curve: EvalCurve,
@@ -55,7 +55,7 @@ class Evaluator:
         self.event = event
 
     async def evaluate(
-        self, version: int, tasks: list[TaskRef], name: str, update: int
+        self, version: int, tasks: list[EnvTask], name: str, update: int
     ) -> dict[str, dict]:
         """Every task of ``tasks`` under adapter ``version``: results by tier and by task."""
         from cluster.evaluation.live import EVAL_SEED
@@ -65,7 +65,7 @@ class Evaluator:
             f"{name} eval of v{version}", len(tasks) * self.episodes, "episodes", stream=sys.stdout
         )
 
-        async def play(task: TaskRef) -> list:
+        async def play(task: EnvTask) -> list:
             group = await self.play(task, EVAL_SEED, version)
             self.log.add(group, "eval", f"{name} eval of v{version}", update)
             progress.advance(len(group.trajectories))

@@ -17,7 +17,7 @@ from cluster.farm.curriculum import CurriculumSampler
 from cluster.farm.ledger import Ledger
 from cluster.farm.metrics import Metrics, RunState
 from cluster.farm.rollout_workers import RolloutWorkerSet
-from cluster.task_split import TaskRef
+from rollout.environment import EnvTask
 from rollout.episode import EpisodeLimits
 from rollout.group import GroupSpec
 from rollout.types import TrajectoryGroup
@@ -47,7 +47,7 @@ class GroupPlayer:
         self.sticky = False  # route a group's turns to one engine (its prefix cache)
 
     async def play(
-        self, task: TaskRef, seed: int, version: int | None = None, evaluation: bool = False
+        self, task: EnvTask, seed: int, version: int | None = None, evaluation: bool = False
     ) -> TrajectoryGroup:
         """One group on the least-busy worker under ``version`` (None: the newest loaded). An
         ``evaluation`` plays the eval's episodes at its temperature and is not booked."""

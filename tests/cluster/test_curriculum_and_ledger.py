@@ -7,11 +7,12 @@ import json
 from cluster.config import CurriculumSettings
 from cluster.farm.curriculum import CurriculumSampler
 from cluster.farm.ledger import Ledger, read_ledger
-from cluster.task_split import TaskRef, split_holdout
+from cluster.task_split import split_holdout
+from rollout.environment import EnvTask
 from rollout.types import Trajectory, TrajectoryGroup
 
 TASKS = [
-    TaskRef(f"{tier}-{i}", tier)
+    EnvTask(f"{tier}-{i}", tier)
     for tier in ("warmup", "beginner", "intermediate")
     for i in range(10)
 ]

@@ -31,13 +31,13 @@ from cluster.evaluation.scoring import (
     task_counts,
     wilson_interval,
 )
-from cluster.task_split import TaskRef
+from rollout.environment import EnvTask
 from rollout.episode import EpisodeLimits
 from tests.rollout.test_group import ScriptedEngine
 
 RIGHT = "aws s3api list-buckets"
-WARMUP = TaskRef("s3-list-buckets", "warmup")
-BEGINNER = TaskRef("s3-create-bucket", "beginner")
+WARMUP = EnvTask("s3-list-buckets", "warmup")
+BEGINNER = EnvTask("s3-create-bucket", "beginner")
 LIMITS = EpisodeLimits(max_steps=3, max_model_len=2048, max_new_tokens=32).greedy()
 
 

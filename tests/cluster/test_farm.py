@@ -18,6 +18,7 @@ import pytest
 
 from cluster.config import load_config
 from cluster.farm.ledger import read_ledger
+from cluster.warm_start import NARROW_WARM_START
 
 pytestmark = pytest.mark.vllm
 
@@ -32,16 +33,7 @@ def farm_config(tmp_path_factory):
         [
             f"run.out_dir={out}",
             "run.name=itest",
-            # A narrow warm start the tiny model memorises in a minute: its sampled replies then
-            # sometimes solve a task and sometimes not, so groups carry a learning signal.
-            "run.warm_start_steps=40",
-            "run.warm_start_kinds=[first_step]",
-            "run.warm_start_batch_size=16",
-            "run.warm_start_lr=1e-3",
-            "run.warm_start_variants=0",
-            "curriculum.tiers=[warmup]",
-            "curriculum.start_tier=warmup",
-            "curriculum.tasks=[s3-list-buckets,iam-list-users,sqs-list-queues,sns-list-topics]",
+            *NARROW_WARM_START,
             "run.eval_episodes=0",
             "run.watchdog_s=300",
             "train.updates=6",

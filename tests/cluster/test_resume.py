@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from cluster.farm.ledger import read_ledger, read_ledger_lines
+from cluster.warm_start import NARROW_WARM_START
 
 pytestmark = pytest.mark.vllm
 
@@ -31,11 +32,7 @@ DEADLINE_S = 900  # generous: two farm start-ups on a busy 2-core box
 
 def _command(out: Path, *extra: str) -> list[str]:
     settings = [
-        f"run.out_dir={out}", "run.name=killed", "run.warm_start_steps=40",
-        "run.warm_start_kinds=[first_step]", "run.warm_start_lr=1e-3",
-        "run.warm_start_batch_size=16",
-        "run.warm_start_variants=0", "curriculum.tiers=[warmup]", "curriculum.start_tier=warmup",
-        "curriculum.tasks=[s3-list-buckets,iam-list-users,sqs-list-queues,sns-list-topics]",
+        f"run.out_dir={out}", "run.name=killed", *NARROW_WARM_START,
         "curriculum.holdout_fraction=0.0", "run.eval_episodes=0", f"train.updates={UPDATES}",
         "train.groups_per_update=2", "train.checkpoint_every=1", "rollout.group_size=4",
         "rollout.max_steps=3", "rollout.max_new_tokens=24", "env.workers=1",
