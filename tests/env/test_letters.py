@@ -15,12 +15,18 @@ SETTINGS = EnvSettings(backend="python", factory="env.letters:LettersEnv")
 
 def test_every_task_is_an_operation_on_distinct_letters_with_one_tier_per_operation():
     tasks = env_tasks(SETTINGS)
-    assert len(tasks) == len(LettersEnv.tasks) == len(OPERATIONS) * 480
-    assert [t.tier for t in tasks[::480]] == list(OPERATIONS)  # easiest first
-    for task in tasks[:50]:
+    # 480 strings per operation; the yes/no tier keeps as many without an a as with one (180 each)
+    assert len(tasks) == len(LettersEnv.tasks) == 360 + (len(OPERATIONS) - 1) * 480
+    assert list(dict.fromkeys(t.tier for t in tasks)) == list(OPERATIONS)  # easiest first
+    for task in tasks[:50] + tasks[-50:]:
         op, _, letters = task.id.partition("-")
         assert op == task.tier and len(set(letters)) == len(letters) in (3, 4)
         assert set(letters) <= set(ALPHABET)
+
+
+def test_no_constant_answer_beats_half_of_the_yes_no_tier():
+    answers = [answer(t.id) for t in env_tasks(SETTINGS) if t.tier == "has"]
+    assert answers.count("yes") == answers.count("no") == 180
 
 
 def test_answers_are_the_operation_applied_space_separated():
