@@ -1,6 +1,7 @@
 """`rlfarm bench learning`'s arithmetic on constructed evaluations: targets, pooled seeds, the
-paired differences and the verdict against the target. (The whole bench runs in
-tests/cluster/test_learning_check.py, on the letters env.)"""
+paired differences and the verdict against the target. (That the farm learns, through the
+whole farm, is tests/cluster/test_learning_check.py, on the letters env; the bench's own runs are
+recorded in benchmarks/RESULTS.md.)"""
 
 from __future__ import annotations
 
