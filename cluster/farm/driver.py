@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
@@ -52,9 +52,6 @@ from cluster.task_split import TaskSplit, task_split
 from rollout.episode import EpisodeLimits
 from rollout.sessions import task_renamer
 from rollout.types import TrajectoryGroup
-
-if TYPE_CHECKING:
-    pass
 
 
 class Farm:
