@@ -34,10 +34,11 @@ from pathlib import Path
 from typing import Any
 
 from cluster.farm.metrics import percentile
-from env.catalog import Catalog, Task
+from env.catalog import Catalog
 from env.environment import AwsEnv
 from env.reward import RewardConfig
 from env.sandbox_pool import SandboxPool
+from env.task_spec import Task
 
 BUCKET = "bench-bucket"
 COMMAND_MIX: tuple[str, ...] = (

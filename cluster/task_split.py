@@ -12,7 +12,7 @@ Held-out tasks come in two views, which measure different things:
   copies: same operations, resource names and values that no SFT row and no RL group ever
   shows). What RL can teach: the skills it practised, on inputs it never saw.
 - ``new_tasks``: the held-out task ids. They may need operations no training task uses, which an
-  outcome reward cannot teach; the AWS report lists them (``env.catalog.Task.operations``).
+  outcome reward cannot teach; the AWS report lists them (``env.task_spec.Task.operations``).
 
 An env without renamed copies (a generic env) has the ``new_tasks`` view only.
 """

@@ -25,7 +25,7 @@ import jmespath
 from jmespath import functions
 from jmespath.exceptions import JMESPathError
 
-from env.catalog import AUDIT_SERVICE, LOOKUP_MARKER, ApiCall, Check, Task
+from env.task_spec import AUDIT_SERVICE, LOOKUP_MARKER, ApiCall, Check, Task
 
 ApiCaller = Callable[[str, str, dict], dict]
 

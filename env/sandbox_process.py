@@ -35,7 +35,7 @@ class _UnknownEpisode(Exception):
 class ResetPayload:
     """Everything a worker needs to start an episode (the task travels with it)."""
 
-    task: Any  # env.catalog.Task, or any object with the same fields
+    task: Any  # env.task_spec.Task, or any object with the same fields
     seed: int
     episode_id: str
     config: Any  # env.task_episode.EpisodeConfig

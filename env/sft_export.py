@@ -33,8 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from env.catalog import Catalog, Task, load_catalog, resolve_command
+from env.catalog import Catalog, load_catalog
 from env.prompts import HINT_COMMAND, SYSTEM_PROMPT, render_observation, render_task
+from env.task_spec import Task, resolve_command
 from env.task_variants import task_variants
 
 KINDS = ("first_step", "continuation", "failure_recovery", "hint_use")

@@ -21,7 +21,7 @@ import random
 import re
 from collections.abc import Iterator, Set
 
-from env.catalog import Task
+from env.task_spec import Task
 
 # Quoted text in a description: the task's own names and values.
 _QUOTED = re.compile(r"'([^'\s]{2,64})'")

@@ -16,7 +16,8 @@ from typing import Any
 
 import httpx
 
-from env.catalog import Catalog, Task
+from env.catalog import Catalog
+from env.task_spec import Task
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -13,17 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from env.catalog import (
-    ApiCall,
-    CatalogError,
-    Task,
-    build_zip,
-    load_catalog,
-    resolve_command,
-    run_solution,
-)
+from env.catalog import CatalogError, load_catalog
 from env.grader import ApiCallError, ApiEvent, grade, truthy
 from env.prompts import SYSTEM_PROMPT, render_observation, render_task, truncate
+from env.task_spec import ApiCall, Task, build_zip, resolve_command, run_solution
 
 GOOD_TASK = """
   - id: demo-bucket

@@ -14,10 +14,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from env.catalog import PLACEHOLDER, Catalog, Task, load_catalog, resolve_command
+from env.catalog import Catalog, load_catalog
 from env.environment import AwsEnv
 from env.prompts import render_observation
 from env.sandbox_pool import SandboxPool
+from env.task_spec import PLACEHOLDER, Task, resolve_command
 from env.task_variants import renamable_names
 
 CATALOG = load_catalog()
