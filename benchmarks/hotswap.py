@@ -114,8 +114,8 @@ def _learner_model(model_path: str, workdir: Path, engine: EngineConfig):
 def run_hotswap_bench(
     versions: int = 10, concurrency: int = 8, gap_s: float = 1.0, engine: EngineConfig | None = None
 ) -> dict:
-    from cluster.model_registry import resolve_model
-    from cluster.ray_runtime import init_ray
+    from cluster.base.ray_runtime import init_ray
+    from cluster.models.registry import resolve_model
     from serving.engine_pool import EnginePool
 
     engine = engine or EngineConfig()
@@ -136,7 +136,7 @@ def run_hotswap_bench(
 def main(args) -> int:
     engine = None
     if args.config is not None:
-        from cluster.config import ConfigError, load_config
+        from cluster.base.config import ConfigError, load_config
 
         try:
             config = load_config(args.config)

@@ -105,7 +105,7 @@ def run_bench(options: BenchOptions) -> dict:
 
 def main(args: argparse.Namespace) -> int:
     """``rlfarm bench learner``."""
-    from cluster.model_registry import resolve_model
+    from cluster.models.registry import resolve_model
 
     result = run_bench(
         BenchOptions(

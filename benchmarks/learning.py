@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from cluster.config import ConfigError, FarmConfig, load_config
+from cluster.base.config import ConfigError, FarmConfig, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO / "configs" / "smollm2-cpu.yaml"
@@ -151,7 +151,7 @@ def verdict(views: dict[str, dict], wall_s: float) -> dict:
 
 
 async def _train(config: FarmConfig, model: str, before: dict | None, log) -> dict:
-    from cluster.main import run
+    from cluster.commands.train import run
 
     log(f"bench learning: GRPO, learner seed {config.learner.seed}, {config.train.updates} updates")
     return await run(config, model, before=before)
@@ -160,7 +160,7 @@ async def _train(config: FarmConfig, model: str, before: dict | None, log) -> di
 def _evaluate_base(config: FarmConfig, out: Path, log) -> dict:
     """The model before its warm start, on the same views and draws as the runs' evals."""
     from cluster.evaluation.command import EvalOptions, Target, run_eval
-    from cluster.model_registry import resolve_model
+    from cluster.models.registry import resolve_model
 
     log("bench learning: evaluating base (the model before its warm start)")
     opts = EvalOptions(
@@ -172,8 +172,8 @@ def _evaluate_base(config: FarmConfig, out: Path, log) -> dict:
 
 
 def run_bench(config: FarmConfig, seeds: list[int], with_base: bool, log=print) -> dict:
-    from cluster.ray_runtime import farm_cpus, init_ray
-    from cluster.warm_start import prepare_model
+    from cluster.base.ray_runtime import farm_cpus, init_ray
+    from cluster.models.warm_start import prepare_model
 
     started = time.perf_counter()
     init_ray(None, farm_cpus(config.run.engines, config.env.workers))
@@ -220,7 +220,7 @@ def run_bench(config: FarmConfig, seeds: list[int], with_base: bool, log=print) 
 
 def _sft_seconds(model: Path) -> float | None:
     """How long the warm start's SFT took when it was built (its record beside the model)."""
-    from cluster.warm_start import warm_start_record
+    from cluster.models.warm_start import warm_start_record
 
     record = warm_start_record(model)
     return None if record is None else round(record["sft"]["seconds"], 1)
@@ -228,8 +228,8 @@ def _sft_seconds(model: Path) -> float | None:
 
 def _warm_cached(config: FarmConfig) -> bool:
     """The warm start is already built (so this run spends nothing on it)."""
-    from cluster.model_registry import resolve_model
-    from cluster.warm_start import warm_recipe
+    from cluster.models.registry import resolve_model
+    from cluster.models.warm_start import warm_recipe
 
     if not config.run.warm_start:
         return True

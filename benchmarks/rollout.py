@@ -35,12 +35,12 @@ import sys
 import time
 from pathlib import Path
 
-from cluster.config import ConfigError, FarmConfig, load_config
-from cluster.warm_start import NARROW_WARM_START
+from cluster.base.config import ConfigError, FarmConfig, load_config
+from cluster.models.warm_start import NARROW_WARM_START
 
 DEFAULT_CONFIG = Path(__file__).parents[1] / "configs" / "local.yaml"
 
-# The narrow warm start (cluster.warm_start.NARROW_WARM_START), every task trained.
+# The narrow warm start (cluster.models.warm_start.NARROW_WARM_START), every task trained.
 NARROW_TASKS = [
     *NARROW_WARM_START,
     "curriculum.holdout_fraction=0.0",
@@ -411,7 +411,7 @@ def run_farm(config: FarmConfig, model_path: str, settings: dict) -> dict:
 def run_rollout_bench(config: FarmConfig, settings: dict, out_dir: Path) -> dict:
     """All stages in order; returns the JSON-ready result (also written to ``out_dir``)."""
     from benchmarks.sequential_baseline import run_sequential_baseline
-    from cluster.warm_start import prepare_model
+    from cluster.models.warm_start import prepare_model
 
     out_dir.mkdir(parents=True, exist_ok=True)
     model_path = prepare_model(config, log=_log)
@@ -592,7 +592,7 @@ def main(args: argparse.Namespace) -> int:
     settings = bench_settings(args)
     out = Path(args.out)
     with _stdout_reserved_for_json() if args.json else contextlib.nullcontext(sys.stdout) as real:
-        from cluster.ray_runtime import farm_cpus, init_ray
+        from cluster.base.ray_runtime import farm_cpus, init_ray
 
         most_workers = max([config.env.workers, *settings["sweep_workers"]])
         init_ray(min_cpus=farm_cpus(config.run.engines, most_workers))

@@ -19,10 +19,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from cluster.config import FarmConfig
+from cluster.base.config import FarmConfig
+from cluster.base.task_split import task_split
 from cluster.farm.curriculum import CurriculumSampler
 from cluster.farm.metrics import percentile
-from cluster.task_split import task_split
 from rollout.environment import EnvTask
 from rollout.sessions import task_renamer
 

@@ -7,7 +7,7 @@
 - ``trainer``: ``Learner`` (train_step, publish, save/load_checkpoint), no Ray needed.
 - ``publish`` / ``checkpoint``: atomic adapter versions with probes; full training state.
 - ``actor``: ``LearnerActor``, the Ray wrapper (the only module that imports Ray).
-- ``sft``: trl SFT warm start (``rlfarm sft``; the CLI lives in ``cluster.cli``).
+- ``sft``: trl SFT warm start (``rlfarm sft``; the CLI lives in ``cluster.commands.cli``).
 
 Nothing here imports vLLM, env or rollout; importing the package itself imports nothing heavy.
 """

@@ -5,7 +5,7 @@
 - ``adapters``: adapter validation, version registry and eviction inside one engine;
 - ``types``: ``AdapterVersion``/``AdapterProbe``/``Completion`` carriers shared with the learner;
 - ``config``: ``EngineConfig``; ``cpu_lora_ops``: grouped LoRA matmuls for vLLM's CPU platform;
-- ``tiny_model``: the built-in tiny model; ``openai_server``: ``rlfarm serve``.
+- ``openai_server``: ``rlfarm serve``. (The built-in models are built in ``cluster.models``.)
 
 Knows nothing of env or GRPO.
 """

@@ -48,7 +48,7 @@ def resolve_model_path(model: str) -> str:
     if model.startswith("builtin:"):
         raise ValueError(
             f"engine.model={model!r} must be resolved to a path before engines start "
-            "(cluster.model_registry.resolve_model does it)"
+            "(cluster.models.registry.resolve_model does it)"
         )
     return model
 
@@ -131,7 +131,7 @@ class Engine:
             kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
             if cfg.tensor_parallel_size > 1:
                 # Inside a Ray actor, vLLM's own Ray executor starts the tensor-parallel workers
-                # in the placement group the actor was scheduled in (cluster.placement).
+                # in the placement group the actor was scheduled in (cluster.base.placement).
                 kwargs["distributed_executor_backend"] = "ray"
         return AsyncLLM.from_engine_args(
             AsyncEngineArgs(**kwargs), stat_loggers=[prefix_cache_logger(self._prefix_cache)]

@@ -62,7 +62,7 @@ class EnginePool:
     ) -> EnginePool:
         """Start ``num_engines`` engine actors and wait (bounded) until each can serve.
         ``placements``: Ray options per engine (its resources and placement-group slot, from
-        ``cluster.placement``); by default each takes one CPU, and its GPU share on a GPU."""
+        ``cluster.base.placement``); by default each takes one CPU, and its GPU share on a GPU."""
         pool = cls.launch(config, num_engines, placements)
         pool.wait_ready()
         return pool

@@ -17,7 +17,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def tiny_model_path() -> Path:
-    from cluster.model_registry import build_default_model
+    from cluster.models.registry import build_default_model
 
     return build_default_model()
 
@@ -25,7 +25,7 @@ def tiny_model_path() -> Path:
 @pytest.fixture(scope="session")
 def smollm2_path(tmp_path_factory) -> Path:
     """builtin:smollm2-135m converted from the installed wheel into a fresh home, once a session."""
-    from serving.smollm2 import ensure_smollm2
+    from cluster.models.smollm2 import ensure_smollm2
 
     return ensure_smollm2(home=tmp_path_factory.mktemp("smollm2-home"), log=lambda _: None)
 
@@ -34,7 +34,7 @@ def smollm2_path(tmp_path_factory) -> Path:
 def ray_runtime():
     import ray
 
-    from cluster.ray_runtime import init_ray
+    from cluster.base.ray_runtime import init_ray
 
     # Logical CPUs: every test actor fits on a 2-core box (they share the real cores).
     init_ray(min_cpus=8)
@@ -56,7 +56,7 @@ def served_adapter(tiny_model_path, tmp_path_factory):
     adapter = Reference(tiny_model_path, tmp_path_factory.mktemp("served")).make_adapter(seed=71)
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cluster.cli", "serve", "--adapter", str(adapter),
+        [sys.executable, "-m", "cluster.commands.cli", "serve", "--adapter", str(adapter),
          "--name", "trained", "--port", str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
     )  # fmt: skip

@@ -9,5 +9,6 @@
 
 A policy is an engine pinned to one adapter version or an endpoint (``policies``); ``report``
 writes results.json, report.md and bar charts; ``command`` runs ``rlfarm eval`` (registered in
-``cluster.cli``). The farm's own before/after evaluation uses the same live path and metrics.
+``cluster.commands.cli``). The farm's own before/after evaluation uses the same live path and
+metrics.
 """

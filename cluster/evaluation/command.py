@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cluster.config import ConfigError, FarmConfig, load_config
-from cluster.progress import Progress
+from cluster.base.config import ConfigError, FarmConfig, load_config
+from cluster.base.progress import Progress
 from rollout.episode import EpisodeLimits
 
 MODES = ("dataset", "live", "both")
@@ -82,7 +82,7 @@ def newest_adapter(run_dir: Path) -> Path:
 
 
 def compare_targets(names: list[str], run_dir: Path, config: FarmConfig) -> list[Target]:
-    from cluster.model_registry import resolve_model
+    from cluster.models.registry import resolve_model
 
     unknown = [n for n in names if n not in COMPARE_NAMES]
     if unknown or not names:
@@ -108,7 +108,7 @@ def compare_targets(names: list[str], run_dir: Path, config: FarmConfig) -> list
 
 def heldout_views(config: FarmConfig, chosen: tuple[str, ...] | None = None) -> dict[str, list]:
     """The held-out views to play (``TaskSplit.views``), narrowed to ``chosen``."""
-    from cluster.task_split import VIEWS, task_split
+    from cluster.base.task_split import VIEWS, task_split
 
     views = task_split(config).views()
     if chosen is not None:
@@ -128,7 +128,7 @@ def heldout_views(config: FarmConfig, chosen: tuple[str, ...] | None = None) -> 
 def describe_views(config: FarmConfig, views: dict[str, list], opts: EvalOptions) -> dict:
     """What the live eval plays: per view its distinct tasks, and (new_tasks) the operations each
     needs that no training task's solution uses."""
-    from cluster.task_split import NEW_TASKS, task_split, unseen_operations
+    from cluster.base.task_split import NEW_TASKS, task_split, unseen_operations
 
     unseen = unseen_operations(config, task_split(config)) if NEW_TASKS in views else {}
     return {
@@ -305,10 +305,10 @@ def run_eval(
     address: str | None = None,
 ) -> Path:  # fmt: skip
     """Evaluate every target on the config's held-out views; returns the written report.md."""
+    from cluster.base.task_split import NEW_TASKS, task_split
     from cluster.evaluation.dataset import heldout_rows
     from cluster.evaluation.live import env_sessions
     from cluster.evaluation.report import write_report
-    from cluster.task_split import NEW_TASKS, task_split
 
     out_dir.mkdir(parents=True, exist_ok=True)
     views = heldout_views(config, opts.views)
@@ -320,7 +320,7 @@ def run_eval(
         rows = spread(heldout_rows([t.id for t in held], out_dir, config.run.seed), opts.max_rows)
     engine_targets = [t for t in targets if not t.endpoint]
     if engine_targets:
-        from cluster.ray_runtime import init_ray
+        from cluster.base.ray_runtime import init_ray
 
         init_ray(address)
     with env_sessions(config.env, config.rollout.max_steps) as new:
@@ -376,7 +376,7 @@ def targets_from_args(args: argparse.Namespace, run_dir: Path | None, config) ->
             raise ValueError("--endpoint needs --endpoint-model (the name the server serves)")
         return [Target(args.name or args.endpoint_model, endpoint=args.endpoint,
                        endpoint_model=args.endpoint_model)]  # fmt: skip
-    from cluster.model_registry import resolve_model
+    from cluster.models.registry import resolve_model
     from serving.openai_server import base_model_of
 
     adapter = args.adapter.resolve() if args.adapter else None

@@ -8,7 +8,7 @@ so ``rlfarm scale --status`` shows what the run is doing.
 
 from __future__ import annotations
 
-from cluster.ray_runtime import NAMESPACE
+from cluster.base.ray_runtime import NAMESPACE
 
 
 def control_name(run_name: str) -> str:

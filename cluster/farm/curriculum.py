@@ -1,5 +1,5 @@
 """Which task the next group plays: a curriculum over tiers (of the training tasks only; the
-held-out ones are decided by ``cluster.task_split``).
+held-out ones are decided by ``cluster.base.task_split``).
 
 Tiers unlock in order. The hardest unlocked tier (the frontier) gets ``frontier_weight`` of the
 groups, the easier unlocked tiers share the rest; once the frontier's success rate over the last
@@ -13,8 +13,8 @@ from __future__ import annotations
 import random
 from collections import deque
 
-from cluster.config import CurriculumSettings
-from cluster.task_split import tier_order
+from cluster.base.config import CurriculumSettings
+from cluster.base.task_split import tier_order
 from rollout.environment import EnvTask
 from rollout.sessions import Renamer
 

@@ -29,7 +29,8 @@ from typing import Any
 
 import yaml
 
-from cluster.config import FarmConfig
+from cluster.base.config import FarmConfig
+from cluster.base.task_split import TaskSplit, task_split
 from cluster.farm.batching import Batch, Batcher, to_sample_group
 from cluster.farm.checkpoints import Checkpoint, CheckpointStore, DriverState
 from cluster.farm.curriculum import CurriculumSampler
@@ -48,7 +49,6 @@ from cluster.farm.recovery import Recovery
 from cluster.farm.stopping import StopLatch
 from cluster.farm.watchdog import Watchdog
 from cluster.farm.wiring import FarmParts, check_run_dir, run_directory, start_parts
-from cluster.task_split import TaskSplit, task_split
 from rollout.episode import EpisodeLimits
 from rollout.sessions import task_renamer
 from rollout.types import TrajectoryGroup

@@ -12,9 +12,9 @@ import asyncio
 import sys
 from collections.abc import Awaitable, Callable
 
+from cluster.base.progress import Progress
 from cluster.farm.episode_log import EpisodeLog
 from cluster.farm.eval_curve import EvalCurve
-from cluster.progress import Progress
 from rollout.environment import EnvTask
 from rollout.types import TrajectoryGroup
 

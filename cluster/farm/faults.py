@@ -22,7 +22,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from cluster.config import Fault, FaultKind
+from cluster.base.config import Fault, FaultKind
 from cluster.farm.rollout_workers import RolloutWorkerSet, WorkerSlot
 
 BUSY_WAIT_S = 60.0  # a worker-level fault waits this long for a worker with a group in flight

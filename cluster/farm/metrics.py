@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cluster.progress import Progress, duration
+from cluster.base.progress import Progress, duration
 from learner.types import UpdateMetrics
 from rollout.types import TrajectoryGroup
 from serving.types import EngineHealth

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cluster.config import FarmConfig
+from cluster.base.config import FarmConfig
+from cluster.base.placement import FarmPlacement
 from cluster.farm.checkpoints import CheckpointStore
 from cluster.farm.rollout_workers import RolloutWorkerSet
-from cluster.placement import FarmPlacement
 from serving.engine_pool import EnginePool
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ def run_directory(config: FarmConfig) -> Path:
     is taken under ``$RLFARM_HOME`` instead (default ``~/.cache/rlfarm/runs/<name>``)."""
     out_dir = Path(config.run.out_dir).expanduser()
     if not out_dir.is_absolute() and os.environ.get(RAY_JOB_ENV):
-        from serving.tiny_model import rlfarm_home
+        from cluster.models.tiny import rlfarm_home
 
         out_dir = rlfarm_home() / out_dir
     return out_dir.resolve() / config.run.name

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from benchmarks.env_step import run_bench
-from cluster.cli import build_parser
+from cluster.commands.cli import build_parser
 
 
 def test_bench_env_reports_the_required_numbers() -> None:

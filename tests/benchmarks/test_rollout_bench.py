@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.rollout import bench_settings, combine_stages
-from cluster.cli import build_parser
+from cluster.commands.cli import build_parser
 from cluster.farm.metrics import Totals
 
 pytestmark = pytest.mark.vllm

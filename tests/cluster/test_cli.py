@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cluster.cli import build_parser, main
+from cluster.commands.cli import build_parser, main
 from env.server_settings import ServerSettings, settings_from_args
 from tests.learner.sft_data import write_split
 
@@ -19,7 +19,7 @@ HEAVY = ("torch", "transformers", "trl", "peft", "vllm", "ray", "fastapi", "uvic
 def test_building_the_parser_imports_nothing_heavy():
     """``rlfarm --help`` (and every mistyped flag) must answer at once."""
     code = (
-        "import sys; from cluster.cli import build_parser; build_parser(); "
+        "import sys; from cluster.commands.cli import build_parser; build_parser(); "
         f"print([m for m in {HEAVY!r} if m in sys.modules])"
     )
     out = subprocess.run(
@@ -82,7 +82,7 @@ def test_a_persons_mistake_is_one_sentence_not_a_traceback(tmp_path):
         (["tasks", "list", "--catalog", str(tmp_path / "none.yaml")], "none.yaml"),
     ]
     for argv, expected in cases:
-        done = subprocess.run([sys.executable, "-m", "cluster.cli", *argv], cwd=REPO,
+        done = subprocess.run([sys.executable, "-m", "cluster.commands.cli", *argv], cwd=REPO,
                               capture_output=True, text=True, timeout=120)  # fmt: skip
         assert done.returncode == 2, (argv, done.stderr)
         assert expected in done.stderr and f"rlfarm {argv[0]}" in done.stderr, done.stderr

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.cluster_demo import run_demo
+from cluster.commands.cluster_demo import run_demo
 
 pytestmark = pytest.mark.vllm
 

@@ -16,7 +16,7 @@ def test_scale_command_changes_desired_workers_of_a_running_farm(ray_runtime):
     ray.get(control.report.remote({"update": 3, "env_workers": 2}))
     address = ray.get_runtime_context().gcs_address
     done = subprocess.run(
-        [sys.executable, "-m", "cluster.cli", "scale", "--run", "scale-test",
+        [sys.executable, "-m", "cluster.commands.cli", "scale", "--run", "scale-test",
          "--env-workers", "5", "--address", address],
         capture_output=True, text=True, timeout=180,
     )  # fmt: skip
@@ -32,7 +32,8 @@ def test_scale_names_a_missing_run_and_the_runs_that_exist(ray_runtime):
     control = start_control("listed-run", 2)
     ray_runtime.get(control.desired_env_workers.remote())
     done = subprocess.run(
-        [sys.executable, "-m", "cluster.cli", "scale", "--run", "nope", "--address", address],
+        [sys.executable, "-m", "cluster.commands.cli", "scale", "--run", "nope",
+         "--address", address],
         capture_output=True, text=True, timeout=180,
     )  # fmt: skip
     ray_runtime.kill(control)
@@ -48,7 +49,7 @@ def test_scale_without_a_cluster_says_so_and_how_to_point_at_one():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     done = subprocess.run(
-        [sys.executable, "-m", "cluster.cli", "scale", "--env-workers", "3",
+        [sys.executable, "-m", "cluster.commands.cli", "scale", "--env-workers", "3",
          "--address", f"127.0.0.1:{port}"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip

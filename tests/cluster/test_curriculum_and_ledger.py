@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from cluster.config import CurriculumSettings
+from cluster.base.config import CurriculumSettings
+from cluster.base.task_split import split_holdout
 from cluster.farm.curriculum import CurriculumSampler
 from cluster.farm.ledger import Ledger, read_ledger
-from cluster.task_split import split_holdout
 from rollout.environment import EnvTask
 from rollout.types import Trajectory, TrajectoryGroup
 
@@ -27,8 +27,8 @@ def test_holdout_split_is_stable_and_disjoint():
 
 
 def test_the_split_has_two_held_out_views_that_training_never_plays():
-    from cluster.config import load_config
-    from cluster.task_split import NEW_NAMES, NEW_TASKS, task_split, unseen_operations
+    from cluster.base.config import load_config
+    from cluster.base.task_split import NEW_NAMES, NEW_TASKS, task_split, unseen_operations
 
     config = load_config(None, ["run.eval_variants=2"])
     split = task_split(config)

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cluster.cli import main as rlfarm
-from cluster.config import load_config
+from cluster.base.config import load_config
+from cluster.commands.cli import main as rlfarm
 from cluster.evaluation.scoring import score_reply
 from tests.serving.reference import Reference
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from cluster.config import load_config
+from cluster.base.config import load_config
 from cluster.farm.ledger import read_ledger
-from cluster.warm_start import NARROW_WARM_START
+from cluster.models.warm_start import NARROW_WARM_START
 
 pytestmark = pytest.mark.vllm
 
@@ -51,7 +51,7 @@ def farm_config(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def warm_model(farm_config):
-    from cluster.warm_start import prepare_model
+    from cluster.models.warm_start import prepare_model
 
     return prepare_model(farm_config)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cluster.config import load_config
+from cluster.base.config import load_config
 from cluster.farm.episode_log import read_episodes
 from cluster.farm.eval_curve import EvalCurve
 from cluster.farm.ledger import read_ledger
@@ -47,7 +47,7 @@ SMALL = [
 
 
 def _run(tmp_path: Path, name: str, env_overrides: list[str], tiny_model_path) -> dict:
-    from cluster.main import run
+    from cluster.commands.train import run
 
     config = load_config(
         CONFIG, [f"run.out_dir={tmp_path}", f"run.name={name}", *SMALL, *env_overrides]
@@ -124,7 +124,8 @@ def test_rlfarm_view_shows_the_run_in_a_real_browser(python_env_run, tmp_path):
     episode = next(e for e in read_episodes(run_dir / "episodes") if e["fate"] == "trained")
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "cluster.cli", "view", "--run", str(run_dir), "--port", str(port)],
+        [sys.executable, "-m", "cluster.commands.cli", "view", "--run", str(run_dir),
+         "--port", str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}/#episode={episode['group_id']}/{episode['episode']}"

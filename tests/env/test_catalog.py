@@ -334,7 +334,7 @@ def test_prompts_are_short_and_observations_truncated() -> None:
 
 
 def run_cli(argv: list[str]) -> int:
-    from cluster.cli import main
+    from cluster.commands.cli import main
 
     return main(argv)
 

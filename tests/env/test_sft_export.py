@@ -146,7 +146,7 @@ def test_split_and_variants_units() -> None:
 
 
 def test_cli_rejects_bad_fraction(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from cluster.cli import main
+    from cluster.commands.cli import main
 
     argv = ["env", "export-sft", "--out", str(tmp_path / "x.jsonl"), "--val-fraction", "1.5"]
     assert main(argv) == 2

@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, Qwen2Config
 
-from cluster.config import load_config
+from cluster.base.config import load_config
 from learner.memory import GIB, LearnerMemoryError, ModelShape, check_fits, estimate
 
 CONFIGS = Path(__file__).parents[2] / "configs"

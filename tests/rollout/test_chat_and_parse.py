@@ -11,7 +11,7 @@ from rollout.parse import parse_reply
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from cluster.model_registry import build_default_model
+    from cluster.models.registry import build_default_model
 
     return AutoTokenizer.from_pretrained(build_default_model())
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from serving.smollm2 import MARKER, WEIGHTS, _verified, gguf_path
+from cluster.models.smollm2 import MARKER, WEIGHTS, _verified, gguf_path
 
 
 @pytest.fixture(scope="module")

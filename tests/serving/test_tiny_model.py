@@ -7,7 +7,7 @@ import hashlib
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from serving.tiny_model import TinyModelSpec, ensure_tiny_model
+from cluster.models.tiny import TinyModelSpec, ensure_tiny_model
 
 SMALL = TinyModelSpec(vocab_size=1024, hidden_size=64, intermediate_size=128, num_hidden_layers=2)
 

@@ -26,13 +26,13 @@ def task_texts() -> list[str]:
 
 
 def build_default_model(home: Path | None = None) -> Path:
-    from serving.tiny_model import ensure_tiny_model
+    from cluster.models.tiny import ensure_tiny_model
 
     return ensure_tiny_model(home=home, extra_texts=task_texts())
 
 
 def build_smollm2(home: Path | None = None) -> Path:
-    from serving.smollm2 import ensure_smollm2
+    from cluster.models.smollm2 import ensure_smollm2
 
     return ensure_smollm2(home)
 

@@ -22,8 +22,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from cluster.config import FarmConfig
-from cluster.progress import PhaseProgress
+from cluster.base.config import FarmConfig
+from cluster.base.progress import PhaseProgress
 
 # Bump when the export or SFT changes in a way the recipe's fields do not show, so cached warm
 # models are rebuilt. 4: SFT variants avoid the evaluation's names.
@@ -49,7 +49,7 @@ NARROW_WARM_START = (
 
 
 def prepare_model(config: FarmConfig, log=print) -> str:
-    from cluster.model_registry import resolve_model
+    from cluster.models.registry import resolve_model
 
     base = resolve_model(config.model)
     if not config.run.warm_start:
@@ -68,7 +68,7 @@ def _demonstrates(config: FarmConfig) -> bool:
 
 
 def _train_catalog(config: FarmConfig):
-    from cluster.task_split import task_split
+    from cluster.base.task_split import task_split
     from env.catalog import Catalog, load_catalog
 
     catalog = load_catalog()
@@ -79,8 +79,8 @@ def _train_catalog(config: FarmConfig):
 def warm_recipe(base: str | Path, config: FarmConfig) -> tuple[dict, Path, list[str]]:
     """(recipe, cache directory, training task ids) of ``config``'s warm start of ``base`` (a
     local model directory or a hub id)."""
-    from cluster.task_split import task_split
-    from serving.tiny_model import rlfarm_home
+    from cluster.base.task_split import task_split
+    from cluster.models.tiny import rlfarm_home
 
     train = sorted(t.id for t in task_split(config).train)
     name = Path(base).name if Path(base).is_dir() else str(base).replace("/", "--")

@@ -28,7 +28,7 @@ import time
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "cluster-demo.yaml"
 NODE_START_S = 120.0
 JOB_TIMEOUT_S = 1200.0
@@ -124,7 +124,8 @@ def _submit(dashboard: str, out_dir: Path, env: dict) -> subprocess.CompletedPro
     is up; until it has, the dashboard refuses submissions (and starts nothing), so retry."""
     # The entry point's python is this environment's: it is the one with rlfarm and Ray.
     command = _ray("job", "submit", "--address", dashboard, "--working-dir", str(REPO), "--",
-                   sys.executable, "-m", "cluster.main", "--config", str(CONFIG.relative_to(REPO)),
+                   sys.executable, "-m", "cluster.commands.train",
+                   "--config", str(CONFIG.relative_to(REPO)),
                    "--set", f"run.out_dir={out_dir}")  # fmt: skip
     deadline = time.monotonic() + AGENT_WAIT_S
     while True:

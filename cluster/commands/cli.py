@@ -1,9 +1,11 @@
-"""The ``rlfarm`` command line: every command is registered here, and only here.
+"""The ``rlfarm`` command line: every command is registered here, except the groups of packages
+above ``cluster`` (``rlfarm bench``, in ``benchmarks.commands``), which register through the
+``rlfarm.commands`` entry points.
 
 Parsing imports nothing heavy: each handler imports torch, vLLM, Ray or moto inside itself, so
 ``rlfarm --help`` (and a mistyped flag) answers at once. Handlers are thin; the work lives in the
-package that owns it (``cluster.main`` trains, ``cluster.evaluation`` evaluates, ``benchmarks``
-measures, ``env`` serves and exports, ``learner.sft`` fine-tunes).
+package that owns it (``cluster.commands.train`` trains, ``cluster.evaluation`` evaluates,
+``benchmarks`` measures, ``env`` serves and exports, ``learner.sft`` fine-tunes).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from cluster.main import add_overrides, add_train_arguments
+from cluster.commands.train import add_overrides, add_train_arguments
 
 
 class UsageError(ValueError):
@@ -24,7 +26,7 @@ class UsageError(ValueError):
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from cluster.main import train
+    from cluster.commands.train import train
 
     return train(args)
 
@@ -58,15 +60,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_build_tiny(args: argparse.Namespace) -> int:
-    from cluster.model_registry import build_default_model
+    from cluster.models.registry import build_default_model
 
     print(build_default_model(home=args.home))
     return 0
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
-    from cluster.model_registry import resolve_model
-    from serving.smollm2 import ModelSourceError
+    from cluster.models.registry import resolve_model
+    from cluster.models.smollm2 import ModelSourceError
 
     try:
         print(resolve_model(f"builtin:{args.name}", home=args.home))
@@ -77,7 +79,7 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from cluster.model_registry import resolve_model
+    from cluster.models.registry import resolve_model
     from serving.openai_server import exec_server, serve_command
 
     model = resolve_model(args.model) if args.model else None
@@ -145,8 +147,8 @@ def _cmd_export_sft(args: argparse.Namespace) -> int:
 
 
 def _cmd_sft(args: argparse.Namespace) -> int:
-    from cluster.model_registry import resolve_model
-    from cluster.progress import PhaseProgress
+    from cluster.base.progress import PhaseProgress
+    from cluster.models.registry import resolve_model
     from learner.sft import SftOptions, run_sft
 
     progress = PhaseProgress("sft", "steps")
@@ -182,53 +184,7 @@ def _cmd_sft(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_bench_rollout(args: argparse.Namespace) -> int:
-    from benchmarks.rollout import main
-
-    return main(args)
-
-
-def _cmd_bench_hotswap(args: argparse.Namespace) -> int:
-    from benchmarks.hotswap import main
-
-    return main(args)
-
-
-def _cmd_bench_learner(args: argparse.Namespace) -> int:
-    from benchmarks.learner_update import main
-
-    return main(args)
-
-
-def _cmd_bench_chaos(args: argparse.Namespace) -> int:
-    from benchmarks.chaos import main
-
-    return main(args)
-
-
-def _cmd_bench_learning(args: argparse.Namespace) -> int:
-    from benchmarks.learning import main
-
-    return main(args)
-
-
-def _cmd_bench_env(args: argparse.Namespace) -> int:
-    from benchmarks.env_step import main
-
-    return main(args)
-
-
 # ---- parser -------------------------------------------------------------------------------------
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: give integers separated by commas") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: give one or more integers >= 1")
-    return values
 
 
 def _add_farm_commands(sub: argparse._SubParsersAction) -> None:
@@ -388,110 +344,22 @@ def _add_env_commands(sub: argparse._SubParsersAction) -> None:
     export.set_defaults(func=_cmd_export_sft)
 
 
-def _add_bench_commands(sub: argparse._SubParsersAction) -> None:
-    bench = sub.add_parser("bench", help="throughput benchmarks").add_subparsers(
-        dest="bench_command", required=True
-    )
-    _add_rollout_bench(bench)
-    _add_learning_bench(bench)
-    _add_chaos_bench(bench)
-    _add_component_benches(bench)
+# Command groups that live above this package (``benchmarks``) register themselves under this
+# entry-point group (pyproject.toml), so the command line has no import arrow pointing up.
+COMMAND_GROUP = "rlfarm.commands"
 
 
-def _add_rollout_bench(bench: argparse._SubParsersAction) -> None:
-    rollout = bench.add_parser(
-        "rollout", help="sequential baseline vs farm sync vs farm async, with sweeps"
-    )
-    rollout.add_argument("--json", action="store_true", help="print only one JSON object")
-    rollout.add_argument("--updates", type=int, default=None,
-                         help="measured updates per farm mode and round")  # fmt: skip
-    rollout.add_argument(
-        "--rounds", type=int, default=None,
-        help="sync/async rounds, alternating which mode goes first (ABBA), summed per mode",
-    )  # fmt: skip
-    rollout.add_argument("--rollout-groups", type=int, default=None,
-                         help="groups measured in the rollout-only stage (default: two "
-                              "waves of workers x groups per worker)")  # fmt: skip
-    rollout.add_argument("--quick", action="store_true", help="tiny sizes (tests): 2 updates, G=4")
-    rollout.add_argument("--no-sweep", action="store_true", help="skip the worker and G sweeps")
-    rollout.add_argument("--no-routing", action="store_true",
-                         help="skip sticky vs least-loaded routing on a 2-engine farm")  # fmt: skip
-    rollout.add_argument("--out", type=Path, default=Path("runs/bench-rollout"), help="output dir")
-    rollout.add_argument("--config", type=Path, default=None,
-                         help="base farm config (default: configs/local.yaml)")  # fmt: skip
-    add_overrides(rollout, "override one config field after the bench's own settings")
-    rollout.add_argument("--baseline-groups", type=int, default=None,
-                         help="groups the baseline plays")  # fmt: skip
-    rollout.add_argument("--sweep-workers", type=_int_list, default=None, help="e.g. 1,2,4,8")
-    rollout.add_argument("--sweep-group-sizes", type=_int_list, default=None, help="e.g. 4,8,16")
-    rollout.add_argument("--sweep-updates", type=int, default=None, help="updates per sweep point")
-    rollout.set_defaults(func=_cmd_bench_rollout)
+def _add_registered_commands(sub: argparse._SubParsersAction) -> None:
+    from importlib.metadata import entry_points
 
-
-def _add_learning_bench(bench: argparse._SubParsersAction) -> None:
-    learning = bench.add_parser(
-        "learning", help="SFT, then GRPO for several seeds; base/sft/grpo on held-out views"
-    )
-    learning.add_argument("--json", action="store_true", help="print only one JSON object")
-    learning.add_argument("--config", type=Path, default=None,
-                          help="farm config (default: configs/smollm2-cpu.yaml)")  # fmt: skip
-    add_overrides(learning, "override one config field (e.g. train.updates=20)")
-    learning.add_argument("--seeds", default="0,1", help="learner seeds, one GRPO run each")
-    learning.add_argument("--no-base", action="store_true",
-                          help="skip evaluating the model before its warm start")  # fmt: skip
-    learning.add_argument("--out", type=Path, default=Path("runs/bench-learning"),
-                          help="output dir")  # fmt: skip
-    learning.set_defaults(func=_cmd_bench_learning)
-
-
-def _add_chaos_bench(bench: argparse._SubParsersAction) -> None:
-    chaos = bench.add_parser(
-        "chaos", help="a farm run with workers, sandboxes, engine, learner and driver killed"
-    )
-    chaos.add_argument("--json", action="store_true", help="print one JSON object")
-    chaos.add_argument("--out", type=Path, default=Path("runs/bench-chaos"), help="output dir")
-    chaos.set_defaults(func=_cmd_bench_chaos)
-
-
-def _add_component_benches(bench: argparse._SubParsersAction) -> None:
-    hotswap = bench.add_parser("hotswap", help="adapter swap latency under load")
-    hotswap.add_argument("--json", action="store_true", help="print one JSON object")
-    hotswap.add_argument("--versions", type=int, default=10, help="adapter versions to publish")
-    hotswap.add_argument("--concurrency", type=int, default=8, help="client loops in flight")
-    hotswap.add_argument("--gap", type=float, default=1.0, help="seconds between versions")
-    hotswap.add_argument(
-        "--config", type=Path, default=None, help="farm config whose engine settings to use"
-    )
-    hotswap.set_defaults(func=_cmd_bench_hotswap)
-
-    learner = bench.add_parser(
-        "learner", help="GRPO update and adapter publish throughput on synthetic groups"
-    )
-    learner.add_argument("--json", action="store_true", help="print one JSON object")
-    learner.add_argument("--model", default="builtin:tiny", help="base model (%(default)s)")
-    learner.add_argument("--updates", type=int, default=5, help="timed updates after a warm-up")
-    learner.add_argument("--groups", type=int, default=4, help="groups per update")
-    learner.add_argument("--group-size", type=int, default=8, help="episodes per group")
-    learner.add_argument("--prompt-tokens", type=int, default=192, help="mask-0 tokens/episode")
-    learner.add_argument("--completion-tokens", type=int, default=64, help="mask-1 tokens/episode")
-    learner.add_argument("--micro-batch-tokens", type=int, default=8192)
-    learner.add_argument("--device", default="auto")
-    learner.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
-    learner.set_defaults(func=_cmd_bench_learner)
-
-    env = bench.add_parser(
-        "env", help="env step latency vs a subprocess `aws` baseline, and sandbox scaling"
-    )
-    env.add_argument("--json", action="store_true", help="print one JSON object")
-    env.add_argument("--steps", type=int, default=300, help="steps timed for latency")
-    env.add_argument("--subprocess-runs", type=int, default=3, help="runs of the mix via `aws`")
-    env.add_argument("--duration", type=float, default=5.0, help="seconds per throughput round")
-    env.add_argument("--rounds", type=int, default=3, help="alternating throughput rounds")
-    env.add_argument("--envs-per-process", type=int, default=4,
-                     help="concurrent episodes per sandbox process")  # fmt: skip
-    env.add_argument("--memory-episodes", type=int, default=100,
-                     help="open episodes for the memory probe")  # fmt: skip
-    env.set_defaults(func=_cmd_bench_env)
+    found = sorted(entry_points(group=COMMAND_GROUP), key=lambda e: e.name)
+    if not found:
+        raise RuntimeError(
+            f"no '{COMMAND_GROUP}' entry points: rlfarm is not installed (run `make setup`, or "
+            "`pip install -e .` in the repo)"
+        )
+    for entry in found:
+        entry.load()(sub)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -503,24 +371,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval_command(sub)
     _add_model_commands(sub)
     _add_env_commands(sub)
-    _add_bench_commands(sub)
+    _add_registered_commands(sub)
     return parser
 
 
 # Errors a person causes (a wrong path, a missing farm, a bad adapter or config): one sentence
 # on stderr, exit status 2, no traceback. Named by module so that none is imported to check.
 PERSON_ERRORS = {
-    "cluster.config": ("ConfigError",),
+    "cluster.base.config": ("ConfigError",),
     "cluster.farm.control": ("NoFarmError",),
     "cluster.farm.wiring": ("RunDirectoryError",),
-    "cluster.placement": ("PlacementError",),
+    "cluster.base.placement": ("PlacementError",),
     "cluster.view.run_data": ("NotARunError",),
     "env.catalog": ("CatalogError",),
     "env.sft_export": ("ExportError",),
     "learner.memory": ("LearnerMemoryError",),
     "rollout.python_env": ("EnvFactoryError",),
     "serving.adapters": ("AdapterError",),
-    "serving.smollm2": ("ModelSourceError",),
+    "cluster.models.smollm2": ("ModelSourceError",),
 }
 
 

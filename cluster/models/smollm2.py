@@ -51,7 +51,7 @@ def _digest(path: Path) -> str:
 
 def ensure_smollm2(home: Path | None = None, log=print) -> Path:
     """The converted model directory (built on first use, verified on every use)."""
-    from serving.tiny_model import rlfarm_home
+    from cluster.models.tiny import rlfarm_home
 
     source = gguf_path()
     source_digest = _digest(source)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from cluster.config import FarmConfig
+from cluster.base.config import FarmConfig
 
 PLACEMENT_TIMEOUT_S = 600.0  # a cluster short of resources must fail, not wait forever
 

@@ -234,7 +234,7 @@ class RunSettings(_Strict):
 
 
 class PlacementSettings(_Strict):
-    """Where Ray reserves the engines and the learner (see cluster/placement.py)."""
+    """Where Ray reserves the engines and the learner (see cluster/base/placement.py)."""
 
     strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
         default="PACK",

@@ -1,6 +1,6 @@
 """Entry point of a training run, locally or under ``ray job submit``.
 
-    python -m cluster.main --config configs/local.yaml [--set train.updates=5 ...]
+    python -m cluster.commands.train --config configs/local.yaml [--set train.updates=5 ...]
 
 Parses and validates the config before importing torch, vLLM or Ray (a bad config fails in
 milliseconds), connects to Ray (the job's cluster when ``RAY_ADDRESS`` is set, else a local
@@ -19,11 +19,11 @@ import sys
 import time
 from pathlib import Path
 
-from cluster.config import ConfigError, FarmConfig, load_config
+from cluster.base.config import ConfigError, FarmConfig, load_config
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m cluster.main", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m cluster.commands.train", description=__doc__)
     add_train_arguments(parser)
     return parser.parse_args(argv)
 
@@ -36,7 +36,7 @@ def add_overrides(parser: argparse.ArgumentParser, what: str = "override one con
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    """``rlfarm train`` and ``python -m cluster.main`` take the same flags."""
+    """``rlfarm train`` and ``python -m cluster.commands.train`` take the same flags."""
     parser.add_argument("--config", type=Path, default=None, help="YAML file (see configs/)")
     add_overrides(parser)
     parser.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS/local)")
@@ -112,7 +112,7 @@ def _played(result: dict) -> bool:
 
 
 def _outcome(farm, started: float) -> dict:
-    from cluster.task_split import unseen_operations
+    from cluster.base.task_split import unseen_operations
 
     return {
         "updates": farm.state.updates,
@@ -194,8 +194,8 @@ def train(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"rlfarm train: {exc}", file=sys.stderr)
         return 2
+    from cluster.base.task_split import task_split
     from cluster.farm.wiring import RunDirectoryError, check_run_dir, run_directory
-    from cluster.task_split import task_split
 
     try:
         run_dir = run_directory(config)
@@ -204,8 +204,8 @@ def train(args: argparse.Namespace) -> int:
     except (RunDirectoryError, ConfigError) as exc:
         print(f"rlfarm train: {exc}", file=sys.stderr)
         return 2
-    from cluster.ray_runtime import farm_cpus, init_ray
-    from cluster.warm_start import prepare_model
+    from cluster.base.ray_runtime import farm_cpus, init_ray
+    from cluster.models.warm_start import prepare_model
 
     init_ray(args.address, farm_cpus(config.run.engines, config.env.workers))
     model_path = prepare_model(config)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from cluster.config import ConfigError, CurriculumSettings, FarmConfig
+from cluster.base.config import ConfigError, CurriculumSettings, FarmConfig
 from rollout.environment import EnvTask
 
 

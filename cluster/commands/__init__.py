@@ -1,0 +1,1 @@
+"""What a person runs: the ``rlfarm`` command line, the training entry point, the cluster demo."""
