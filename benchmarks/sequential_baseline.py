@@ -23,8 +23,8 @@ from cluster.base.config import FarmConfig
 from cluster.base.task_split import task_split
 from cluster.farm.curriculum import CurriculumSampler
 from cluster.farm.metrics import percentile
+from rollout.env_backends import task_renamer
 from rollout.environment import EnvTask
-from rollout.sessions import task_renamer
 
 
 @dataclass

@@ -17,8 +17,9 @@ import torch
 
 from serving.types import AdapterProbe, AdapterVersion, now, weights_digest
 
-# A short, fixed, chat-rendered prompt: the same ids every version, so probes are comparable.
-PROBE_MESSAGES = [{"role": "user", "content": "List the S3 buckets in this account."}]
+# A short, fixed, chat-rendered prompt: the same ids every version, so probes are comparable; it
+# names no env (the learner trains for any), and any prompt the base model answers will do.
+PROBE_MESSAGES = [{"role": "user", "content": "Describe what you can do in one sentence."}]
 PROBE_TOKENS = 8
 
 

@@ -17,9 +17,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from env.prompts import SYSTEM_PROMPT, observation_text, render_task
+from env.tiers import TIERS
 from env.types import AwsObservation
 from rollout.config import EnvSettings
-from rollout.environment import StepResult
+from rollout.env_backends import Renamer
+from rollout.environment import EnvTask, StepResult
 from rollout.parse import ParsedReply, parse_reply
 
 
@@ -59,8 +61,8 @@ def step_result(obs: AwsObservation, parsed: ParsedReply) -> StepResult:
     )
 
 
-class AwsBackend(Protocol):
-    """Where AWS episodes run: both backends return the env's typed observations."""
+class AwsTransport(Protocol):
+    """Where AWS episodes run (here, or on a server); both give the env's typed observations."""
 
     async def reset(self, task_id: str, seed: int) -> AwsObservation: ...
 
@@ -74,21 +76,21 @@ class AwsSession:
 
     system_prompt: str | None = SYSTEM_PROMPT
 
-    def __init__(self, backend: AwsBackend) -> None:
-        self._backend = backend
+    def __init__(self, transport: AwsTransport) -> None:
+        self._transport = transport
 
     async def reset(self, task_id: str, seed: int) -> StepResult:
-        return reset_result(await self._backend.reset(task_id, seed))
+        return reset_result(await self._transport.reset(task_id, seed))
 
     async def step(self, reply: str) -> StepResult:
         command, parsed = command_to_send(reply)
-        return step_result(await self._backend.step(command), parsed)
+        return step_result(await self._transport.step(command), parsed)
 
     async def close(self) -> None:
-        await self._backend.close()
+        await self._transport.close()
 
 
-class LocalBackend:
+class LocalTransport:
     """An in-process ``AwsEnv`` slot; its blocking calls run on a thread pool."""
 
     def __init__(self, catalog, sandboxes, executor: ThreadPoolExecutor, max_steps: int,
@@ -111,7 +113,7 @@ class LocalBackend:
         await self._run(self._env.close)
 
 
-class HttpBackend:
+class HttpTransport:
     """A session on an env server, through the env's async client."""
 
     def __init__(self, url: str, timeout_s: float) -> None:
@@ -149,11 +151,11 @@ class AwsSessions:
 
     def new(self) -> AwsSession:
         if self._sandboxes is None:
-            return AwsSession(HttpBackend(self.settings.url or "", self.settings.step_timeout_s))
-        backend = LocalBackend(
+            return AwsSession(HttpTransport(self.settings.url or "", self.settings.step_timeout_s))
+        transport = LocalTransport(
             self._catalog, self._sandboxes, self._executor, self.max_steps, self.settings.chaos
         )
-        return AwsSession(backend)
+        return AwsSession(transport)
 
     def sandbox_pid(self) -> int | None:
         """The pid of the sandbox process (local backend), for fault injection."""
@@ -170,3 +172,34 @@ class AwsSessions:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class AwsEnvBackend:
+    """The AWS env as the farm sees it (``rollout.env_backends``; registered as ``local`` and
+    ``http``): its catalog's tasks and tiers, renamed copies of the tasks that name a resource
+    (``env.task_variants``), and the ``service operation`` pairs of each canonical solution."""
+
+    tiers: tuple[str, ...] = TIERS
+
+    def sessions(self, settings: EnvSettings, max_steps: int, threads: int) -> AwsSessions:
+        return AwsSessions(settings, max_steps, threads=threads)
+
+    def tasks(self, settings: EnvSettings) -> list[EnvTask]:
+        from env.catalog import load_catalog
+
+        return [EnvTask(t.id, t.tier) for t in load_catalog().tasks]
+
+    def renamer(self, settings: EnvSettings) -> Renamer:
+        from env.catalog import load_catalog
+        from env.task_variants import renamable_names
+
+        return Renamer(frozenset(t.id for t in load_catalog() if renamable_names(t)))
+
+    def operations(self, settings: EnvSettings, task_ids: list[str]) -> dict[str, list[str]]:
+        from env.catalog import load_catalog
+
+        catalog = load_catalog()
+        return {task_id: catalog.by_id(task_id).operations() for task_id in task_ids}
+
+
+BACKEND = AwsEnvBackend()

@@ -7,7 +7,7 @@ action (the AWS env extracts one ``aws ...`` command) and how an observation bec
 user turn is the environment's business, so the loop, the learner and the ledger work the same
 for any env. The AWS env is one implementation (``rollout.aws_env``); an OpenEnv server by URL
 (``rollout.openenv_env``) and a Python env class named by an entry point (``rollout.python_env``)
-are the others. ``rollout.sessions`` picks one from ``EnvSettings``.
+are the others. ``rollout.env_backends`` finds the one ``EnvSettings`` names.
 
 An environment also names its tasks (``EnvTask``: id and tier); the farm's curriculum, task split,
 ledger, metrics and evaluation work per task and tier for any env. An env without tiers puts
@@ -20,6 +20,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 DEFAULT_TIER = "default"
+
+
+def renamed_task_id(task_id: str, family: str, k: int) -> str:
+    """The id an env that offers renamed copies of its tasks resets the ``k``-th copy of
+    ``task_id`` in ``family`` by (``eval``: held-out names, ``rl``: training names): the contract's
+    one spelling, ``<task>@<family><k>``, which such an env parses back."""
+    return f"{task_id}@{family}{k}"
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ import uuid
 from typing import Any
 
 from rollout.config import EnvSettings, OpenEnvMapping
-from rollout.environment import StepResult
+from rollout.env_backends import Renamer
+from rollout.environment import EnvTask, StepResult
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
@@ -114,7 +115,7 @@ class OpenEnvSession:
 
 class OpenEnvSessions:
     """Fresh sessions on the OpenEnv server at ``env.url`` (its tasks are ``env.tasks``, read
-    by ``rollout.sessions.env_tasks``)."""
+    by ``OpenEnvBackend.tasks``)."""
 
     def __init__(self, settings: EnvSettings) -> None:
         self.settings = settings
@@ -128,3 +129,25 @@ class OpenEnvSessions:
 
     def close(self) -> None:
         """Sessions close themselves at the end of each episode; nothing is held here."""
+
+
+class OpenEnvBackend:
+    """An OpenEnv server as the farm sees it (registered as ``openenv``): the tasks the config
+    lists in ``env.tasks``; no renamed copies, no operations."""
+
+    tiers: tuple[str, ...] = ()
+
+    def sessions(self, settings: EnvSettings, max_steps: int, threads: int) -> OpenEnvSessions:
+        return OpenEnvSessions(settings)
+
+    def tasks(self, settings: EnvSettings) -> list[EnvTask]:
+        return [EnvTask(t.id, t.tier) for t in settings.tasks or []]
+
+    def renamer(self, settings: EnvSettings) -> Renamer:
+        return Renamer()
+
+    def operations(self, settings: EnvSettings, task_ids: list[str]) -> dict[str, list[str]]:
+        return {}
+
+
+BACKEND = OpenEnvBackend()

@@ -25,6 +25,7 @@ from dataclasses import fields
 from typing import Any
 
 from rollout.config import EnvSettings
+from rollout.env_backends import Renamer
 from rollout.environment import DEFAULT_TIER, EnvTask, StepResult
 
 RESULT_FIELDS = {f.name for f in fields(StepResult)}
@@ -150,3 +151,25 @@ def demonstration_rows(settings: EnvSettings, task_ids, seeds) -> list[dict]:
 def _run(value: Any) -> Any:
     """A plain value as is; an awaitable (an ``async`` env method) run to completion."""
     return asyncio.run(value) if inspect.isawaitable(value) else value
+
+
+class PythonEnvBackend:
+    """A Python env class as the farm sees it (registered as ``python``): its tasks and tiers are
+    its own; it has no renamed copies and names no operations."""
+
+    tiers: tuple[str, ...] = ()
+
+    def sessions(self, settings: EnvSettings, max_steps: int, threads: int) -> PythonEnvSessions:
+        return PythonEnvSessions(settings, threads=threads)
+
+    def tasks(self, settings: EnvSettings) -> list[EnvTask]:
+        return factory_tasks(load_factory(settings.factory or ""), settings)
+
+    def renamer(self, settings: EnvSettings) -> Renamer:
+        return Renamer()
+
+    def operations(self, settings: EnvSettings, task_ids: list[str]) -> dict[str, list[str]]:
+        return {}
+
+
+BACKEND = PythonEnvBackend()

@@ -1,7 +1,7 @@
 """Rollout workers ("env workers"): Ray actors that play groups against the engine pool.
 
 A worker holds the tokenizer (to render prompts with the model's own chat template), the engine
-pool's handles, and its environment sessions (``rollout.sessions.open_sessions``: for the AWS
+pool's handles, and its environment sessions (``rollout.env_backends.open_sessions``: for the AWS
 env a sandbox process owned by this worker or sessions on an env server; or an OpenEnv server's
 sessions; or instances of a Python env class). ``play`` runs one group and returns it; it
 never raises for env trouble (the group comes back marked failed, with the reason) so the driver
@@ -40,7 +40,7 @@ class RolloutWorker:
     ) -> None:
         from transformers import AutoTokenizer
 
-        from rollout.sessions import open_sessions
+        from rollout.env_backends import open_sessions
 
         self.name = name
         self.engine_pool = engine_pool

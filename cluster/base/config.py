@@ -14,9 +14,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from env.tiers import TIERS
 from learner.config import LearnerConfig
 from rollout.config import EnvSettings, RolloutSettings
+from rollout.env_backends import env_backend
 from serving.config import EngineConfig
 
 
@@ -303,11 +303,12 @@ class FarmConfig(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> FarmConfig:
+        tiers = env_backend(self.env).tiers  # () where the env's tasks name their own
         for tier in [*(self.curriculum.tiers or []), self.curriculum.start_tier]:
-            if self.env.is_aws and tier is not None and tier not in TIERS:
+            if tiers and tier is not None and tier not in tiers:
                 raise ValueError(
-                    f"curriculum names the tier {tier!r}, which the AWS env does not have; use "
-                    f"some of {list(TIERS)}"
+                    f"curriculum names the tier {tier!r}, which the env (env.backend="
+                    f"{self.env.backend}) does not have; use some of {list(tiers)}"
                 )
         if self.learner.lora_r > self.engine.max_lora_rank:
             raise ValueError(

@@ -1,6 +1,6 @@
 """Which tasks a run trains on and which it holds out: decided here, and only here.
 
-The tasks are the env's (``rollout.sessions.env_tasks``: the AWS catalog, or what a generic env
+The tasks are the env's (``rollout.env_backends.env_tasks``: the AWS catalog, or what a generic env
 names). The farm's curriculum samples the training tasks, the warm start exports demonstrations
 of them, and every evaluation (the farm's before/after, ``rlfarm eval``, the benches) plays the
 held-out ones. All of them call ``task_split``, so the warm start can never see an evaluation
@@ -100,7 +100,7 @@ class TaskSplit:
 def unseen_operations(config: FarmConfig, split: TaskSplit) -> dict[str, list[str]]:
     """Per held-out task, the operations its solution needs that no training task's solution
     uses: what an outcome reward cannot teach (empty for envs that name no operations)."""
-    from rollout.sessions import task_operations
+    from rollout.env_backends import task_operations
 
     ops = task_operations(config.env, [t.id for t in [*split.train, *split.heldout]])
     if not ops:
@@ -113,10 +113,10 @@ def task_split(config: FarmConfig, catalog_tasks=None) -> TaskSplit:
     """The run's (training, held-out) tasks: those of ``config.curriculum``, split by its
     ``holdout_fraction`` with ``run.seed``, and ``run.eval_variants`` renamed copies of every
     training task the env can rename. ``catalog_tasks`` defaults to the env's tasks."""
-    from rollout.sessions import task_renamer
+    from rollout.env_backends import task_renamer
 
     if catalog_tasks is None:
-        from rollout.sessions import env_tasks
+        from rollout.env_backends import env_tasks
 
         catalog_tasks = env_tasks(config.env)
     tasks = select_tasks(catalog_tasks, config.curriculum)

@@ -173,7 +173,7 @@ async def score_policy(
                 policy, rows, opts.max_tokens, opts.dataset_concurrency, row_done
             )
         _write_jsonl(out_dir / f"{policy.name}.dataset.jsonl", scored)
-        result["dataset"] = dataset_summary(scored)
+        result["dataset"] = dataset_summary(scored, [row["tier"] for row in rows])
     if opts.mode in ("live", "both"):
         limits = EpisodeLimits(
             max_steps=config.rollout.max_steps,
@@ -194,7 +194,7 @@ async def score_policy(
                     play, tasks, opts.episodes, opts.live_concurrency, episode_done
                 )
             _write_jsonl(out_dir / f"{policy.name}.{view}.live.jsonl", episodes)
-            result["live"][view] = live_result(episodes)
+            result["live"][view] = live_result(episodes, [t.tier for t in tasks])
     return result
 
 

@@ -47,7 +47,7 @@ async def evaluate_live(
 @contextmanager
 def env_sessions(settings: EnvSettings, max_steps: int):
     """A factory of fresh env sessions for an eval run (the same factory rollout workers use)."""
-    from rollout.sessions import open_sessions
+    from rollout.env_backends import open_sessions
 
     sessions = open_sessions(settings, max_steps, threads=16)
     try:

@@ -85,11 +85,12 @@ def _by_tier(items: Iterable, tier_of) -> dict[str, list]:
     return groups
 
 
-def dataset_summary(rows: Sequence[RowResult]) -> dict[str, dict]:
+def dataset_summary(rows: Sequence[RowResult], tiers: Sequence[str] = ()) -> dict[str, dict]:
     """Per tier and ``all``: n, errors, fmt/xtr/exact/svc/op rates, mean latency and length.
 
     Rows whose request failed count as replies with no command (a policy that cannot answer
     scores nothing), and are counted in ``errors`` so the reader can tell the two apart.
+    Tiers come in the order ``tiers`` gives (the env's, easiest first), then as first met.
     """
     out = {}
     for tier, group in _by_tier(rows, lambda r: r.tier).items():
@@ -101,7 +102,7 @@ def dataset_summary(rows: Sequence[RowResult]) -> dict[str, dict]:
             "latency_s": _mean([r.latency_s for r in answered]),
             "reply_chars": _mean([float(len(r.reply)) for r in answered]),
         }
-    return _ordered(out)
+    return _ordered(out, tiers)
 
 
 @dataclass(frozen=True)
@@ -161,7 +162,7 @@ def standard_error(values: Sequence[float]) -> float | None:
     return statistics.stdev(values) / math.sqrt(len(values))
 
 
-def live_summary(episodes: Sequence[EpisodeRecord]) -> dict[str, dict]:
+def live_summary(episodes: Sequence[EpisodeRecord], tiers: Sequence[str] = ()) -> dict[str, dict]:
     """Per tier and ``all``: reward, completion, steps to complete, progress, hints, format.
 
     Episodes the env failed are reported in ``failed`` and excluded from the rates: an env
@@ -170,6 +171,7 @@ def live_summary(episodes: Sequence[EpisodeRecord]) -> dict[str, dict]:
     averages completed episodes only (None when none completed); ``format_failure_rate`` is
     over turns, the others over episodes.
     The noise of a comparison: ``completion_ci95`` (Wilson) and ``reward_se`` over episodes.
+    Tiers come in the order ``tiers`` gives, then as first met; ``all`` last.
     """
     out = {}
     for tier, group in _by_tier(episodes, lambda e: e.tier).items():
@@ -191,7 +193,7 @@ def live_summary(episodes: Sequence[EpisodeRecord]) -> dict[str, dict]:
                 sum(e.format_failures for e in played) / turns if turns else None
             ),
         }
-    return _ordered(out)
+    return _ordered(out, tiers)
 
 
 def per_task(episodes: Sequence[EpisodeRecord]) -> dict[str, dict]:
@@ -213,9 +215,9 @@ def per_task(episodes: Sequence[EpisodeRecord]) -> dict[str, dict]:
     return out
 
 
-def live_result(episodes: Sequence[EpisodeRecord]) -> dict[str, dict]:
+def live_result(episodes: Sequence[EpisodeRecord], tiers: Sequence[str] = ()) -> dict[str, dict]:
     """One view's live eval: ``by_tier`` (``live_summary``) and ``by_task`` (``per_task``)."""
-    return {"by_tier": live_summary(episodes), "by_task": per_task(episodes)}
+    return {"by_tier": live_summary(episodes, tiers), "by_task": per_task(episodes)}
 
 
 def task_counts(
@@ -232,10 +234,9 @@ def _listed(interval: tuple[float, float] | None) -> list[float] | None:
     return None if interval is None else list(interval)
 
 
-def _ordered(summary: dict[str, dict]) -> dict[str, dict]:
-    """Tiers easiest first (the catalog's order), ``all`` last."""
-    from env.tiers import TIERS
-
-    rank = {t: i for i, t in enumerate(TIERS)}
-    keys = sorted((k for k in summary if k != OVERALL), key=lambda k: (rank.get(k, 99), k))
+def _ordered(summary: dict[str, dict], tiers: Sequence[str]) -> dict[str, dict]:
+    """Tiers in ``tiers``' order (the tasks' own, easiest first), others as first met; ``all``
+    last."""
+    rank = {t: i for i, t in enumerate(dict.fromkeys(tiers))}
+    keys = sorted((k for k in summary if k != OVERALL), key=lambda k: rank.get(k, len(rank)))
     return {k: summary[k] for k in [*keys, OVERALL] if k in summary}

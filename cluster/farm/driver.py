@@ -49,8 +49,8 @@ from cluster.farm.recovery import Recovery
 from cluster.farm.stopping import StopLatch
 from cluster.farm.watchdog import Watchdog
 from cluster.farm.wiring import FarmParts, check_run_dir, run_directory, start_parts
+from rollout.env_backends import task_renamer
 from rollout.episode import EpisodeLimits
-from rollout.sessions import task_renamer
 from rollout.types import TrajectoryGroup
 
 

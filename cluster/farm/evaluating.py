@@ -73,7 +73,8 @@ class Evaluator:
 
         with progress:
             played = await asyncio.gather(*(play(t) for t in tasks))
-        return live_result([record for group in played for record in group])
+        records = [record for group in played for record in group]
+        return live_result(records, [t.tier for t in tasks])
 
     async def heldout(self, version: int, update: int) -> dict[str, dict]:
         """Every held-out view under ``version``; none with ``run.eval_episodes`` 0."""

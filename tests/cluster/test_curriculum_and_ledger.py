@@ -52,7 +52,7 @@ def test_the_split_has_two_held_out_views_that_training_never_plays():
 
 
 def test_rl_groups_play_fresh_renamed_copies_of_renamable_tasks():
-    from rollout.sessions import Renamer
+    from rollout.env_backends import Renamer
 
     settings = CurriculumSettings(tiers=["warmup", "beginner", "intermediate"])
     renamer = Renamer(frozenset(t.id for t in TASKS if t.id.endswith(("1", "2"))))

@@ -342,7 +342,7 @@ def test_the_farms_openenv_backend_plays_this_server_by_url(url):
     """``env.backend: openenv`` speaks the OpenEnv wire format: it plays an AWS episode here with
     a declared mapping (the reply goes into ``command``, the ``task_achieved`` field is success)."""
     from rollout.config import EnvSettings
-    from rollout.sessions import open_sessions
+    from rollout.env_backends import open_sessions
 
     settings = EnvSettings(
         backend="openenv", url=url, tasks=[{"id": "make-bucket", "tier": "beginner"}],

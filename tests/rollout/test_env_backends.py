@@ -8,8 +8,8 @@ import asyncio
 import pytest
 
 from rollout.config import EnvSettings
+from rollout.env_backends import env_tasks, open_sessions
 from rollout.python_env import EnvFactoryError
-from rollout.sessions import env_tasks, open_sessions
 
 FACTORY = "tests.envs.word_env:WordEnv"
 

@@ -17,7 +17,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from env.prompts import SYSTEM_PROMPT, render_observation, render_task
-from rollout.aws_env import AwsSession, HttpBackend, LocalBackend
+from rollout.aws_env import AwsSession, HttpTransport, LocalTransport
 from rollout.episode import EpisodeLimits
 from rollout.group import GroupSpec, run_group
 from serving.types import Completion
@@ -77,7 +77,7 @@ SPEC = GroupSpec(task_id="s3-list-buckets", tier="warmup", seed=5, group_id="g1"
 def _local(catalog, env_pool):
     executor = ThreadPoolExecutor(max_workers=8)
     return lambda: AwsSession(
-        LocalBackend(catalog, env_pool, executor, LIMITS.max_steps, chaos=False)
+        LocalTransport(catalog, env_pool, executor, LIMITS.max_steps, chaos=False)
     )
 
 
@@ -127,7 +127,7 @@ def test_group_against_local_sandboxes(tokenizer, catalog, env_pool):
 def test_group_against_the_env_server_over_http(tokenizer):
     engine = ScriptedEngine(tokenizer, [WRONG, RIGHT])
     with run_server("--sandbox-processes", "1", "--no-prewarm") as url:
-        new_env = lambda: AwsSession(HttpBackend(url, 30.0))  # noqa: E731
+        new_env = lambda: AwsSession(HttpTransport(url, 30.0))  # noqa: E731
         group = asyncio.run(run_group(SPEC, new_env, engine, tokenizer, LIMITS))
     _check_group(group, tokenizer)
 
