@@ -161,9 +161,9 @@ class _Fleet:
     """``workers`` processes, each kept busy by ``envs_per_worker`` concurrent episodes."""
 
     def __init__(self, catalog: Catalog, workers: int, envs_per_worker: int, prewarm: bool):
-        self.pool = SandboxPool(processes=workers, prewarm=prewarm).start()
+        self.sandboxes = SandboxPool(processes=workers, prewarm=prewarm).start()
         self.envs = [
-            AwsEnv(catalog, pool=self.pool, max_steps=MAX_STEPS)
+            AwsEnv(catalog, pool=self.sandboxes, max_steps=MAX_STEPS)
             for _ in range(workers * envs_per_worker)
         ]
         self.drivers = [_Driver(env, i) for i, env in enumerate(self.envs)]
@@ -193,7 +193,7 @@ class _Fleet:
     def close(self) -> None:
         for env in self.envs:
             env.close()
-        self.pool.close()
+        self.sandboxes.close()
 
 
 def measure_scaling(

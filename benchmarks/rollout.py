@@ -199,7 +199,7 @@ async def _engine_replay(farm, groups: list, concurrent_groups: int) -> dict:
                 ignore_eos=True,
             )
             key = f"{traj.group_id}/{traj.episode_index}"  # the farm's routing key
-            out = await farm.pool.generate(context, spec, route_key=key)
+            out = await farm.engine_pool.generate(context, spec, route_key=key)
             context += out.token_ids
             generated += len(out.token_ids)
         return generated
@@ -208,7 +208,7 @@ async def _engine_replay(farm, groups: list, concurrent_groups: int) -> dict:
         async with slots:
             return sum(await asyncio.gather(*(episode(t) for t in g.trajectories)))
 
-    await farm.pool.reset_prefix_cache()
+    await farm.engine_pool.reset_prefix_cache()
     before = await farm.totals()
     started = time.perf_counter()
     tokens = sum(await asyncio.gather(*(group(g) for g in groups)))
@@ -236,7 +236,7 @@ async def _engine_decode_peak(farm, tokenizer_path: str, sequences: int, rounds:
 
     from env.catalog import load_catalog
     from env.prompts import render_task
-    from rollout.aws_env import AwsSession
+    from rollout.aws_backend import AwsSession
     from rollout.chat import Conversation
     from serving.types import SamplingSpec
 
@@ -252,7 +252,7 @@ async def _engine_decode_peak(farm, tokenizer_path: str, sequences: int, rounds:
     best = 0.0
     for _ in range(rounds):
         started = time.perf_counter()
-        calls = [farm.pool.generate(prompt, sampling) for _ in range(sequences)]
+        calls = [farm.engine_pool.generate(prompt, sampling) for _ in range(sequences)]
         done = await asyncio.gather(*calls)
         tokens = sum(len(c.token_ids) for c in done)
         best = max(best, tokens / (time.perf_counter() - started))

@@ -8,7 +8,7 @@ farm's temperature), one episode turn at a time behind a
 so env steps may overlap another episode's generation, but never two generations at once.
 
 Prompts are rendered exactly as the farm renders them (``rollout.chat.Conversation`` with the
-env's own wording, ``rollout.aws_env``), and tasks and seeds come from a
+env's own wording, ``rollout.aws_backend``), and tasks and seeds come from a
 ``CurriculumSampler`` seeded like the farm's, so both play the same first groups.
 """
 
@@ -24,7 +24,7 @@ from cluster.base.task_split import task_split
 from cluster.farm.curriculum import CurriculumSampler
 from cluster.farm.metrics import percentile
 from rollout.env_backends import task_renamer
-from rollout.environment import EnvTask
+from rollout.env_contract import EnvTask
 
 
 @dataclass
@@ -86,8 +86,8 @@ def _play_episode(
     task: EnvTask, seed: int, gen: _LockedGenerator, env, config: FarmConfig, stats: BaselineStats
 ) -> bool:
     """One episode, the farm's episode loop (``rollout.episode.run_episode``) made synchronous,
-    with the same AWS env contract (``rollout.aws_env``)."""
-    from rollout.aws_env import AwsSession, command_to_send, reset_result, step_result
+    with the same AWS env contract (``rollout.aws_backend``)."""
+    from rollout.aws_backend import AwsSession, command_to_send, reset_result, step_result
     from rollout.chat import Conversation
 
     max_len = config.engine.max_model_len
@@ -141,7 +141,7 @@ def run_sequential_baseline(model_path: str, config: FarmConfig, groups: int, lo
 
         def episode(task: EnvTask, seed: int) -> bool:
             env = AwsEnv(
-                catalog, pool=pool, max_steps=config.rollout.max_steps, chaos=config.env.chaos
+                catalog, pool=pool, max_steps=config.rollout.max_steps, disrupt=config.env.disrupt
             )
             try:
                 local = BaselineStats()

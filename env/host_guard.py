@@ -1,13 +1,13 @@
-"""A runtime guard for sandbox worker processes: no host files, processes or sockets.
+"""A runtime guard for sandbox processes: no host files, processes or sockets.
 
 The command policy refuses commands that would touch the host, but it reasons about
 command lines; this guard enforces the same promise on what the process actually
 does while it runs sandbox work. It is a PEP 578 audit hook (``sys.addaudithook``),
-installed once per worker process by ``env.sandbox.MotoHost`` and armed only inside
+installed once per sandbox process by ``env.sandbox.MotoHost`` and armed only inside
 ``guard.armed()`` (an agent command, a setup step, a grading call). While armed:
 
 - opening a file is allowed only for reading under the Python installation (lazy
-  imports, botocore/moto data files) and for reading or writing under the worker's
+  imports, botocore/moto data files) and for reading or writing under the sandbox process's
   private temporary directory (its HOME, and moto's spill files); everything else
   raises ``PermissionError`` naming the path;
 - starting a process (``subprocess``, ``os.system``, ``exec``, ``fork``, ``spawn``)
@@ -15,7 +15,7 @@ installed once per worker process by ``env.sandbox.MotoHost`` and armed only ins
 - any socket connect, bind, send or name lookup raises, so no request can leave the
   process even if a code path bypassed moto's in-process mock.
 
-Audit hooks cannot be removed, so the guard is only installed in worker processes
+Audit hooks cannot be removed, so the guard is only installed in sandbox processes
 that exist to host sandboxes, never in a caller's process.
 """
 

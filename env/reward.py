@@ -14,7 +14,7 @@ task is achieved) and ``p_0`` is the progress right after reset.
 
 Why finishing dominates stalling. The progress terms telescope: over any episode
 they sum to ``w * (p_T - p_0)``, whatever path the state took (undoing and redoing
-work, or a chaos event, earns nothing net). An episode ends when the task is
+work, or a disruption, earns nothing net). An episode ends when the task is
 achieved or after ``M = max_steps`` steps, and the agent has no action that ends it
 early, so a policy that never finishes pays the step cost ``M`` times. Comparing a
 finisher (achieves at step ``T <= M`` with ``H`` hints and ``F`` failed commands) with

@@ -1,6 +1,6 @@
-"""The moto-backed AWS sandbox: many isolated episodes in one worker process.
+"""The moto-backed AWS sandbox: many isolated episodes in one sandbox process.
 
-One ``MotoHost`` per worker process owns moto's in-process mock (``mock_aws``), one
+One ``MotoHost`` per sandbox process owns moto's in-process mock (``mock_aws``), one
 reused awscli driver (building it costs ~100 ms; reusing it makes a command cost a few
 ms instead of a ~0.4 s ``aws`` subprocess), a botocore session for setup and grading
 calls, and the host guard. Each episode is a ``Sandbox``: its own copy of all moto
@@ -56,7 +56,7 @@ SANDBOX_SECRET_KEY = "sandbox-secret-key-not-a-real-credential"
 # Any request that escaped moto would go to this proxy: a closed local port.
 _DEAD_PROXY = "http://127.0.0.1:9"
 # Commands run at start-up so first-use costs (loading service models, moto's EC2
-# data) are paid once per worker, not inside an episode's first step.
+# data) are paid once per sandbox process, not inside an episode's first step.
 DEFAULT_PREWARM: tuple[tuple[str, ...], ...] = (
     ("sts", "get-caller-identity"),
     ("s3api", "list-buckets"),
@@ -117,7 +117,7 @@ class MotoHost:
     Starting it takes over the process: its environment is replaced by a scrubbed one
     (no AWS profile, config, proxy or credential variables of the caller survive), its
     HOME and working directory move to an empty private temporary directory, and a
-    host guard is installed. Only worker processes that exist to host sandboxes start
+    host guard is installed. Only sandbox processes that exist to host sandboxes start
     it.
     """
 
@@ -172,7 +172,7 @@ class MotoHost:
         self._prewarm(prewarm)
 
     def cleanup(self) -> None:
-        """Remove the private temporary directory (the worker is exiting)."""
+        """Remove the private temporary directory (the sandbox process is exiting)."""
         import shutil
 
         shutil.rmtree(self.private_dir, ignore_errors=True)
@@ -529,9 +529,9 @@ def _load_s3_urls_once() -> None:
 
     moto 5.2.5's ``S3Backend._url_module`` calls ``importlib.reload(moto.s3.urls)`` on each
     request so URL patterns follow environment variables that may change between
-    tests. A worker's environment is fixed once ``MotoHost`` has scrubbed it, so the
+    tests. A sandbox process's environment is fixed once ``MotoHost`` has scrubbed it, so the
     module is loaded once; the reload cost about 1 ms per S3 call (two per S3 step:
-    the command and the grading call). Applied only in sandbox worker processes,
+    the command and the grading call). Applied only in sandbox processes,
     from ``MotoHost._start``.
     """
     import importlib
@@ -619,8 +619,8 @@ def _redirect(out: _CappedStream, err: _CappedStream) -> Iterator[None]:
 def _time_limit(seconds: float) -> Iterator[None]:
     """Raise ``CommandTimeout`` in this thread after ``seconds`` (main thread only).
 
-    Off the main thread no signal can be delivered; the worker pool's watchdog, which
-    kills a worker that stops answering, is the limit there.
+    Off the main thread no signal can be delivered; the sandbox pool's watchdog, which
+    kills a sandbox process that stops answering, is the limit there.
     """
     if threading.current_thread() is not threading.main_thread() or seconds <= 0:
         yield

@@ -1,17 +1,16 @@
-"""The env pool: N sandbox worker processes, and routing of episodes to them.
+"""The sandbox pool: N sandbox processes, and routing of episodes to them.
 
-Each worker (``env.sandbox_process``) hosts many episodes but runs one command at a time, so
-throughput scales with the number of workers, one per core. The pool assigns a new
-episode to the least-loaded worker and from then on routes every request of that
-episode to it. ``request`` never blocks: it queues the message for the worker's
-sender thread and returns a ``concurrent.futures.Future`` (``acall`` awaits it from
-asyncio, ``call`` waits for it).
+Each sandbox process (``env.sandbox_process``) hosts many episodes but runs one command at a
+time, so throughput scales with the number of processes, one per core. The pool assigns a new
+episode to the least-loaded process and from then on routes every request of that episode to it.
+``request`` never blocks: it queues the message for the process's sender thread and returns a
+``concurrent.futures.Future`` (``acall`` awaits it from asyncio, ``call`` waits for it).
 
-Failure handling, with bounded waits: a worker that dies, or stops answering for
+Failure handling, with bounded waits: a sandbox process that dies, or stops answering for
 longer than its current request's deadline, is killed and replaced by a fresh one;
 every request in flight on it fails with ``SandboxLost``, and its episodes are
 reported lost (their next request says to reset). Why kill instead of waiting: a
-stuck worker would otherwise stall every episode routed to it forever.
+stuck sandbox process would otherwise stall every episode routed to it forever.
 """
 
 from __future__ import annotations
@@ -36,14 +35,14 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-# A worker imports moto and awscli and may pre-warm EC2's data: allow it a while.
+# A sandbox process imports moto and awscli and may pre-warm EC2's data: allow it a while.
 READY_TIMEOUT_S = 180.0
-# How often the watchdog looks for stuck workers.
+# How often the watchdog looks for stuck sandbox processes.
 WATCHDOG_PERIOD_S = 0.5
 
 
 class SandboxLost(RuntimeError):
-    """The worker hosting an episode died or was killed; the episode is gone."""
+    """The sandbox process hosting an episode died or was killed; the episode is gone."""
 
 
 class PoolClosed(RuntimeError):
@@ -51,7 +50,8 @@ class PoolClosed(RuntimeError):
 
 
 class SandboxRequestError(RuntimeError):
-    """A worker answered a request with an error (``code``: unknown_episode, invalid, ...)."""
+    """A sandbox process answered a request with an error (``code``: unknown_episode, invalid,
+    ...)."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -68,7 +68,7 @@ class _Pending:
 
 
 class _SandboxProcess:
-    """One worker process, its pipe, its sender and reader threads."""
+    """One sandbox process, its pipe, its sender and reader threads."""
 
     def __init__(self, pool: SandboxPool, index: int) -> None:
         self.pool = pool
@@ -79,12 +79,12 @@ class _SandboxProcess:
         self.ready = threading.Event()
         self.generation = 0
         self.episodes: set[str] = set()  # keys currently hosted
-        self.lost: set[str] = set()  # keys whose worker died
+        self.lost: set[str] = set()  # keys whose sandbox process died
         self.last_activity = time.monotonic()
         self.process: Any = None
         self.conn: Any = None
         self.pid: int | None = None
-        self.private_dir: str | None = None  # the worker's temp dir, removed if we kill it
+        self.private_dir: str | None = None  # the sandbox process's temp dir, removed if we kill it
         threading.Thread(target=self._send_loop, daemon=True, name=f"env-send-{index}").start()
 
     # -- life cycle ------------------------------------------------------------------
@@ -93,17 +93,19 @@ class _SandboxProcess:
         parent, process = start_sandbox_process(self.pool.prewarm)
         if not parent.poll(READY_TIMEOUT_S):
             process.kill()
-            raise RuntimeError(f"env worker {self.index} did not start in {READY_TIMEOUT_S:g} s")
+            raise RuntimeError(
+                f"sandbox process {self.index} did not start in {READY_TIMEOUT_S:g} s"
+            )
         try:
             tag, pid, private_dir = parent.recv()
         except (EOFError, OSError):
             process.kill()
             raise RuntimeError(
-                f"env worker {self.index} exited during start-up (exit code {process.wait(5)})"
+                f"sandbox process {self.index} exited during start-up (exit code {process.wait(5)})"
             ) from None
         if tag != "ready":
             process.kill()
-            raise RuntimeError(f"env worker {self.index} sent {tag!r} instead of 'ready'")
+            raise RuntimeError(f"sandbox process {self.index} sent {tag!r} instead of 'ready'")
         with self.lock:
             self.process, self.conn, self.pid = process, parent, pid
             self.private_dir = private_dir
@@ -115,7 +117,7 @@ class _SandboxProcess:
         self.ready.set()
 
     def replace(self, reason: str) -> None:
-        """Kill this worker (if alive), fail its requests, start a fresh one."""
+        """Kill this sandbox process (if alive), fail its requests, start a fresh one."""
         with self.lock:
             self.ready.clear()
             self.generation += 1  # the old reader sees the change and stays quiet
@@ -124,7 +126,7 @@ class _SandboxProcess:
             self.pending.clear()
             self.lost |= self.episodes
             self.episodes = set()
-        log.warning("env worker %s (pid %s) replaced: %s", self.index, self.pid, reason)
+        log.warning("sandbox process %s (pid %s) replaced: %s", self.index, self.pid, reason)
         if process is not None:
             process.kill()
             process.wait(5)
@@ -133,7 +135,10 @@ class _SandboxProcess:
         if conn is not None:
             conn.close()
         for item in failed:
-            _fail(item.future, SandboxLost(f"the env worker hosting this episode {reason}; reset"))
+            _fail(
+                item.future,
+                SandboxLost(f"the sandbox process hosting this episode {reason}; reset"),
+            )
         if not self.pool.closed:
             self.spawn()
 
@@ -161,7 +166,7 @@ class _SandboxProcess:
         future: Future = Future()
         with self.lock:
             if key in self.lost and op not in ("reset", "close"):
-                _fail(future, SandboxLost("the env worker hosting this episode died; reset"))
+                _fail(future, SandboxLost("the sandbox process hosting this episode died; reset"))
                 return future
             if op == "reset":
                 self.lost.discard(key)
@@ -184,7 +189,7 @@ class _SandboxProcess:
             try:
                 self.conn.send(message)
             except (OSError, ValueError):
-                # The reader notices the dead pipe and replaces the worker; the request
+                # The reader notices the dead pipe and replaces the sandbox process; the request
                 # is failed there with the others.
                 continue
 
@@ -210,7 +215,7 @@ class _SandboxProcess:
                 item.future.set_exception(SandboxRequestError(code, message))
 
     def stuck_for(self, now: float) -> float:
-        """Seconds past its deadline of the request the worker is busy with (<= 0: fine)."""
+        """Seconds past its deadline of the request the process is busy with (<= 0: fine)."""
         with self.lock:
             if not self.pending or not self.ready.is_set():
                 return 0.0
@@ -220,7 +225,7 @@ class _SandboxProcess:
 
 
 class SandboxPool:
-    """N sandbox worker processes (see the module docstring).
+    """N sandbox processes (see the module docstring).
 
     ``prewarm``: pay first-use costs (service models, moto's EC2 data) at start-up.
     """
@@ -232,25 +237,25 @@ class SandboxPool:
         self.prewarm = prewarm
         self.closed = False
         self._ids = itertools.count(1)
-        self._workers: list[_SandboxProcess] = []
+        self._processes: list[_SandboxProcess] = []
         self._assigned: list[int] = [0] * processes
         self._assign_lock = threading.Lock()
         self._started = False
 
     def start(self) -> SandboxPool:
-        """Start the workers (in parallel) and the watchdog; returns self."""
+        """Start the sandbox processes (in parallel) and the watchdog; returns self."""
         if self._started:
             return self
-        self._workers = [_SandboxProcess(self, i) for i in range(self.size)]
+        self._processes = [_SandboxProcess(self, i) for i in range(self.size)]
         failures: list[str] = []
 
-        def spawn(worker: _SandboxProcess) -> None:
+        def spawn(process: _SandboxProcess) -> None:
             try:
-                worker.spawn()
+                process.spawn()
             except Exception as exc:  # collected and raised below
-                failures.append(f"worker {worker.index}: {exc}")
+                failures.append(f"process {process.index}: {exc}")
 
-        threads = [threading.Thread(target=spawn, args=(w,)) for w in self._workers]
+        threads = [threading.Thread(target=spawn, args=(w,)) for w in self._processes]
         for t in threads:
             t.start()
         for t in threads:
@@ -272,13 +277,13 @@ class SandboxPool:
         if self.closed:
             return
         self.closed = True
-        for worker in self._workers:
-            worker.stop()
+        for process in self._processes:
+            process.stop()
 
     # -- routing -----------------------------------------------------------------------
 
     def assign(self) -> int:
-        """Pick the least-loaded worker for a new episode (call ``release`` when done)."""
+        """Pick the least-loaded process for a new episode (call ``release`` when done)."""
         with self._assign_lock:
             index = min(range(self.size), key=lambda i: self._assigned[i])
             self._assigned[index] += 1
@@ -289,12 +294,12 @@ class SandboxPool:
             self._assigned[index] = max(0, self._assigned[index] - 1)
 
     def request(self, index: int, op: str, key: str, payload: Any, timeout_s: float) -> Future:
-        """Send one request to worker ``index``; the future holds its result or error."""
+        """Send one request to process ``index``; the future holds its result or error."""
         if self.closed:
             raise PoolClosed("the env pool is closed")
         if not self._started:
             raise RuntimeError("start the env pool first (SandboxPool.start())")
-        return self._workers[index].submit(next(self._ids), op, key, payload, timeout_s)
+        return self._processes[index].submit(next(self._ids), op, key, payload, timeout_s)
 
     def call(self, index: int, op: str, key: str, payload: Any, timeout_s: float) -> Any:
         """``request`` and wait for the answer (the watchdog bounds the wait)."""
@@ -304,20 +309,20 @@ class SandboxPool:
         return await asyncio.wrap_future(self.request(index, op, key, payload, timeout_s))
 
     def stats(self) -> list[dict[str, Any]]:
-        """Per-worker pid, hosted episodes and commands run (asks each worker)."""
+        """Per-process pid, hosted episodes and commands run (asks each process)."""
         futures = [self.request(i, "stats", "", None, 30.0) for i in range(self.size)]
         return [f.result() for f in futures]
 
     def process_pid(self, index: int) -> int | None:
-        return self._workers[index].pid
+        return self._processes[index].pid
 
     def _watchdog(self) -> None:
         while not self.closed:
             time.sleep(WATCHDOG_PERIOD_S)
             now = time.monotonic()
-            for worker in self._workers:
-                if worker.stuck_for(now) > 0 and not self.closed:
-                    worker.replace("did not answer within its deadline and was killed")
+            for process in self._processes:
+                if process.stuck_for(now) > 0 and not self.closed:
+                    process.replace("did not answer within its deadline and was killed")
 
 
 def start_sandbox_process(prewarm: bool) -> tuple[Connection, subprocess.Popen]:

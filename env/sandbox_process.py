@@ -9,8 +9,8 @@ serves requests in order:
 
 ``op`` is ``reset`` (payload: ``ResetPayload``), ``step`` (payload: the command
 string), ``state``, ``close``, ``stats`` or ``shutdown``. A failing request is
-answered with ``(code, message)`` and the worker goes on: nothing an agent sends can
-end the worker or another episode. Serving one request at a time is what makes the
+answered with ``(code, message)`` and the sandbox process goes on: nothing an agent sends can
+end the sandbox process or another episode. Serving one request at a time is what makes the
 sandbox's world switching correct (see ``env.sandbox``).
 """
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-WorkerError = tuple[str, str]  # (code, message)
+ProcessError = tuple[str, str]  # (code, message)
 
 
 class _UnknownEpisode(Exception):
@@ -33,7 +33,7 @@ class _UnknownEpisode(Exception):
 
 @dataclass(frozen=True)
 class ResetPayload:
-    """Everything a worker needs to start an episode (the task travels with it)."""
+    """Everything a sandbox process needs to start an episode (the task travels with it)."""
 
     task: Any  # env.task_spec.Task, or any object with the same fields
     seed: int
@@ -41,8 +41,8 @@ class ResetPayload:
     config: Any  # env.task_episode.EpisodeConfig
 
 
-def worker_main(conn: Connection, prewarm: bool) -> None:
-    """Entry point of a worker process."""
+def process_main(conn: Connection, prewarm: bool) -> None:
+    """Entry point of a sandbox process."""
     from env.sandbox import DEFAULT_PREWARM, MotoHost
     from env.task_episode import Episode
 
@@ -78,7 +78,7 @@ def worker_main(conn: Connection, prewarm: bool) -> None:
             return episode.step(payload)
         if op == "state":
             return episode.state()
-        raise ValueError(f"unknown worker op {op!r}")
+        raise ValueError(f"unknown sandbox process op {op!r}")
 
     try:
         _serve(conn, handle)
@@ -118,13 +118,13 @@ def _serve(conn: Connection, handle: Any) -> None:
 
 def main() -> None:
     # The pool owns this process's lifetime; a Ctrl+C in the caller's terminal reaches the
-    # whole process group, and the caller shuts its workers down itself.
+    # whole process group, and the caller shuts its sandbox processes down itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    parser = argparse.ArgumentParser(description="rlfarm sandbox worker (started by SandboxPool)")
+    parser = argparse.ArgumentParser(description="rlfarm sandbox process (started by SandboxPool)")
     parser.add_argument("--fd", type=int, required=True, help="inherited socket to serve")
     parser.add_argument("--no-prewarm", action="store_true", help="skip start-up warming")
     args = parser.parse_args()
-    worker_main(Connection(args.fd), prewarm=not args.no_prewarm)
+    process_main(Connection(args.fd), prewarm=not args.no_prewarm)
 
 
 if __name__ == "__main__":

@@ -50,11 +50,11 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from env.body_limit import BodyLimit
-from env.chaos import ChaosConfig
+from env.disruption import DisruptionConfig
 from env.sandbox_pool import PoolClosed, SandboxLost, SandboxPool, SandboxRequestError
 from env.sandbox_process import ResetPayload
+from env.server_sessions import CapacityError, Session, SessionRegistry, UnknownSession
 from env.server_settings import ServerSettings, add_serve_arguments, settings_from_args
-from env.sessions import CapacityError, Session, SessionRegistry, UnknownSession
 from env.task_episode import EpisodeConfig
 from env.types import AwsAction, AwsObservation, EnvState, ErrorBody
 
@@ -112,7 +112,7 @@ class EnvService:
         self.registry = SessionRegistry(pool, settings.max_sessions, settings.idle_timeout_s)
         self.episode_config = EpisodeConfig(
             max_steps=settings.max_steps,
-            chaos=ChaosConfig(enabled=settings.chaos),
+            disruption=DisruptionConfig(enabled=settings.disrupt),
             command_timeout_s=settings.command_timeout_s,
         )
         self.default_session_id: str | None = None
@@ -209,7 +209,7 @@ class EnvService:
 
     async def _call(self, session: Session, op: str, payload: Any, timeout_s: float) -> Any:
         try:
-            return await self.pool.acall(session.worker, op, session.key, payload, timeout_s)
+            return await self.pool.acall(session.process, op, session.key, payload, timeout_s)
         except SandboxLost as exc:
             session.episode_id = None
             raise ApiError(409, "episode_lost", str(exc)) from None

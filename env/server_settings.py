@@ -24,7 +24,7 @@ class ServerSettings(BaseModel):
     reap_interval_s: float = Field(default=10.0, gt=0)
     catalog: Path | None = Field(default=None, description="Task file or directory.")
     max_steps: int = Field(default=15, ge=1)
-    chaos: bool = False
+    disrupt: bool = False
     command_timeout_s: float = Field(default=10.0, gt=0)
     prewarm: bool = True
     max_body_bytes: int = Field(
@@ -45,7 +45,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--catalog", type=Path, default=None, help="task file or directory")
     parser.add_argument("--max-steps", type=int, default=15, help="steps per episode")
-    parser.add_argument("--chaos", action="store_true", help="enable chaos injection")
+    parser.add_argument(
+        "--disrupt", action="store_true", help="one destructive change to the world mid-episode"
+    )
     parser.add_argument("--no-prewarm", action="store_true", help="skip sandbox warm-up")
     parser.add_argument(
         "--max-body-bytes", type=int, default=1 << 20,
@@ -62,7 +64,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         idle_timeout_s=args.idle_timeout,
         catalog=args.catalog,
         max_steps=args.max_steps,
-        chaos=args.chaos,
+        disrupt=args.disrupt,
         prewarm=not args.no_prewarm,
         max_body_bytes=args.max_body_bytes,
     )

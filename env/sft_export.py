@@ -268,7 +268,7 @@ def export_sft(
     """Write train rows to ``out`` and validation rows to ``val_out``.
 
     ``val_out`` defaults to ``<out stem>.val.jsonl`` beside ``out``. ``env`` defaults
-    to a fresh ``AwsEnv`` on its own one-worker pool (it must know the variants' ids when
+    to a fresh ``AwsEnv`` on its own one-process pool (it must know the variants' ids when
     ``variants`` > 0). ``variants``: renamed copies of each TRAIN task to play too; validation
     tasks are only ever played as written. ``workers`` > 1 (without ``env``) plays the tasks in
     that many sandbox processes at once; the rows are the same, in the same order. Returns row and
@@ -340,7 +340,7 @@ def _play_sharded(
 
 @contextmanager
 def _own_env(catalog: Catalog) -> Iterator[Any]:
-    """An ``AwsEnv`` over ``catalog`` on its own one-worker sandbox pool."""
+    """An ``AwsEnv`` over ``catalog`` on its own one-process sandbox pool."""
     from env.environment import AwsEnv
     from env.sandbox_pool import SandboxPool
 

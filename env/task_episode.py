@@ -1,8 +1,8 @@
-"""One episode of an AWS task, run where its sandbox lives (inside a worker process).
+"""One episode of an AWS task, run where its sandbox lives (inside a sandbox process).
 
 ``Episode.start()`` builds a fresh isolated world, runs the task's setup (including
 seeded drift) and grades the starting state; ``Episode.step(command)`` runs one agent
-command through the executor, applies chaos if planned, re-grades, and shapes the
+command through the executor, applies a disruption if planned, re-grades, and shapes the
 reward. The observation it returns is final: routers above it (the env pool, the
 server) only carry it.
 
@@ -27,8 +27,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from env import chaos as chaos_mod
-from env.chaos import ChaosConfig
+from env import disruption as disruption_mod
+from env.disruption import DisruptionConfig
 from env.executor import CommandExecutor, Execution
 from env.grader import Grade, grade
 from env.reward import RewardConfig, StepOutcome, step_reward
@@ -47,7 +47,7 @@ class EpisodeConfig(BaseModel):
 
     max_steps: int = Field(default=15, ge=1, le=200)
     reward: RewardConfig = Field(default_factory=RewardConfig)
-    chaos: ChaosConfig = Field(default_factory=ChaosConfig)
+    disruption: DisruptionConfig = Field(default_factory=DisruptionConfig)
     command_timeout_s: float = Field(default=10.0, gt=0, le=120)
     max_output_chars: int = Field(default=16384, ge=256, le=1_000_000)
 
@@ -79,8 +79,8 @@ class Episode:
         self.achieved = False
         self.total_reward = 0.0
         self.commands: list[str] = []
-        self.chaos_events: list[str] = []
-        self._chaos_step = config.chaos.plan(task.tier, seed, config.max_steps)
+        self.disruptions: list[str] = []
+        self._disruption_step = config.disruption.plan(task.tier, seed, config.max_steps)
         self._last_grade: Grade | None = None
 
     @property
@@ -128,10 +128,10 @@ class Episode:
         hint_text = ""
         if execution.kind == "hint":
             execution, hint_text = self._hint()
-        chaos_event = self._maybe_chaos()
+        disruption = self._maybe_disrupt()
         before, was_achieved = self.progress, self.achieved
         grade_error = None
-        if execution.touched_world or chaos_event:
+        if execution.touched_world or disruption:
             graded = self._grade()
             if graded is None:
                 grade_error = "grading failed; progress unchanged (a task problem, not yours)"
@@ -162,7 +162,7 @@ class Episode:
             hints_used=self.hints_used,
             hint_text=hint_text,
             task=self.info,
-            metadata=self._metadata(execution, started, chaos_event, grade_error),
+            metadata=self._metadata(execution, started, disruption, grade_error),
         )
 
     def state(self) -> EnvState:
@@ -185,7 +185,7 @@ class Episode:
             total_reward=self.total_reward,
             max_steps=self.config.max_steps,
             commands=list(self.commands),
-            chaos_events=list(self.chaos_events),
+            disruptions=list(self.disruptions),
         )
 
     def close(self) -> None:
@@ -210,13 +210,13 @@ class Episode:
         self.hints_used += 1
         return Execution(kind="hint", success=True, output=text), text
 
-    def _maybe_chaos(self) -> str | None:
-        if self._chaos_step is None or self.step_count != self._chaos_step:
+    def _maybe_disrupt(self) -> str | None:
+        if self._disruption_step is None or self.step_count != self._disruption_step:
             return None
         assert self.sandbox is not None
-        event = chaos_mod.inject(self.sandbox.call_api, self.seed, self.step_count)
+        event = disruption_mod.inject(self.sandbox.call_api, self.seed, self.step_count)
         if event:
-            self.chaos_events.append(event)
+            self.disruptions.append(event)
         return event
 
     def _grade(self) -> Grade | None:
@@ -242,7 +242,7 @@ class Episode:
         )
 
     def _metadata(
-        self, execution: Execution, started: float, chaos_event: str | None, grade_error: str | None
+        self, execution: Execution, started: float, disruption: str | None, grade_error: str | None
     ) -> dict[str, Any]:
         meta: dict[str, Any] = {
             "episode_id": self.episode_id,
@@ -258,8 +258,8 @@ class Episode:
         if self._last_grade is not None:
             meta["checks_passed"] = list(self._last_grade.passed)
             meta["checks_failed"] = list(self._last_grade.failed)
-        if chaos_event:
-            meta["chaos"] = chaos_event
+        if disruption:
+            meta["disruption"] = disruption
         if grade_error:
             meta["grade_error"] = grade_error
         return meta

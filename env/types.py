@@ -1,6 +1,6 @@
 """Wire types of the AWS environment: the action, the observation, the state.
 
-These are the typed carriers that cross process boundaries (worker process -> env
+These are the typed carriers that cross process boundaries (sandbox process -> env
 pool -> HTTP/WebSocket server -> client -> rollout worker). They follow OpenEnv's
 conventions so existing OpenEnv clients interoperate: the action is
 ``{"command": "aws ..."}``; an observation carries ``done``, ``reward`` and
@@ -70,7 +70,7 @@ class AwsObservation(BaseModel):
         default_factory=dict,
         description=(
             "For trainers and logs, not for the agent's prompt: episode_id, refusal code, "
-            "duration_ms, checks passed/failed, chaos events."
+            "duration_ms, checks passed/failed, disruptions."
         ),
     )
 
@@ -95,7 +95,7 @@ class EnvState(BaseModel):
     total_reward: float = 0.0
     max_steps: int = 0
     commands: list[str] = Field(default_factory=list, description="Agent commands, in order.")
-    chaos_events: list[str] = Field(default_factory=list)
+    disruptions: list[str] = Field(default_factory=list)
 
 
 class ErrorBody(BaseModel):

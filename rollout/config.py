@@ -90,7 +90,10 @@ class EnvSettings(BaseModel):
         ge=1,
         description="Tries per episode (fresh sandbox each) before the group fails.",
     )
-    chaos: bool = Field(default=False, description="Inject destructive changes mid-episode.")
+    disrupt: bool = Field(
+        default=False,
+        description="One destructive change to the world mid-episode (env.disruption).",
+    )
 
     @field_validator("tasks", mode="before")
     @classmethod

@@ -1,7 +1,7 @@
 """Which environment a run plays: one ``EnvBackend`` per ``env.backend`` value, found by name.
 
 Each backend registers itself under the ``rlfarm.env_backends`` entry points (pyproject.toml):
-the AWS env (``local``, ``http``: ``rollout.aws_env``), a Python env class (``python``) and an
+the AWS env (``local``, ``http``: ``rollout.aws_backend``), a Python env class (``python``) and an
 OpenEnv server (``openenv``) are found the way a third party's env would be, so this module and
 the generic layers above it (the farm, evaluation, config) name no particular env.
 
@@ -17,7 +17,7 @@ from functools import cache
 from typing import Protocol
 
 from rollout.config import EnvSettings
-from rollout.environment import EnvSessions, EnvTask, renamed_task_id
+from rollout.env_contract import EnvSessions, EnvTask, renamed_task_id
 
 ENTRY_POINTS = "rlfarm.env_backends"
 

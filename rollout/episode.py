@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from rollout.chat import Conversation
-from rollout.environment import EnvSession
+from rollout.env_contract import EnvSession
 from rollout.types import Trajectory, Turn
 from serving.types import SamplingSpec
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from rollout.environment import EnvSession, StepResult
+from rollout.env_contract import EnvSession, StepResult
 from rollout.episode import EpisodeLimits, EpisodeSpec, Generator, run_episode
 from rollout.types import Trajectory, TrajectoryGroup
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from rollout.environment import StepResult
+from rollout.env_contract import StepResult
 
 EpisodeEnd = Literal["achieved", "max_steps", "context_limit", "env_done", "failed"]
 

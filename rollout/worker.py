@@ -23,15 +23,15 @@ class PinnedEngine:
     """An engine (pool) with every request pinned to one adapter version (None = newest);
     ``sticky`` keeps each episode on one engine (its ``route_key``), else least-loaded."""
 
-    def __init__(self, pool, version: int | None, sticky: bool = True) -> None:
-        self.pool, self.version, self.sticky = pool, version, sticky
+    def __init__(self, engine_pool, version: int | None, sticky: bool = True) -> None:
+        self.engine_pool, self.version, self.sticky = engine_pool, version, sticky
 
     async def generate(
         self, prompt_token_ids: list[int], sampling: SamplingSpec, adapter_version=None,
         route_key: str | None = None,
     ) -> Completion:  # fmt: skip
         key = route_key if self.sticky else None
-        return await self.pool.generate(prompt_token_ids, sampling, self.version, key)
+        return await self.engine_pool.generate(prompt_token_ids, sampling, self.version, key)
 
 
 class RolloutWorker:

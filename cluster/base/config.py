@@ -381,6 +381,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         raise ConfigError(_explain(exc, path)) from None
 
 
+# Fields that changed name: a config still using the old one is told the new one.
+RENAMED = {"env.chaos": "env.disrupt"}
+
+
 def _explain(exc: ValidationError, path: Path | None) -> str:
     where = f"{path}: " if path else ""
     lines = [f"{where}invalid config ({exc.error_count()} problem(s)):"]
@@ -389,5 +393,7 @@ def _explain(exc: ValidationError, path: Path | None) -> str:
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             message = "unknown field: check the spelling against configs/ or FarmConfig's docs"
+            if field in RENAMED:
+                message = f"renamed: use {RENAMED[field]}"
         lines.append(f"  {field}: {message}")
     return "\n".join(lines)

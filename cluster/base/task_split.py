@@ -23,7 +23,7 @@ import hashlib
 from dataclasses import dataclass, field
 
 from cluster.base.config import ConfigError, CurriculumSettings, FarmConfig
-from rollout.environment import EnvTask
+from rollout.env_contract import EnvTask
 
 
 def tier_order(tasks, settings: CurriculumSettings) -> list[str]:

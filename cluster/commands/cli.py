@@ -386,7 +386,7 @@ PERSON_ERRORS = {
     "env.catalog": ("CatalogError",),
     "env.sft_export": ("ExportError",),
     "learner.memory": ("LearnerMemoryError",),
-    "rollout.python_env": ("EnvFactoryError",),
+    "rollout.python_backend": ("EnvFactoryError",),
     "serving.adapters": ("AdapterError",),
     "cluster.models.smollm2": ("ModelSourceError",),
 }

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cluster.evaluation.scoring import EpisodeRecord, record_from_trajectory
-from rollout.environment import EnvSession
+from rollout.env_contract import EnvSession
 from rollout.episode import EpisodeLimits, Generator
 from rollout.group import EnvCallError, GroupSpec, TimedEnv, run_group
 from rollout.worker import PinnedEngine

@@ -16,7 +16,7 @@ from collections import deque
 from cluster.base.config import CurriculumSettings
 from cluster.base.task_split import tier_order
 from rollout.env_backends import Renamer
-from rollout.environment import EnvTask
+from rollout.env_contract import EnvTask
 
 
 class CurriculumSampler:

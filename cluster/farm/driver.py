@@ -71,7 +71,11 @@ class Farm:
         self.run_dir = run_directory(config)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.parts = parts
-        self.pool, self.learner, self.workers = parts.pool, parts.learner, parts.workers
+        self.engine_pool, self.learner, self.workers = (
+            parts.engine_pool,
+            parts.learner,
+            parts.workers,
+        )
         self.control = parts.control
         self.split = split
         # The task stream varies with the learner's seed too: runs that differ only in
@@ -90,7 +94,7 @@ class Farm:
         self._wire_loop()
         self.watchdog: Watchdog | None = None  # armed by main_loop
         self.before: dict | None = None  # the held-out views' eval before training, once made
-        self.engines = EngineWatch(self.pool, self.metrics.event)
+        self.engine_watch = EngineWatch(self.engine_pool, self.metrics.event)
         self._pending_updates = 0  # updates trained and being booked (async mode)
         self._begun = False
 
@@ -107,7 +111,7 @@ class Farm:
             config.learner.min_reward_spread, self._on_trainable,
         )  # fmt: skip
         self.faults = FaultInjector(
-            config.run.faults, self.pool.handles, self.learner, workers, self.metrics.event
+            config.run.faults, self.engine_pool.handles, self.learner, workers, self.metrics.event
         )
         limits = episode_limits(config)
         self.player = GroupPlayer(
@@ -178,7 +182,7 @@ class Farm:
             # or number of a version published before the stop is ever reused.
             adapter = await self.learner.publish.remote(self.versions.floor())
             self.note_published(adapter.version)
-            await self.versions.swap(self.pool, adapter)
+            await self.versions.swap(self.engine_pool, adapter)
         await self.recovery.resumed(self.state.updates)
         self.metrics.event(
             f"resumed from {self.recovery.resume_from.path.name} (update {restored.updates}, "
@@ -259,7 +263,7 @@ class Farm:
 
     @property
     def engine_restarts(self) -> int:
-        return self.engines.restarts
+        return self.engine_watch.restarts
 
     @property
     def group_size(self) -> int:
@@ -359,14 +363,14 @@ class Farm:
         state), and checkpoint when due."""
         swap_s = None
         if result.adapter is not None:  # raises if any engine's probe disagrees
-            swap_s = await self.versions.swap(self.pool, result.adapter)
+            swap_s = await self.versions.swap(self.engine_pool, result.adapter)
         self.state.updates += 1
         self._pending_updates -= 1
         self.recovery.booked(result.state)
         for group, staleness in batch:
             self.ledger.record(group, "trained", "", self.state.updates, staleness)
         self.watchdog.beat()
-        health = await self.engines.check()
+        health = await self.engine_watch.check()
         row = self.metrics.log_update(
             self.state, result.metrics, swap_s, health, self.queue.qsize(), self.workers.size,
             self.ledger.summary(), self.sampler.frontier_tier,
@@ -427,12 +431,12 @@ class Farm:
 
     async def totals(self) -> Totals:
         """The running totals now (a measuring window starts or ends here)."""
-        return Totals.of(self.state, await self.pool.health())
+        return Totals.of(self.state, await self.engine_pool.health())
 
     async def whereabouts(self) -> dict:
         """The Ray nodes the engines and the learner run on, and the adapters each engine loaded."""
         return {
-            "engines": await self.engines.placement(),
+            "engines": await self.engine_watch.placement(),
             "learner_node_id": await self.learner.node_id.remote(),
         }
 

@@ -15,15 +15,15 @@ class HealthSource(Protocol):
 
 
 class EngineWatch:
-    def __init__(self, pool: HealthSource, event: Callable[[str], None]) -> None:
-        self.pool = pool
+    def __init__(self, engine_pool: HealthSource, event: Callable[[str], None]) -> None:
+        self.engine_pool = engine_pool
         self.event = event
         self.restarts = 0  # engine processes that came back after dying (Ray restarts them)
         self._incarnations: dict[str, tuple[int, float]] = {}
 
     async def check(self) -> list[EngineHealth]:
         """Every engine's report; a changed process since the last check counts as a restart."""
-        health = await self.pool.health()
+        health = await self.engine_pool.health()
         for report in health:
             now = report.incarnation
             if now is None:
@@ -38,5 +38,5 @@ class EngineWatch:
         """The Ray node of each engine, and the adapters it loaded."""
         return [
             {"engine_id": h.engine_id, "node_id": h.node_id, "adapters_loaded": h.adapters_loaded}
-            for h in await self.pool.health()
+            for h in await self.engine_pool.health()
         ]

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from cluster.base.progress import Progress
 from cluster.farm.episode_log import EpisodeLog
 from cluster.farm.eval_curve import EvalCurve
-from rollout.environment import EnvTask
+from rollout.env_contract import EnvTask
 from rollout.types import TrajectoryGroup
 
 PlayEval = Callable[[EnvTask, int, int], Awaitable[TrajectoryGroup]]  # (task, seed, version)

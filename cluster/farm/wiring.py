@@ -61,7 +61,7 @@ def check_run_dir(run_dir: Path, resume: bool) -> None:
 
 @dataclass(frozen=True)
 class FarmParts:
-    pool: EnginePool
+    engine_pool: EnginePool
     learner: ActorHandle  # learner.actor.LearnerActor
     workers: RolloutWorkerSet
     control: ActorHandle  # cluster.farm.control.FarmControl
@@ -72,7 +72,7 @@ class FarmParts:
         import ray
 
         self.workers.shutdown()
-        self.pool.shutdown()
+        self.engine_pool.shutdown()
         ray.kill(self.learner, no_restart=True)
         ray.kill(self.control)  # its name is global on the cluster: free it for the next run
         self.placement.release()
@@ -88,8 +88,8 @@ def start_parts(config: FarmConfig, model_path: str) -> FarmParts:
 
     placement = FarmPlacement.reserve(config)
     # Engines, learner and workers load at once (each is mostly imports and a model load); the
-    # waits come after. The workers only hold the pool's handles until their first request.
-    pool = EnginePool.launch(
+    # waits come after. The workers only hold the engine pool's handles until their first request.
+    engine_pool = EnginePool.launch(
         config.engine.with_model(model_path), config.run.engines, placement.engines
     )
     learner = create_learner_actor(
@@ -103,12 +103,12 @@ def start_parts(config: FarmConfig, model_path: str) -> FarmParts:
 
     def start_worker(name: str):
         return worker_cls.options(name=None, num_cpus=0.5).remote(
-            name, pool, model_path, env, max_steps
+            name, engine_pool, model_path, env, max_steps
         )
 
     workers = RolloutWorkerSet(factory=start_worker)
     workers.resize(env.workers)
     control = start_control(config.run.name, env.workers)
-    pool.wait_ready()
+    engine_pool.wait_ready()
     ray.get(learner.state.remote(), timeout=LEARNER_START_TIMEOUT_S)
-    return FarmParts(pool, learner, workers, control, placement)
+    return FarmParts(engine_pool, learner, workers, control, placement)

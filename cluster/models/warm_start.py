@@ -6,7 +6,7 @@ The AWS env's demonstrations are exported by playing each training task's canoni
 — plus renamed variants of them (``env.task_variants``: same logic, fresh resource names, none of
 the evaluation's, so names are read from the task rather than memorised). A Python env that can
 ``demonstration(task_id, seed) -> reply`` gets the same warm start from its own answers
-(``rollout.python_env.demonstration_rows``); other envs start cold. The fine-tune is
+(``rollout.python_backend.demonstration_rows``); other envs start cold. The fine-tune is
 ``learner.sft``: the whole model when it is small (the tiny model's weights start random), a LoRA
 adapter merged into the base when it is large (a real pretrained model keeps its pretraining;
 GRPO's own LoRA then trains on the merged model). The result is cached under
@@ -62,7 +62,7 @@ def prepare_model(config: FarmConfig, log=print) -> str:
 
 
 def _demonstrates(config: FarmConfig) -> bool:
-    from rollout.python_env import can_demonstrate
+    from rollout.python_backend import can_demonstrate
 
     return config.env.backend == "python" and can_demonstrate(config.env)
 
@@ -157,7 +157,7 @@ def _export_demonstrations(data: Path, config: FarmConfig, train: list[str], log
     into train and validation rows as the AWS export is."""
     import random
 
-    from rollout.python_env import demonstration_rows
+    from rollout.python_backend import demonstration_rows
 
     rows = demonstration_rows(config.env, train, range(DEMO_SEEDS))
     val_tasks = set(random.Random(config.run.seed).sample(train, max(1, len(train) // 10)))

@@ -8,7 +8,7 @@ from cluster.base.config import CurriculumSettings
 from cluster.base.task_split import split_holdout
 from cluster.farm.curriculum import CurriculumSampler
 from cluster.farm.ledger import Ledger, read_ledger
-from rollout.environment import EnvTask
+from rollout.env_contract import EnvTask
 from rollout.types import Trajectory, TrajectoryGroup
 
 TASKS = [

@@ -8,7 +8,7 @@ import secrets
 
 from cluster.farm.episode_log import EpisodeLog, read_episodes, read_segment, sampled
 from cluster.farm.ledger import Ledger
-from rollout.environment import StepResult
+from rollout.env_contract import StepResult
 from rollout.types import Trajectory, TrajectoryGroup, Turn
 
 

@@ -31,7 +31,7 @@ from cluster.evaluation.scoring import (
     task_counts,
     wilson_interval,
 )
-from rollout.environment import EnvTask
+from rollout.env_contract import EnvTask
 from rollout.episode import EpisodeLimits
 from tests.rollout.test_group import ScriptedEngine
 
@@ -177,7 +177,7 @@ def tokenizer(tiny_model_path):
 
 @pytest.fixture(scope="module")
 def new_env():
-    from rollout.aws_env import AwsSessions
+    from rollout.aws_backend import AwsSessions
     from rollout.config import EnvSettings
 
     with AwsSessions(EnvSettings(), LIMITS.max_steps, threads=8) as sessions:

@@ -48,7 +48,7 @@ def _failed(error: str) -> TrajectoryGroup:
 
 
 def _played(rewards: list[float]) -> TrajectoryGroup:
-    from rollout.environment import StepResult
+    from rollout.env_contract import StepResult
     from rollout.types import Turn
 
     trajs = []

@@ -64,7 +64,7 @@ def test_async_farm_survives_killed_workers_engines_and_learners_and_balances(
     from cluster.farm.driver import Farm
 
     farm = Farm.start(farm_config, warm_model)
-    engine_before = asyncio.run(farm.pool.health())[0]
+    engine_before = asyncio.run(farm.engine_pool.health())[0]
     operator_log: dict = {}
 
     async def wait_for(condition) -> bool:
@@ -93,7 +93,7 @@ def test_async_farm_survives_killed_workers_engines_and_learners_and_balances(
         if not await wait_for(lambda: any(s.busy for s in farm.workers.slots)):
             return
         operator_log["engine_killed_at_update"] = farm.state.updates
-        ray.kill(farm.pool.handles[0], no_restart=False)
+        ray.kill(farm.engine_pool.handles[0], no_restart=False)
         # ... and the learner, once the engine is back: its next update is lost, not the run.
         if not await wait_for(lambda: farm.engine_restarts >= 1):
             return
@@ -108,7 +108,7 @@ def test_async_farm_survives_killed_workers_engines_and_learners_and_balances(
 
     try:
         ledger = asyncio.run(scenario())
-        engine_after = asyncio.run(farm.pool.health())[0]
+        engine_after = asyncio.run(farm.engine_pool.health())[0]
     finally:
         farm.shutdown()
 

@@ -83,7 +83,7 @@ def _max_diff(a: list[float], b: list[float]) -> float:
 def test_grpo_update_on_smollm2_is_trained_published_and_balanced(smollm2_farm):
     farm, ledger = smollm2_farm
     assert farm.state.updates == 1 and farm.state.version == 1
-    health = asyncio.run(farm.pool.health())[0]
+    health = asyncio.run(farm.engine_pool.health())[0]
     assert health.latest_version == 1  # GRPO's adapter, loaded and verified by its probe
     rows = read_ledger(farm.run_dir / "ledger.jsonl")
     assert sum(r["fate"] == "trained" for r in rows) == 2 * 4  # groups_per_update x G
@@ -97,10 +97,10 @@ def test_smollm2_engine_logprobs_match_transformers_for_base_and_grpo_adapter(
     farm, _ = smollm2_farm
     reference = smollm2_reference
     prompt = reference.prompt("List the S3 buckets in the account.")
-    base = asyncio.run(farm.pool.generate(prompt, GREEDY, adapter_version=0))
+    base = asyncio.run(farm.engine_pool.generate(prompt, GREEDY, adapter_version=0))
     expected = reference.logprobs(None, prompt + base.token_ids, len(prompt))
     assert _max_diff(base.logprobs, expected) < TOLERANCE
-    tuned = asyncio.run(farm.pool.generate(prompt, GREEDY, adapter_version=1))
+    tuned = asyncio.run(farm.engine_pool.generate(prompt, GREEDY, adapter_version=1))
     assert tuned.adapter_version == 1
     grpo = newest_adapter(farm.run_dir)
     expected = reference.logprobs(grpo, prompt + tuned.token_ids, len(prompt))
@@ -115,12 +115,12 @@ def test_smollm2_hand_made_lora_swap_is_verified_and_exact(smollm2_farm, smollm2
     reference = smollm2_reference
     adapter_dir = reference.make_adapter(seed=13, scale=0.05)
     version = farm.state.version + 1
-    results = asyncio.run(farm.pool.load_adapter(reference.publish(version, adapter_dir)))
+    results = asyncio.run(farm.engine_pool.load_adapter(reference.publish(version, adapter_dir)))
     assert results and all(r.matches for r in results), results
     assert all(r.discriminative for r in results), "the probe must tell the adapter from the base"
     assert max(r.max_abs_diff for r in results) < TOLERANCE, results
     prompt = reference.prompt("Create an SQS queue named jobs.")
-    tuned = asyncio.run(farm.pool.generate(prompt, GREEDY))
+    tuned = asyncio.run(farm.engine_pool.generate(prompt, GREEDY))
     assert tuned.adapter_version == version
     expected = reference.logprobs(adapter_dir, prompt + tuned.token_ids, len(prompt))
     assert _max_diff(tuned.logprobs, expected) < TOLERANCE

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from cluster.farm.episode_log import EpisodeLog
 from cluster.farm.ledger import Ledger
 from cluster.view.server import build_app
-from rollout.environment import StepResult
+from rollout.env_contract import StepResult
 from rollout.types import Trajectory, TrajectoryGroup, Turn
 
 REPO = Path(__file__).resolve().parents[2]

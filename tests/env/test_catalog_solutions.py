@@ -1,4 +1,4 @@
-"""Every task in the catalog, run for real through ``AwsEnv`` (moto + awscli in a worker).
+"""Every task in the catalog, run for real through ``AwsEnv`` (moto + awscli in a sandbox process).
 
 - the canonical solution achieves the task from its initial state (drift tasks: for
   seeds that together apply every mutation);

@@ -2,7 +2,7 @@
 
 Uses the real awscli command tables (a driver built here only for introspection; no
 command runs in this process). The same refusals are exercised end to end, inside a
-real sandbox worker, in test_safety.py.
+real sandbox process, in test_safety.py.
 """
 
 from __future__ import annotations

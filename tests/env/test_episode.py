@@ -1,4 +1,4 @@
-"""Episode behaviour through ``AwsEnv``: hints, help, rewards, ends, chaos, bad tasks."""
+"""Episode behaviour through ``AwsEnv``: hints, help, rewards, ends, disruption, bad tasks."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from env.chaos import ChaosConfig
+from env.disruption import DisruptionConfig
 from env.environment import AwsEnv
 from env.reward import RewardConfig
 from env.sandbox_pool import SandboxPool, SandboxRequestError
@@ -115,19 +115,19 @@ def test_episode_ends_at_max_steps(pool: SandboxPool) -> None:
         assert env.state().finish_reason == "max_steps"
 
 
-def test_chaos_strikes_once_at_the_planned_step(pool: SandboxPool) -> None:
-    chaos = ChaosConfig(enabled=True, earliest_step=1, latest_step=1)
-    with AwsEnv(CATALOG, pool=pool, chaos=chaos) as env:
+def test_a_disruption_strikes_once_at_the_planned_step(pool: SandboxPool) -> None:
+    disruption = DisruptionConfig(enabled=True, earliest_step=1, latest_step=1)
+    with AwsEnv(CATALOG, pool=pool, disrupt=disruption) as env:
         env.reset(TWO_CHECKS.id, seed=3)
         hit = env.step(TWO_CHECKS.solution[0])
-        assert hit.metadata["chaos"] == "deleted S3 bucket target-bucket"
+        assert hit.metadata["disruption"] == "deleted S3 bucket target-bucket"
         assert hit.partial_progress == 0.0
         assert env.step("aws s3api list-buckets").output.count("target-bucket") == 0
         assert env.step(TWO_CHECKS.solution[0]).partial_progress == pytest.approx(0.5)
-        assert env.state().chaos_events == ["deleted S3 bucket target-bucket"]
+        assert env.state().disruptions == ["deleted S3 bucket target-bucket"]
     with AwsEnv(CATALOG, pool=pool) as env:  # off by default
         env.reset(TWO_CHECKS.id, seed=3)
-        assert "chaos" not in env.step(TWO_CHECKS.solution[0]).metadata
+        assert "disruption" not in env.step(TWO_CHECKS.solution[0]).metadata
 
 
 def test_bad_tasks_are_reported_clearly(pool: SandboxPool) -> None:

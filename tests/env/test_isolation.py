@@ -1,6 +1,6 @@
-"""Isolation of concurrent episodes that share one worker process (the hard case).
+"""Isolation of concurrent episodes that share one sandbox process (the hard case).
 
-All episodes here run in ONE worker, so every command switches moto's whole state;
+All episodes here run in ONE sandbox process, so every command switches moto's whole state;
 commands are sent from many threads at once, interleaving episodes step by step.
 """
 

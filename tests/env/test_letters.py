@@ -8,7 +8,7 @@ import pytest
 from env.letters import ALPHABET, OPERATIONS, LettersEnv, answer, score
 from rollout.config import EnvSettings
 from rollout.env_backends import env_tasks
-from rollout.python_env import can_demonstrate, demonstration_rows
+from rollout.python_backend import can_demonstrate, demonstration_rows
 
 SETTINGS = EnvSettings(backend="python", factory="env.letters:LettersEnv")
 

@@ -1,4 +1,4 @@
-"""The env pool's failure handling: dead and stuck workers are replaced, others go on."""
+"""The env pool's failure handling: dead and stuck sandbox processes are replaced, others go on."""
 
 from __future__ import annotations
 
@@ -26,15 +26,15 @@ def test_a_dead_worker_is_replaced_and_other_episodes_go_on(pool: SandboxPool) -
     with AwsEnv(catalog, pool=pool) as doomed, AwsEnv(catalog, pool=pool) as survivor:
         doomed.reset(TASK.id, seed=0)
         survivor.reset(TASK.id, seed=0)
-        victim = pool.process_pid(doomed.worker_index)
-        assert victim != pool.process_pid(survivor.worker_index)
-        os.kill(victim, signal.SIGKILL)  # a worker this test's pool started
+        victim = pool.process_pid(doomed.process_index)
+        assert victim != pool.process_pid(survivor.process_index)
+        os.kill(victim, signal.SIGKILL)  # a sandbox process this test's pool started
         with pytest.raises(SandboxLost, match="reset"):
             doomed.step("aws s3 ls")
         assert survivor.step("aws s3api create-bucket --bucket target-bucket").task_achieved
-        doomed.reset(TASK.id, seed=0)  # the slot works again, on the fresh worker
+        doomed.reset(TASK.id, seed=0)  # the slot works again, on the fresh sandbox process
         assert doomed.step("aws s3 ls").command_success
-        assert pool.process_pid(doomed.worker_index) != victim
+        assert pool.process_pid(doomed.process_index) != victim
 
 
 def test_a_stuck_worker_is_killed_after_its_deadline(pool: SandboxPool) -> None:

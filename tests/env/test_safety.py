@@ -1,4 +1,4 @@
-"""Safety end to end, inside real sandbox workers: refusals, host guard, scrubbed env, limits.
+"""Safety end to end, inside real sandbox processes: refusals, host guard, scrubbed env, limits.
 
 - every unsafe command is refused with a message that says what was wrong, costs the
   failure penalty, and the episode goes on (the next ordinary command works);
@@ -6,7 +6,7 @@
   nor written, and no file appears next to it;
 - behind the policy, the host guard stops what moto itself would do: an SNS
   subscription to an http endpoint never reaches a real listening socket;
-- the worker's environment is scrubbed: the caller's AWS profile, endpoint and keys
+- the sandbox process's environment is scrubbed: the caller's AWS profile, endpoint and keys
   do not leak in;
 - a command that runs too long is stopped, output is capped, and the episode goes on.
 """
@@ -182,7 +182,7 @@ def test_host_guard_blocks_files_processes_and_sockets(tmp_path: Path, sentinel:
 
 
 def test_worker_environment_is_scrubbed(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The caller's AWS settings would break every command if they leaked into the worker."""
+    """The caller's AWS settings would break every command if they leaked into the sandbox."""
     monkeypatch.setenv("AWS_PROFILE", "no-such-profile")
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAHOSTKEY000000000")

@@ -75,7 +75,7 @@ def test_export_plays_variants_of_train_tasks_only(tmp_path: Path) -> None:
 
 
 def test_export_in_two_sandbox_processes_writes_the_same_rows(tmp_path: Path) -> None:
-    # Each worker plays its share of the tasks in its own sandbox process; the files must not
+    # Each export thread plays its share of the tasks in its own sandbox process; the files must not
     # depend on how many there were (order included) and progress must count every task.
     ids = ("s3-list-objects", "sqs-set-visibility-timeout", "iam-user-in-group")
     catalog = Catalog([FULL.by_id(i) for i in ids])

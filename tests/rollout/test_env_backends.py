@@ -9,7 +9,7 @@ import pytest
 
 from rollout.config import EnvSettings
 from rollout.env_backends import env_tasks, open_sessions
-from rollout.python_env import EnvFactoryError
+from rollout.python_backend import EnvFactoryError
 
 FACTORY = "tests.envs.word_env:WordEnv"
 

@@ -17,7 +17,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from env.prompts import SYSTEM_PROMPT, render_observation, render_task
-from rollout.aws_env import AwsSession, HttpTransport, LocalTransport
+from rollout.aws_backend import AwsSession, HttpTransport, LocalTransport
 from rollout.episode import EpisodeLimits
 from rollout.group import GroupSpec, run_group
 from serving.types import Completion
@@ -77,7 +77,7 @@ SPEC = GroupSpec(task_id="s3-list-buckets", tier="warmup", seed=5, group_id="g1"
 def _local(catalog, env_pool):
     executor = ThreadPoolExecutor(max_workers=8)
     return lambda: AwsSession(
-        LocalTransport(catalog, env_pool, executor, LIMITS.max_steps, chaos=False)
+        LocalTransport(catalog, env_pool, executor, LIMITS.max_steps, disrupt=False)
     )
 
 

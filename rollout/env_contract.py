@@ -1,13 +1,14 @@
 """The one contract between the rollout loop and an environment.
 
 An episode is: ``reset(task_id, seed)`` gives the first user turn; then, turn after turn, the
-model's raw reply goes to ``step(reply)``, which answers with the next user turn, the step's
-reward, and whether the episode is over. Everything is text in, text out: how a reply becomes an
-action (the AWS env extracts one ``aws ...`` command) and how an observation becomes the next
-user turn is the environment's business, so the loop, the learner and the ledger work the same
-for any env. The AWS env is one implementation (``rollout.aws_env``); an OpenEnv server by URL
-(``rollout.openenv_env``) and a Python env class named by an entry point (``rollout.python_env``)
-are the others. ``rollout.env_backends`` finds the one ``EnvSettings`` names.
+model's raw reply goes to ``step(reply)``, which answers with the next user turn, the step's reward,
+and whether the episode is over. Everything is text in, text out: how a reply becomes an action (the
+AWS env extracts one ``aws ...`` command) and how an observation becomes the next user turn is the
+environment's business, so the loop, the learner and the ledger work the same for any env. The AWS
+env is one implementation (``rollout.aws_backend``); an OpenEnv server by URL
+(``rollout.openenv_backend``) and a Python env class named by an entry point
+(``rollout.python_backend``) are the others. ``rollout.env_backends`` finds the one ``EnvSettings``
+names.
 
 An environment also names its tasks (``EnvTask``: id and tier); the farm's curriculum, task split,
 ledger, metrics and evaluation work per task and tier for any env. An env without tiers puts

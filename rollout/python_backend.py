@@ -26,7 +26,7 @@ from typing import Any
 
 from rollout.config import EnvSettings
 from rollout.env_backends import Renamer
-from rollout.environment import DEFAULT_TIER, EnvTask, StepResult
+from rollout.env_contract import DEFAULT_TIER, EnvTask, StepResult
 
 RESULT_FIELDS = {f.name for f in fields(StepResult)}
 

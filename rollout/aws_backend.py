@@ -1,4 +1,4 @@
-"""The AWS-CLI environment behind the rollout contract (``rollout.environment``).
+"""The AWS-CLI environment behind the rollout contract (``rollout.env_contract``).
 
 A reply becomes one ``aws ...`` command (``rollout.parse``: fences, prose and shell prompts are
 stripped; a reply with no command still goes to the env, which answers with what was wrong), and
@@ -21,7 +21,7 @@ from env.tiers import TIERS
 from env.types import AwsObservation
 from rollout.config import EnvSettings
 from rollout.env_backends import Renamer
-from rollout.environment import EnvTask, StepResult
+from rollout.env_contract import EnvTask, StepResult
 from rollout.parse import ParsedReply, parse_reply
 
 
@@ -94,10 +94,10 @@ class LocalTransport:
     """An in-process ``AwsEnv`` slot; its blocking calls run on a thread pool."""
 
     def __init__(self, catalog, sandboxes, executor: ThreadPoolExecutor, max_steps: int,
-                 chaos: bool) -> None:  # fmt: skip
+                 disrupt: bool) -> None:  # fmt: skip
         from env.environment import AwsEnv
 
-        self._env = AwsEnv(catalog, pool=sandboxes, max_steps=max_steps, chaos=chaos)
+        self._env = AwsEnv(catalog, pool=sandboxes, max_steps=max_steps, disrupt=disrupt)
         self._executor = executor
 
     async def _run(self, fn, *args):
@@ -153,7 +153,7 @@ class AwsSessions:
         if self._sandboxes is None:
             return AwsSession(HttpTransport(self.settings.url or "", self.settings.step_timeout_s))
         transport = LocalTransport(
-            self._catalog, self._sandboxes, self._executor, self.max_steps, self.settings.chaos
+            self._catalog, self._sandboxes, self._executor, self.max_steps, self.settings.disrupt
         )
         return AwsSession(transport)
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from rollout.config import EnvSettings, OpenEnvMapping
 from rollout.env_backends import Renamer
-from rollout.environment import EnvTask, StepResult
+from rollout.env_contract import EnvTask, StepResult
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 

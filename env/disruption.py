@@ -1,16 +1,16 @@
-"""Optional chaos injection: one destructive change in the middle of an episode.
+"""Optional disruption: one destructive change to the world in the middle of an episode.
 
 Real infrastructure changes under an operator's feet; an agent that only ever sees
-a static world learns to fire off commands without checking. With chaos on (it is
-off by default), an episode of a chosen tier suffers one destructive change after
+a static world learns to fire off commands without checking. With disruption on
+(it is off by default), an episode of a chosen tier suffers one destructive change after
 the agent's command at a seeded step: a resource that exists at that moment is
 deleted or loses its configuration (an S3 bucket, a DynamoDB table, an SQS queue,
 an SNS topic, a Lambda function, a role's attached policy). The agent is not told;
 it sees the consequences in later outputs and in its progress, and must repair them.
 
 The choice is deterministic given the episode seed and the world at that step, so a
-GRPO group that acts identically meets identical chaos. The reward stays fair: the
-progress terms telescope, so chaos lowers what is still to be earned, never the
+GRPO group that acts identically meets identical disruption. The reward stays fair: the
+progress terms telescope, so a disruption lowers what is still to be earned, never the
 value of finishing (see ``env.reward``).
 """
 
@@ -26,26 +26,27 @@ from pydantic import BaseModel, ConfigDict, Field
 ApiCaller = Callable[[str, str, dict], dict]
 
 
-class ChaosConfig(BaseModel):
-    """When chaos strikes. ``enabled=False`` (the default) turns it off entirely."""
+class DisruptionConfig(BaseModel):
+    """When a disruption strikes. ``enabled=False`` (the default) turns it off entirely."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     enabled: bool = False
     tiers: frozenset[str] = Field(
         default=frozenset({"intermediate", "advanced", "expert"}),
-        description="Task tiers whose episodes get chaos.",
+        description="Task tiers whose episodes get a disruption.",
     )
     probability: float = Field(
-        default=1.0, ge=0, le=1, description="Chance that an eligible episode gets chaos."
+        default=1.0, ge=0, le=1, description="Chance that an eligible episode gets a disruption."
     )
-    earliest_step: int = Field(default=1, ge=1, description="First step chaos may follow.")
-    latest_step: int = Field(default=4, ge=1, description="Last step chaos may follow.")
+    earliest_step: int = Field(default=1, ge=1, description="First step a disruption may follow.")
+    latest_step: int = Field(default=4, ge=1, description="Last step a disruption may follow.")
 
     def plan(self, tier: str, seed: int, max_steps: int) -> int | None:
-        """The step after which chaos strikes in this episode, or None for no chaos."""
+        """The step after which the disruption strikes in this episode, or None for none."""
         if not self.enabled or tier not in self.tiers:
             return None
+        # The seed strings keep the feature's first name, so seeded episodes replay unchanged.
         rng = random.Random(f"chaos:{seed}")
         if rng.random() >= self.probability:
             return None

@@ -1,7 +1,7 @@
 """Server-side sessions: one episode slot each, capped in number, reaped when idle.
 
 A session is what an HTTP client creates with ``POST /sessions`` (or what a WebSocket
-connection opens implicitly): an episode key on one pool worker. The registry
+connection opens implicitly): an episode key on one sandbox process of the pool. The registry
 enforces the cap (``max_sessions``; creating one more raises ``CapacityError``, which
 the server answers with 503), serializes requests within a session (one asyncio lock
 each, so a client that pipelines requests still sees them in order), and closes
@@ -44,7 +44,7 @@ class UnknownSession(KeyError):
 class Session:
     id: str
     kind: SessionKind
-    worker: int
+    process: int
     key: str
     created: float
     last_used: float
@@ -75,9 +75,9 @@ class SessionRegistry:
         if len(self._sessions) >= self.max_sessions:
             raise CapacityError(len(self._sessions), self.max_sessions)
         now = time.monotonic()
-        worker = self.pool.assign()
+        process = self.pool.assign()
         sid = session_id or uuid.uuid4().hex
-        session = Session(sid, kind, worker, f"s-{sid}", created=now, last_used=now)
+        session = Session(sid, kind, process, f"s-{sid}", created=now, last_used=now)
         self._sessions[sid] = session
         return session
 
@@ -118,12 +118,14 @@ class SessionRegistry:
         session.closed = True
         try:
             if session.episode_id is not None and not self.pool.closed:
-                with contextlib.suppress(Exception):  # the worker may be gone; slot is freed
+                with contextlib.suppress(
+                    Exception
+                ):  # the sandbox process may be gone; slot is freed
                     await asyncio.wait_for(
                         self.pool.acall(
-                            session.worker, "close", session.key, None, CLOSE_TIMEOUT_S
+                            session.process, "close", session.key, None, CLOSE_TIMEOUT_S
                         ),
                         CLOSE_TIMEOUT_S,
                     )
         finally:
-            self.pool.release(session.worker)
+            self.pool.release(session.process)
