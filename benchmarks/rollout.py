@@ -114,12 +114,12 @@ async def _farm_stage(
     # New worker actors load a tokenizer and start a sandbox process: ``scale`` waits for them
     # before the clock starts, so a sweep point measures rollouts, not actor start-up.
     await farm.scale(workers)
-    farm.set_group_size(group_size)
-    rows_before = len(farm.history)
+    farm.player.set_group_size(group_size)
+    rows_before = len(farm.metrics.history)
     staleness_before, ledger_before = dict(farm.state.staleness), farm.ledger.summary()
     start = await farm.totals()
     await farm.main_loop(updates=settle + updates, mode=mode)
-    rows = farm.history[rows_before:]
+    rows = farm.metrics.history[rows_before:]
     end = rows[-1]
     first = rows[settle - 1].totals() if settle else start
     return {
@@ -163,7 +163,7 @@ async def _rollout_only_stage(farm, groups: int, played: list | None = None) -> 
     return {
         "mode": "rollout_only",
         "env_workers": farm.workers.size,
-        "group_size": farm.group_size,
+        "group_size": farm.player.group_size,
         "groups": groups,
         "concurrent_groups": farm.workers.size * farm.config.env.groups_per_worker,
         **marks[0].rates(marks[groups], engines=farm.config.run.engines),
@@ -369,7 +369,7 @@ async def _routing_stages(farm, settings: dict) -> dict:
     for index in range(settings["rounds"]):
         order = ("sticky", "least_loaded") if index % 2 == 0 else ("least_loaded", "sticky")
         for routing in order:
-            farm.set_routing(routing)
+            farm.player.set_routing(routing)
             stage = await _farm_stage(farm, settings["updates"], "async", cfg.env.workers,
                                       cfg.rollout.group_size, settle)  # fmt: skip
             _log(f"routing {routing}: prefix-cache hit rate "

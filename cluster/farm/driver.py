@@ -41,8 +41,8 @@ from cluster.farm.evaluating import Evaluator, fixed_training_tasks, overall
 from cluster.farm.failures import FailureLimits, RunStopped
 from cluster.farm.faults import FaultInjector
 from cluster.farm.ledger import Ledger
-from cluster.farm.metrics import Metrics, RunState, Totals, UpdateRow
-from cluster.farm.playing import GroupPlayer
+from cluster.farm.metrics import Metrics, RunState, Totals
+from cluster.farm.playing import GroupPlayer, episode_limits
 from cluster.farm.producing import Producer
 from cluster.farm.publishing import Versions
 from cluster.farm.recovery import Recovery
@@ -50,7 +50,6 @@ from cluster.farm.stopping import StopLatch
 from cluster.farm.watchdog import Watchdog
 from cluster.farm.wiring import FarmParts, check_run_dir, run_directory, start_parts
 from rollout.env_backends import task_renamer
-from rollout.episode import EpisodeLimits
 from rollout.types import TrajectoryGroup
 
 
@@ -118,8 +117,8 @@ class Farm:
             workers, limits, limits.sampled(config.run.eval_temperature),
             config.run.eval_episodes, self.ledger, self.state, self.metrics, self.sampler,
         )  # fmt: skip
-        self.player.group_size = config.rollout.group_size
-        self.player.sticky = config.engine.routing == "sticky"
+        self.player.set_group_size(config.rollout.group_size)
+        self.player.set_routing(config.engine.routing)
         self.producer = Producer(
             self.player, self.queue, self.ledger, self.latch, self.versions, self.batcher,
             lambda: workers.size * config.env.groups_per_worker,
@@ -265,10 +264,6 @@ class Farm:
     def engine_restarts(self) -> int:
         return self.engine_watch.restarts
 
-    @property
-    def group_size(self) -> int:
-        return self.player.group_size
-
     async def _wind_down(self, producer: asyncio.Task | None) -> None:
         """Book every group still around: after a completed loop the groups in flight finish and
         are dropped as end-of-run; after an early stop they are cut off as interrupted, and the
@@ -412,23 +407,6 @@ class Farm:
         self.workers.resize(env_workers)
         await asyncio.gather(*(slot.handle.ping.remote() for slot in self.workers.slots))
 
-    def set_group_size(self, group_size: int) -> None:
-        """G of the groups started from now on."""
-        if group_size < 2:
-            raise ValueError(f"group size {group_size}: GRPO needs at least 2 episodes per group")
-        self.player.group_size = group_size
-
-    def set_routing(self, routing: str) -> None:
-        """'sticky' or 'least_loaded' for the groups started from now on."""
-        if routing not in ("sticky", "least_loaded"):
-            raise ValueError(f"routing {routing!r}: use 'sticky' or 'least_loaded'")
-        self.player.sticky = routing == "sticky"
-
-    @property
-    def history(self) -> list[UpdateRow]:
-        """Every update's metrics row so far."""
-        return self.metrics.history
-
     async def totals(self) -> Totals:
         """The running totals now (a measuring window starts or ends here)."""
         return Totals.of(self.state, await self.engine_pool.health())
@@ -470,14 +448,3 @@ class Farm:
         self.episodes.close()
         self.metrics.close()
         self.parts.stop()
-
-
-def episode_limits(config: FarmConfig) -> EpisodeLimits:
-    """The limits of every training episode (the evals' differ only in temperature)."""
-    return EpisodeLimits(
-        max_steps=config.rollout.max_steps,
-        max_model_len=config.engine.max_model_len,
-        max_new_tokens=config.rollout.max_new_tokens,
-        temperature=config.rollout.temperature,
-        top_p=config.rollout.top_p,
-    )

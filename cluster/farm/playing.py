@@ -13,6 +13,7 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 
+from cluster.base.config import FarmConfig
 from cluster.farm.curriculum import CurriculumSampler
 from cluster.farm.ledger import Ledger
 from cluster.farm.metrics import Metrics, RunState
@@ -43,8 +44,20 @@ class GroupPlayer:
         self.state = state
         self.metrics = metrics
         self.sampler = sampler
-        self.group_size = 0  # G of the training groups started from now on (set by the farm)
-        self.sticky = False  # route a group's turns to one engine (its prefix cache)
+        self.group_size = 0  # G of the training groups started from now on (set_group_size)
+        self.sticky = False  # route a group's turns to one engine, its prefix cache (set_routing)
+
+    def set_group_size(self, group_size: int) -> None:
+        """G of the groups started from now on."""
+        if group_size < 2:
+            raise ValueError(f"group size {group_size}: GRPO needs at least 2 episodes per group")
+        self.group_size = group_size
+
+    def set_routing(self, routing: str) -> None:
+        """'sticky' or 'least_loaded' for the groups started from now on."""
+        if routing not in ("sticky", "least_loaded"):
+            raise ValueError(f"routing {routing!r}: use 'sticky' or 'least_loaded'")
+        self.sticky = routing == "sticky"
 
     async def play(
         self, task: EnvTask, seed: int, version: int | None = None, evaluation: bool = False
@@ -119,3 +132,14 @@ def _is_actor_death(exc: Exception) -> bool:
     import ray
 
     return isinstance(exc, ray.exceptions.RayActorError)
+
+
+def episode_limits(config: FarmConfig) -> EpisodeLimits:
+    """The limits of every training episode (the evals' differ only in temperature)."""
+    return EpisodeLimits(
+        max_steps=config.rollout.max_steps,
+        max_model_len=config.engine.max_model_len,
+        max_new_tokens=config.rollout.max_new_tokens,
+        temperature=config.rollout.temperature,
+        top_p=config.rollout.top_p,
+    )
