@@ -85,7 +85,7 @@ class _LockedGenerator:
 def _play_episode(
     task: EnvTask, seed: int, gen: _LockedGenerator, env, config: FarmConfig, stats: BaselineStats
 ) -> bool:
-    """One episode, the farm's episode loop (``rollout.episode.run_episode``) made synchronous,
+    """One episode, the farm's episode loop (``rollout.episode_loop.run_episode``) made synchronous,
     with the same AWS env contract (``rollout.aws_backend``)."""
     from rollout.aws_backend import AwsSession, command_to_send, reset_result, step_result
     from rollout.chat import Conversation

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from rollout.env_contract import EnvSession, StepResult
-from rollout.episode import EpisodeLimits, EpisodeSpec, Generator, run_episode
+from rollout.episode_loop import EpisodeLimits, EpisodeSpec, Generator, run_episode
 from rollout.types import Trajectory, TrajectoryGroup
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 
 from rollout.config import EnvSettings
-from rollout.episode import EpisodeLimits
+from rollout.episode_loop import EpisodeLimits
 from rollout.group import GroupSpec, run_group
 from rollout.types import TrajectoryGroup
 from serving.types import Completion, SamplingSpec

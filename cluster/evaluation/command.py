@@ -34,7 +34,7 @@ from typing import Any
 
 from cluster.base.config import ConfigError, FarmConfig, load_config
 from cluster.base.progress import Progress
-from rollout.episode import EpisodeLimits
+from rollout.episode_loop import EpisodeLimits
 
 MODES = ("dataset", "live", "both")
 COMPARE_NAMES = ("base", "sft", "grpo")

@@ -2,7 +2,7 @@
 
 Each task is played as one group of ``episodes`` episodes from one initial state (``EVAL_SEED``):
 independent draws at the eval's temperature (greedy at 0, where more than one episode repeats the
-same answer), each with its own sampling seed (``rollout.episode.sampling_seed``, by episode
+same answer), each with its own sampling seed (``rollout.episode_loop.sampling_seed``, by episode
 index). The farm's env workers (``Farm.evaluate``) and ``rlfarm eval``'s policies (the rollout
 loop on an engine, a message loop on an endpoint) play them the same way, so the same policy
 draws the same episodes wherever it is scored. Tasks run concurrently up to ``concurrency``.

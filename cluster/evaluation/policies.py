@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from cluster.evaluation.scoring import EpisodeRecord, record_from_trajectory
 from rollout.env_contract import EnvSession
-from rollout.episode import EpisodeLimits, Generator
+from rollout.episode_loop import EpisodeLimits, Generator
 from rollout.group import EnvCallError, GroupSpec, TimedEnv, run_group
 from rollout.worker import PinnedEngine
 from serving.types import SamplingSpec
@@ -176,7 +176,7 @@ async def chat_episode(
     limits: EpisodeLimits,
 ) -> EpisodeRecord:
     """One episode at the message level: the same env contract and stopping rules as
-    ``rollout.episode.run_episode``, for policies that take messages rather than token ids."""
+    ``rollout.episode_loop.run_episode``, for policies that take messages rather than token ids."""
     first = await env.reset(task_id, seed)
     messages = [{"role": "user", "content": first.text}]
     if env.system_prompt is not None:

@@ -19,7 +19,7 @@ from cluster.farm.ledger import Ledger
 from cluster.farm.metrics import Metrics, RunState
 from cluster.farm.rollout_workers import RolloutWorkerSet
 from rollout.env_contract import EnvTask
-from rollout.episode import EpisodeLimits
+from rollout.episode_loop import EpisodeLimits
 from rollout.group import GroupSpec
 from rollout.types import TrajectoryGroup
 

@@ -32,7 +32,7 @@ from cluster.evaluation.scoring import (
     wilson_interval,
 )
 from rollout.env_contract import EnvTask
-from rollout.episode import EpisodeLimits
+from rollout.episode_loop import EpisodeLimits
 from tests.rollout.test_group import ScriptedEngine
 
 RIGHT = "aws s3api list-buckets"

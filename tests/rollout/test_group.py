@@ -18,7 +18,7 @@ from transformers import AutoTokenizer
 
 from env.prompts import SYSTEM_PROMPT, render_observation, render_task
 from rollout.aws_backend import AwsSession, HttpTransport, LocalTransport
-from rollout.episode import EpisodeLimits
+from rollout.episode_loop import EpisodeLimits
 from rollout.group import GroupSpec, run_group
 from serving.types import Completion
 from tests.env.env_support import run_server

@@ -2,6 +2,10 @@
 
 One call of ``run_episode`` plays one task from a seeded initial state until the env reports
 success or done, ``max_steps`` turns pass, or the next turn would not fit the context window.
+The loop's ``max_steps`` bounds any env. The AWS env in local sandboxes is given the same number
+and ends the episode itself at that step (``env.task_episode``), so both stop on one turn and the
+env's own rules for an unfinished task apply; an env server keeps its own limit (``--max-steps``),
+and whichever is smaller ends the episode.
 Every turn records the prompt-side tokens, the sampled tokens with their logprobs and the adapter
 version that produced them, so the learner trains on exactly what was sampled.
 """
