@@ -186,7 +186,9 @@ class EnginePool:
             await self.board.publish.remote(shipped)
         refs = [h.load_adapter.remote(shipped) for h in self.handles]
         replies = await self._bounded(refs, f"loading adapter v{adapter.version}")
-        results = list(self._answers(replies).values())  # a down engine catches up later
+        # A down engine catches up later; an adapter without a probe (a plain peft adapter an
+        # evaluation loads) is answered with None: only real probe answers are judged.
+        results = [r for r in self._answers(replies).values() if r is not None]
         bad = [r for r in results if not r.matches]
         if bad:
             worst = max(bad, key=lambda r: r.max_abs_diff)
