@@ -72,6 +72,12 @@ class LearnerActor:
     def load_checkpoint(self, path: str) -> dict[str, Any]:
         return self.learner.load_checkpoint(path)
 
+    def pid(self) -> int:
+        """This actor's process (a restarted actor answers from a new one)."""
+        import os
+
+        return os.getpid()
+
     def node_id(self) -> str:
         """The Ray node this learner runs on."""
         return ray.get_runtime_context().get_node_id()

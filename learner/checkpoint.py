@@ -2,7 +2,8 @@
 
 A checkpoint directory holds the adapter (peft layout), the AdamW and LR-scheduler state, every
 RNG state (so LoRA dropout masks repeat), and ``state.json`` with the step, the newest published
-version, the data cursor and the caller's own ``extra`` dict. It is written to ``<path>.tmp`` and
+version, the data cursor, the record of group ids trained per update and the caller's own
+``extra`` dict. It is written to ``<path>.tmp`` and
 renamed into place; a previous checkpoint at ``path`` is moved to ``<path>.old`` first and
 deleted only after the new one is in place, so a hard kill at any instant leaves one complete
 checkpoint (``load_checkpoint`` falls back to ``<path>.old`` when ``path`` is missing).
@@ -18,7 +19,7 @@ import io
 import json
 import random
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,8 @@ class TrainingState:
     step: int = 0
     version: int = 0
     data_cursor: int = 0
+    # Per train_step call, the group ids it trained (the learner's ``record``).
+    record: list[list[str]] = field(default_factory=list)
 
 
 def export_state(learner: TrainingState, extra: dict[str, Any]) -> dict[str, bytes]:
@@ -88,6 +91,7 @@ def export_state(learner: TrainingState, extra: dict[str, Any]) -> dict[str, byt
         "step": learner.step,
         "version": learner.version,
         "data_cursor": learner.data_cursor,
+        "record": learner.record,
         "config": learner.config.model_dump(mode="json"),
         "extra": extra,
     }
@@ -126,6 +130,7 @@ def import_state(learner: TrainingState, blobs: dict[str, bytes], where: str = "
     learner.step = int(state["step"])
     learner.version = int(state["version"])
     learner.data_cursor = int(state["data_cursor"])
+    learner.record = [list(ids) for ids in state.get("record", [])]
     return dict(state["extra"])
 
 

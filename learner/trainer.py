@@ -150,6 +150,9 @@ class Learner:
     ``step`` counts updates that changed the weights; ``version`` is the newest adapter version
     this learner published (0 = none, the engines serve the base model); ``data_cursor`` counts
     groups consumed by ``train_step`` (trained or skipped), for the caller's data resume.
+    ``record`` is the learner's own account of what it trained: one entry per ``train_step``
+    call, the group ids whose gradient it stepped on. It is part of the checkpointed state, so
+    an audit can compare what the farm booked with what the weights it continued from contain.
     """
 
     def __init__(self, config: LearnerConfig) -> None:
@@ -210,6 +213,7 @@ class Learner:
         self.step = 0
         self.version = 0
         self.data_cursor = 0
+        self.record: list[list[str]] = []
         self.last_publish_s: float | None = None
         self._probe_ids: tuple[list[int], list[int]] | None = None  # computed on first publish
 
@@ -221,12 +225,15 @@ class Learner:
         if not groups:
             raise ValueError("train_step got no groups: pass at least one SampleGroup")
         trained, skipped = self._rows(groups)
+        trained_ids = [g.group_id for g in groups
+                       if not lacks_signal(g.rewards, self.config.min_reward_spread)]  # fmt: skip
         if trained and not any(r.sample.num_trained_tokens for g in trained for r in g):
             raise ValueError(
                 "every loss_mask in this batch is 0, so nothing can train: the cluster must mark "
                 "the tokens the engine sampled with loss_mask=1"
             )
         self.data_cursor += len(groups)
+        self.record.append(trained_ids)
         stats = _Stats()
         if trained:
             if self.config.minibatches > 1:
@@ -437,7 +444,7 @@ class Learner:
     def _training_state(self) -> TrainingState:
         return TrainingState(
             self.model, self.optimizer, self.scheduler, self.config, self.device,
-            self.step, self.version, self.data_cursor,
+            self.step, self.version, self.data_cursor, self.record,
         )  # fmt: skip
 
     def save_checkpoint(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
@@ -460,6 +467,7 @@ class Learner:
         state = self._training_state()
         extra = load(state)
         self.step, self.version, self.data_cursor = state.step, state.version, state.data_cursor
+        self.record = state.record
         return extra
 
     # ------------------------------------------------------------------ helpers

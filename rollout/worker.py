@@ -69,6 +69,10 @@ class RolloutWorker:
         """Stop this worker's sandbox process (the actor is killed next)."""
         self.sessions.close()
 
+    async def sandbox_pid(self) -> int | None:
+        """The current sandbox process (a replaced one has a new pid; None with an env server)."""
+        return self.sessions.sandbox_pid()
+
     async def break_sandbox(self, how: str) -> int | None:
         """Fault injection (``run.faults``): SIGKILL (``kill``) or SIGSTOP (``hang``) this
         worker's sandbox process; returns its pid (None with an env server). A process that is

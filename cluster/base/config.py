@@ -145,6 +145,12 @@ class RunSettings(_Strict):
         description="Faults to inject on purpose, e.g. [{at_update: 2, kind: kill_engine}] "
         "(rlfarm bench chaos); empty in real runs.",
     )
+    max_replays: int = Field(
+        default=2,
+        ge=0,
+        description="Times a training group lost to a fault (a part died under it, or a stop, "
+        "kill or rollback interrupted it) is replayed from its task, seed and variant.",
+    )
     max_learner_restarts: int = Field(
         default=3,
         ge=0,

@@ -53,6 +53,14 @@ def _cmd_view(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from cluster.farm.audit import audit_run, render
+
+    report = audit_run(Path(args.run_dir))
+    print(json.dumps(report.as_dict()) if args.json else render(report))
+    return 1 if report.defects else 0
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from cluster.evaluation.command import cmd_eval
 
@@ -206,6 +214,15 @@ def _add_farm_commands(sub: argparse._SubParsersAction) -> None:
     view.add_argument("--host", default="127.0.0.1", help="bind address (default: local only)")
     view.add_argument("--port", type=int, default=8300, help="port (default: 8300)")
     view.set_defaults(func=_cmd_view)
+
+    audit = sub.add_parser(
+        "audit",
+        help="check a run's ledger against its learner's record: lost, duplicated, unaccounted "
+        "and contradictory groups and episodes, faults survived (exit 1 on a defect)",
+    )
+    audit.add_argument("run_dir", help="the run directory, e.g. runs/local (finished or live)")
+    audit.add_argument("--json", action="store_true", help="one JSON object instead of text")
+    audit.set_defaults(func=_cmd_audit)
 
 
 def _add_eval_command(sub: argparse._SubParsersAction) -> None:

@@ -6,17 +6,33 @@ groups, the easier unlocked tiers share the rest; once the frontier's success ra
 ``window`` episodes reaches ``promote_at`` the next tier unlocks. With ``curriculum.rename`` a group
 plays a fresh renamed copy of its task (the env's ``training`` copy named by the group's seed),
 where the env can rename it.
+
+Draws are numbered, and draw ``n`` is a pure function of the sampler's seed, ``n`` and the
+frontier: a resumed run continues the numbering past every draw the ledger saw, and a group lost
+to a fault is replayed under its own draw number (the ledger's ``draw``), so no draw is played
+for training twice and none is lost.
 """
 
 from __future__ import annotations
 
 import random
 from collections import deque
+from dataclasses import dataclass
 
 from cluster.base.config import CurriculumSettings
 from cluster.base.task_split import tier_order
 from rollout.env_backends import Renamer
 from rollout.env_contract import EnvTask
+
+
+@dataclass(frozen=True)
+class Draw:
+    """One pick of the curriculum: the task (its renamed copy where the env renames), the seed of
+    its group's initial state, and the draw's number."""
+
+    task: EnvTask
+    seed: int
+    index: int
 
 
 class CurriculumSampler:
@@ -38,7 +54,8 @@ class CurriculumSampler:
             self.order.index(settings.start_tier) if settings.start_tier in self.order else 0
         )
         self.recent: dict[str, deque[bool]] = {t: deque(maxlen=settings.window) for t in self.order}
-        self.rng = random.Random(seed)
+        self.seed = str(seed)
+        self.draws = 0  # draws made so far: the next draw's number
 
     @property
     def frontier_tier(self) -> str:
@@ -46,14 +63,25 @@ class CurriculumSampler:
 
     def next(self) -> tuple[EnvTask, int]:
         """The next task and the seed of its group's initial state."""
+        draw = self.next_draw()
+        return draw.task, draw.seed
+
+    def next_draw(self) -> Draw:
+        """The next draw, numbered."""
+        index, self.draws = self.draws, self.draws + 1
+        rng = random.Random(f"{self.seed}#{index}")
         unlocked = self.order[: self.frontier + 1]
-        if len(unlocked) == 1 or self.rng.random() < self.settings.frontier_weight:
+        if len(unlocked) == 1 or rng.random() < self.settings.frontier_weight:
             tier = unlocked[-1]
         else:
-            tier = self.rng.choice(unlocked[:-1])
-        task, seed = self.rng.choice(self.by_tier[tier]), self.rng.randrange(2**31)
+            tier = rng.choice(unlocked[:-1])
+        task, seed = rng.choice(self.by_tier[tier]), rng.randrange(2**31)
         copy = self.renamer.training(task.id, seed)
-        return (task if copy is None else EnvTask(copy, task.tier)), seed
+        return Draw(task if copy is None else EnvTask(copy, task.tier), seed, index)
+
+    def skip_to(self, draw: int) -> None:
+        """Continue the numbering at ``draw`` (a resumed run: the ledger saw the earlier ones)."""
+        self.draws = max(self.draws, draw)
 
     def observe(self, tier: str, achieved: list[bool]) -> bool:
         """Record episode outcomes; returns True when this promoted the frontier."""
@@ -71,12 +99,12 @@ class CurriculumSampler:
         return False
 
     def state(self) -> dict:
-        """What a checkpoint keeps: the frontier, the recent outcomes and the RNG."""
-        version, internal, gauss = self.rng.getstate()
+        """What a checkpoint keeps: the frontier, the recent outcomes, the seed and the draws."""
         return {
             "frontier": self.frontier,
             "recent": {tier: [bool(x) for x in window] for tier, window in self.recent.items()},
-            "rng": [version, list(internal), gauss],
+            "seed": self.seed,
+            "draws": self.draws,
         }
 
     def load_state(self, state: dict) -> None:
@@ -85,5 +113,9 @@ class CurriculumSampler:
             if tier in self.recent:
                 self.recent[tier].clear()
                 self.recent[tier].extend(outcomes)
-        version, internal, gauss = state["rng"]
-        self.rng.setstate((version, tuple(internal), gauss))
+        if "draws" not in state:
+            raise ValueError(
+                "this checkpoint's curriculum state predates numbered draws (it saved an RNG): "
+                "resume it with the rlfarm version that wrote it, or start a new run"
+            )
+        self.seed, self.draws = str(state["seed"]), int(state["draws"])

@@ -116,7 +116,9 @@ class Farm:
         self.player = GroupPlayer(
             workers, limits, limits.sampled(config.run.eval_temperature),
             config.run.eval_episodes, self.ledger, self.state, self.metrics, self.sampler,
+            config.run.max_replays,
         )  # fmt: skip
+        self.ledger.on_lost = self.player.requeue
         self.player.set_group_size(config.rollout.group_size)
         self.player.set_routing(config.engine.routing)
         self.producer = Producer(
@@ -174,6 +176,10 @@ class Farm:
             return
         self.state.restore(restored.totals)
         self.sampler.load_state(restored.curriculum)
+        # Draws the run made after the checkpoint are not made again: the lost ones replay.
+        self.sampler.skip_to(self.ledger.next_draw)
+        for lost in self.ledger.replays:
+            self.player.requeue(lost)
         self.versions.restore(restored.published)
         self.before = restored.before
         if restored.version > 0:
@@ -305,6 +311,7 @@ class Farm:
                 self.config.train.groups_per_update, False, self.state.updates
             )
             if batch and (result := await self._update(batch)) is not None:
+                self.recovery.received(result.state)
                 if result.adapter is not None:
                     self.note_published(result.adapter.version)
                 self._pending_updates += 1
@@ -329,6 +336,7 @@ class Farm:
             result = await training
             if result is None:
                 continue  # the learner died; it continues from its last state
+            self.recovery.received(result.state)  # before the next update can start
             if result.adapter is not None:
                 self.note_published(result.adapter.version)
             self._pending_updates += 1

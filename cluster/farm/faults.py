@@ -13,7 +13,11 @@ says so in ``events.log``; the run must then carry on as it would after a real f
   adapter before serving);
 - ``kill_learner``: the learner actor is killed (restarted from its state after the last update).
 
-``rlfarm bench chaos`` uses this, plus a ``kill -9`` of the driver and ``--resume``.
+Each injection is followed by a watch that confirms the broken part was replaced (a new worker
+actor, a new sandbox process pid, an engine or learner actor answering from a new process) and
+says so: ``fault recovered after update N: KIND (...)``, or ``fault NOT recovered ...`` when
+``RECOVERY_WAIT_S`` passes first. ``rlfarm audit`` counts both lines; ``rlfarm bench chaos``
+uses this, plus a ``kill -9`` of the driver and ``--resume``.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from cluster.base.config import Fault, FaultKind
 from cluster.farm.rollout_workers import RolloutWorkerSet, WorkerSlot
 
 BUSY_WAIT_S = 60.0  # a worker-level fault waits this long for a worker with a group in flight
+RECOVERY_WAIT_S = 300.0  # a restarted engine or learner reloads its model; a hung sandbox times out
+POLL_S = 0.5
 
 
 class FaultInjector:
@@ -44,30 +50,57 @@ class FaultInjector:
         self.learner = learner
         self.workers = workers
         self.event = event
+        self.watches: set[asyncio.Task] = set()  # recovery watches still running
 
     async def inject_due(self, update: int) -> None:
-        """Inject every fault scheduled for ``update``."""
+        """Inject every fault scheduled for ``update``; a watch then confirms the recovery."""
         for fault in self.faults:
             if fault.at_update == update:
-                what = await self._inject(fault.kind)
+                what, recovered = await self._inject(fault.kind)
                 self.event(f"fault injected after update {update}: {fault.kind} ({what})")
+                watch = asyncio.ensure_future(self._watch(update, fault.kind, recovered))
+                self.watches.add(watch)
+                watch.add_done_callback(self.watches.discard)
 
-    async def _inject(self, kind: FaultKind) -> str:
+    async def _watch(self, update: int, kind: FaultKind, recovered: Callable) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RECOVERY_WAIT_S
+        while loop.time() < deadline:
+            try:
+                if (how := await recovered()) is not None:
+                    self.event(f"fault recovered after update {update}: {kind} ({how})")
+                    return
+            except Exception:  # the part is still down (an actor restarting): look again
+                pass
+            await asyncio.sleep(POLL_S)
+        self.event(f"fault NOT recovered after update {update}: {kind} "
+                   f"(nothing replaced it within {RECOVERY_WAIT_S:.0f} s)")  # fmt: skip
+
+    async def _inject(self, kind: FaultKind) -> tuple[str, Callable]:
+        """Break the part; returns what was broken and a check that says how it came back
+        (None while it has not)."""
         import ray
 
         if kind == "kill_engine":
-            ray.kill(self.engines[0], no_restart=False)
-            return "engine-0"
+            engine = self.engines[0]
+            before = (await engine.health.remote()).pid
+            ray.kill(engine, no_restart=False)
+            return "engine-0", lambda: _engine_restarted(engine, before)
         if kind == "kill_learner":
-            ray.kill(self.learner, no_restart=False)
-            return "the learner actor"
+            learner = self.learner
+            before = await learner.pid.remote()
+            ray.kill(learner, no_restart=False)
+            return "the learner actor", lambda: _learner_back(learner, before)
         slot = await self._busy_worker()
         if kind == "kill_rollout_worker":
-            ray.kill(slot.handle)
-            return slot.name
+            dead, name = slot.handle, slot.name
+            ray.kill(dead)
+            return name, lambda: _worker_replaced(slot, dead, name)
         how = "kill" if kind == "kill_sandbox" else "hang"
-        pid = await slot.handle.break_sandbox.remote(how)
-        return f"{slot.name}'s sandbox process {pid}"
+        handle = slot.handle
+        pid = await handle.break_sandbox.remote(how)
+        what = f"{slot.name}'s sandbox process {pid}"
+        return what, lambda: _sandbox_replaced(handle, pid)
 
     async def _busy_worker(self) -> WorkerSlot:
         loop = asyncio.get_running_loop()
@@ -77,3 +110,25 @@ class FaultInjector:
                 return slot
             await asyncio.sleep(0.05)
         return self.workers.slots[0]  # none busy for a minute: break an idle one
+
+
+async def _engine_restarted(engine: Any, before: int | None) -> str | None:
+    pid = (await asyncio.wait_for(engine.health.remote(), timeout=30)).pid
+    return None if pid in (None, before) else f"engine-0 answers from process {pid}, was {before}"
+
+
+async def _sandbox_replaced(worker: Any, before: int | None) -> str | None:
+    pid = await asyncio.wait_for(worker.sandbox_pid.remote(), timeout=30)
+    return None if pid in (None, before) else f"sandbox process {pid} replaced {before}"
+
+
+async def _learner_back(learner: Any, before: int) -> str | None:
+    pid = await asyncio.wait_for(learner.pid.remote(), timeout=30)
+    return None if pid == before else f"the learner actor answers from process {pid}, was {before}"
+
+
+async def _worker_replaced(slot: WorkerSlot, dead: Any, name: str) -> str | None:
+    if slot.handle is dead:
+        return None
+    await asyncio.wait_for(slot.handle.ping.remote(), timeout=30)
+    return f"{name} replaced by {slot.name}, which answers"

@@ -8,9 +8,16 @@ within ``learner.min_reward_spread``, the reason then says how far apart);
 run stopped on an error, a signal or a kill, or trained into an update a resumed run rolled back).
 Groups are recorded whole.
 
-``ledger.jsonl`` is append-only: a ``start`` line per group before it plays, then one ``fate``
-line per episode. A later fate line for the same episode supersedes an earlier one (only a resume
-writes those), so the file alone tells every episode's final fate, even after ``kill -9``.
+``ledger.jsonl`` is append-only, across resumes too: a ``start`` line per group before it plays
+(its task, seed, the curriculum draw it came from, and which lost group it replays, if any), then
+one ``fate`` line per episode. The one later fate line an episode may get is a resume's
+``interrupted`` line for an episode trained into an update the resume rolled back (it names that
+update in ``rolled_back``), so the file alone tells every episode's final fate, even after
+``kill -9``, and ``rlfarm audit`` can tell a legitimate second line from a contradiction.
+
+A group lost to a fault (``failed``, or ``interrupted`` by a stop, a kill or a rollback) is
+replayed from its task, seed and variant: ``on_lost`` hands it to the player while the run goes
+on, and a resume finds every draw that has no settled group yet (``Ledger.replays``).
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ FATES = (
     # Played by a rollout-only benchmark stage, never meant for training (`rlfarm bench rollout`).
     "rollout_only",
 )
+# Fates that settle a curriculum draw: it was trained, or dropped by a rule, not by a fault.
+SETTLED = frozenset(FATES) - {"failed", "interrupted"}
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,10 @@ class OpenGroup:
     task_id: str
     tier: str
     episodes: int
+    seed: int = -1
+    draw: int = -1  # the curriculum draw it plays (-1: none, e.g. a test's own group)
+    attempt: int = 0  # 0 = first play of its draw; k = its k-th replay
+    replay_of: str = ""  # the lost group it replays
 
 
 class Ledger:
@@ -55,14 +68,20 @@ class Ledger:
         # Told of every booked group with its fate (the episode log); never of interruptions,
         # whose episodes did not finish.
         self.on_fate: Callable[..., None] | None = None
+        # Told of every started group booked ``failed`` (a fault lost it; the player replays it).
+        self.on_lost: Callable[[OpenGroup], None] | None = None
+        # A resumed ledger: draws with no settled group, to replay, and the next unused draw.
+        self.replays: list[OpenGroup] = []
+        self.next_draw = 0
         self._file = path.open("a")
 
-    def start(self, group_id: str, task_id: str, tier: str, episodes: int) -> None:
+    def start(self, group_id: str, task_id: str, tier: str, episodes: int, seed: int = -1,
+              draw: int = -1, attempt: int = 0, replay_of: str = "") -> None:  # fmt: skip
         """Count a group's episodes as started before they run, so a lost group shows."""
+        group = OpenGroup(group_id, task_id, tier, episodes, seed, draw, attempt, replay_of)
         self.started += episodes
-        self.open[group_id] = OpenGroup(group_id, task_id, tier, episodes)
-        self._write([{"event": "start", "group_id": group_id, "task_id": task_id, "tier": tier,
-                      "episodes": episodes}])  # fmt: skip
+        self.open[group_id] = group
+        self._write([{"event": "start", **group.__dict__}])
 
     def record(
         self,
@@ -73,7 +92,7 @@ class Ledger:
         staleness: int | None = None,
     ) -> None:
         _check_fate(fate)
-        self.open.pop(group.group_id, None)
+        opened = self.open.pop(group.group_id, None)
         lines = []
         for traj in group.trajectories:
             lines.append(
@@ -96,6 +115,8 @@ class Ledger:
         self._write(lines)
         if self.on_fate is not None:
             self.on_fate(group, fate, reason, step, staleness)
+        if fate == "failed" and opened is not None and self.on_lost is not None:
+            self.on_lost(opened)
 
     def interrupt_open(self, reason: str) -> int:
         """Give every started group without a fate the fate ``interrupted``; returns how many
@@ -113,7 +134,8 @@ class Ledger:
     def resume(cls, path: Path, last_update: int, reason: str) -> Ledger:
         """Reopen a run's ledger after its driver stopped: the counts are read back, and every
         episode that was in flight, or trained into an update after ``last_update`` (the update
-        the run continues from, whose later updates are lost), gets the fate ``interrupted``."""
+        the run continues from, whose later updates are lost), gets the fate ``interrupted``
+        (appended; nothing is rewritten). Draws left with no settled group are ``replays``."""
         ledger = cls(path)
         starts: list[dict] = []
         final: dict[tuple[str, int], dict] = {}
@@ -122,24 +144,34 @@ class Ledger:
                 starts.append(line)
             else:
                 final[(line["group_id"], line["episode"])] = line
-        lost = []
-        for line in final.values():
+        for key, line in final.items():
             if line["fate"] == "trained" and line["learner_step"] > last_update:
-                lost.append(line)
-                line = {**line, "fate": "interrupted"}
+                step = line["learner_step"]
+                line = {**_fate_line(line["group_id"], line["episode"], line["task_id"],
+                                     line["tier"], "interrupted",
+                                     f"trained into update {step}, which was lost: {reason}"),
+                        "rolled_back": step}  # fmt: skip
+                ledger._write([line])  # supersedes the trained line
+                final[key] = line
             ledger.counts[line["fate"]] += 1
-        for line in lost:  # superseding lines: the last fate of an episode wins
-            ledger._write([_fate_line(line["group_id"], line["episode"], line["task_id"],
-                                      line["tier"], "interrupted",
-                                      f"trained into update {line['learner_step']}, which was "
-                                      f"lost: {reason}")])  # fmt: skip
         for start in starts:  # per episode: a kill mid-write may have left a group half-booked
             ledger.started += start["episodes"]
             missing = [i for i in range(start["episodes"]) if (start["group_id"], i) not in final]
-            ledger._write([_fate_line(start["group_id"], i, start["task_id"], start["tier"],
-                                      "interrupted", f"in flight: {reason}")
-                           for i in missing])  # fmt: skip
+            lines = [
+                _fate_line(
+                    start["group_id"],
+                    i,
+                    start["task_id"],
+                    start["tier"],
+                    "interrupted",
+                    f"in flight: {reason}",
+                )
+                for i in missing
+            ]
+            ledger._write(lines)
+            final.update({(start["group_id"], line["episode"]): line for line in lines})
             ledger.counts["interrupted"] += len(missing)
+        ledger.replays, ledger.next_draw = _unsettled(starts, final)
         return ledger
 
     @property
@@ -168,6 +200,25 @@ def _fate_line(group_id: str, episode: int, task_id: str, tier: str, fate: str,
     return {"group_id": group_id, "episode": episode, "task_id": task_id, "tier": tier,
             "fate": fate, "reason": reason, "reward": 0.0, "achieved": False, "turns": 0,
             "versions": [], "learner_step": -1, "staleness": None}  # fmt: skip
+
+
+def _unsettled(starts: list[dict], final: dict[tuple[str, int], dict]) -> tuple[list, int]:
+    """The newest group of each draw none of whose groups settled (each episode's final fate
+    considered), and the first draw number not yet used."""
+    settled: set[int] = set()
+    newest: dict[int, OpenGroup] = {}
+    for start in starts:
+        draw = start.get("draw", -1)
+        if draw < 0:
+            continue
+        fates = {final[(start["group_id"], i)]["fate"] for i in range(start["episodes"])}
+        if fates & SETTLED:
+            settled.add(draw)
+        group = OpenGroup(**{k: v for k, v in start.items() if k != "event"})
+        if draw not in newest or group.attempt >= newest[draw].attempt:
+            newest[draw] = group
+    lost = [group for draw, group in sorted(newest.items()) if draw not in settled]
+    return lost, max(newest, default=-1) + 1
 
 
 def read_ledger_lines(path: Path) -> list[dict]:

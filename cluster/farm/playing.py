@@ -4,18 +4,21 @@ A group is G episodes of one task from one seeded initial state, played by the l
 worker (``RolloutWorkerSet``). A worker that dies under a group gives a *failed* group (its
 fate is booked like any other) and is replaced by a fresh actor; the farm never waits on it.
 Training groups are opened in the ledger when they start and counted in the run's totals and
-the curriculum when they finish; eval groups are neither.
+the curriculum when they finish; eval groups are neither. A training group lost to a fault is
+replayed (``requeue``): the next group played is that draw again, same task, seed and variant,
+up to ``run.max_replays`` times.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable
 
 from cluster.base.config import FarmConfig
 from cluster.farm.curriculum import CurriculumSampler
-from cluster.farm.ledger import Ledger
+from cluster.farm.ledger import Ledger, OpenGroup
 from cluster.farm.metrics import Metrics, RunState
 from cluster.farm.rollout_workers import RolloutWorkerSet
 from rollout.env_contract import EnvTask
@@ -35,6 +38,7 @@ class GroupPlayer:
         state: RunState,
         metrics: Metrics,
         sampler: CurriculumSampler,
+        max_replays: int = 0,
     ) -> None:
         self.workers = workers
         self.limits = limits
@@ -46,6 +50,21 @@ class GroupPlayer:
         self.sampler = sampler
         self.group_size = 0  # G of the training groups started from now on (set_group_size)
         self.sticky = False  # route a group's turns to one engine, its prefix cache (set_routing)
+        self.max_replays = max_replays
+        self.replays: deque[OpenGroup] = deque()  # lost groups, played before new draws
+
+    def requeue(self, lost: OpenGroup) -> None:
+        """Replay a group a fault lost (its draw next, same task and seed), within the cap."""
+        if lost.draw < 0:
+            return
+        if lost.attempt >= self.max_replays:
+            self.metrics.event(
+                f"group {lost.group_id} (draw {lost.draw}, {lost.task_id}) lost "
+                f"{lost.attempt + 1} times; not replayed again (run.max_replays="
+                f"{self.max_replays})"
+            )
+            return
+        self.replays.append(lost)
 
     def set_group_size(self, group_size: int) -> None:
         """G of the groups started from now on."""
@@ -60,17 +79,22 @@ class GroupPlayer:
         self.sticky = routing == "sticky"
 
     async def play(
-        self, task: EnvTask, seed: int, version: int | None = None, evaluation: bool = False
-    ) -> TrajectoryGroup:
+        self, task: EnvTask, seed: int, version: int | None = None, evaluation: bool = False,
+        draw: OpenGroup | None = None,
+    ) -> TrajectoryGroup:  # fmt: skip
         """One group on the least-busy worker under ``version`` (None: the newest loaded). An
-        ``evaluation`` plays the eval's episodes at its temperature and is not booked."""
+        ``evaluation`` plays the eval's episodes at its temperature and is not booked. ``draw``
+        says which curriculum draw a training group plays (its number, and the group it replays
+        if any)."""
         size = self.eval_episodes if evaluation else self.group_size
         spec = GroupSpec(task.id, task.tier, seed, f"g{uuid.uuid4().hex[:10]}", size)
         limits = self.eval_limits if evaluation else self.limits
+        if not evaluation:  # booked from the moment it is drawn: the ledger's order is the draws'
+            origin = draw or OpenGroup("", task.id, task.tier, size)
+            self.ledger.start(spec.group_id, spec.task_id, spec.tier, size, seed, origin.draw,
+                              origin.attempt, origin.replay_of)  # fmt: skip
         while (slot := self.workers.acquire()) is None:
             await asyncio.sleep(0.1)
-        if not evaluation:
-            self.ledger.start(spec.group_id, spec.task_id, spec.tier, size)
         handle, name = slot.handle, slot.name
         try:
             group = await handle.play.remote(spec, limits, version, self.sticky)
@@ -114,8 +138,17 @@ class GroupPlayer:
                     await on_group(finished, group)
 
     async def play_next(self) -> TrajectoryGroup:
-        """The curriculum's next training group."""
-        return await self.play(*self.sampler.next())
+        """The next training group: a lost group's replay, else the curriculum's next draw."""
+        if self.replays:
+            lost = self.replays.popleft()
+            again = OpenGroup("", lost.task_id, lost.tier, 0, lost.seed, lost.draw,
+                              lost.attempt + 1, lost.group_id)  # fmt: skip
+            self.metrics.event(f"replaying draw {lost.draw} ({lost.task_id}, seed {lost.seed}), "
+                               f"lost with group {lost.group_id}")  # fmt: skip
+            return await self.play(EnvTask(lost.task_id, lost.tier), lost.seed, draw=again)
+        pick = self.sampler.next_draw()
+        origin = OpenGroup("", pick.task.id, pick.task.tier, 0, pick.seed, pick.index)
+        return await self.play(pick.task, pick.seed, draw=origin)
 
     def _account(self, group: TrajectoryGroup) -> None:
         self.state.groups_played += 1

@@ -41,6 +41,9 @@ class Recovery:
         self.learner = learner  # the learner actor's handle (Ray restarts it under the same one)
         self.event = event
         self.learner_state: LearnerState | None = None  # after the newest booked update
+        # After the newest update the learner returned (async mode books it a little later): a
+        # restarted learner continues from here, so an update being booked is never lost.
+        self.newest_state: LearnerState | None = None
         self.learner_restarts = 0
         self._checkpointed = -1
 
@@ -48,19 +51,25 @@ class Recovery:
         """A new run: None (the caller checkpoints update 0). A resumed one: the learner continues
         from the checkpoint, and the driver state to restore is returned (then ``resumed``)."""
         if self.resume_from is None:
-            self.learner_state = await self.learner.export_state.remote()
+            self.learner_state = self.newest_state = await self.learner.export_state.remote()
             return None
         await self.learner.import_state.remote(self.resume_from.learner)
         return self.resume_from.driver
 
     async def resumed(self, updates: int) -> None:
         """The driver restored itself (and republished) at ``updates``."""
-        self.learner_state = await self.learner.export_state.remote()
+        self.learner_state = self.newest_state = await self.learner.export_state.remote()
         self._checkpointed = updates
+
+    def received(self, state: LearnerState) -> None:
+        """The learner's state after an update it just returned (before it is booked)."""
+        self.newest_state = state
 
     def booked(self, state: LearnerState) -> None:
         """The learner's state after the update just booked."""
         self.learner_state = state
+        if self.newest_state is None:
+            self.newest_state = state
 
     async def checkpoint(self, driver: DriverState) -> None:
         """Checkpoint the last booked update (once per update)."""
@@ -70,7 +79,9 @@ class Recovery:
         self._checkpointed = driver.updates
 
     async def restart_learner(self, cause: str, updates: int) -> None:
-        """Wait for Ray to restart the learner actor, then hand it the state after ``updates``."""
+        """Wait for Ray to restart the learner actor, then hand it the state after the newest
+        update it returned (``updates`` is the newest booked, for the log): an update returned
+        but still being booked stays in the learner's weights and record."""
         import ray
 
         self.learner_restarts += 1
@@ -79,7 +90,7 @@ class Recovery:
                 "error", f"{cause}; it died {self.learner_restarts} times "
                 f"(run.max_learner_restarts={self.max_learner_restarts})",
             )  # fmt: skip
-        self.event(f"learner died ({cause}); restarting it from update {updates}")
+        self.event(f"learner died ({cause}); restarting it (booked: update {updates})")
         deadline = time.monotonic() + LEARNER_RESTART_TIMEOUT_S
         while True:
             try:
@@ -89,5 +100,5 @@ class Recovery:
                 if time.monotonic() > deadline:
                     raise RunStopped("error", f"{cause}; it did not come back: {exc}") from exc
                 await asyncio.sleep(1.0)
-        where = await self.learner.import_state.remote(self.learner_state)
+        where = await self.learner.import_state.remote(self.newest_state)
         self.event(f"learner restarted at step {where.step}, version {where.version}")

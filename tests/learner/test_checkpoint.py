@@ -58,6 +58,8 @@ def test_resume_after_kill_reproduces_the_next_updates(tiny_model_dir, tmp_path)
     assert extra == {"saved_by": "resume_worker"}
     assert resumed.step == SAVE_AT
     assert resumed.data_cursor == 2 * SAVE_AT
+    # the learner's record of what it trained comes back with it: group ids per update
+    assert resumed.record == [[f"{2 * k}-0", f"{2 * k}-1"] for k in range(SAVE_AT)]
     saved_optimizer = torch.load(checkpoint / "optimizer.pt", weights_only=True)
     for key, state in resumed.optimizer.state_dict()["state"].items():
         for name, value in state.items():
@@ -69,6 +71,7 @@ def test_resume_after_kill_reproduces_the_next_updates(tiny_model_dir, tmp_path)
         metrics = resumed.train_step(batch_at(resumed.data_cursor))
         assert metrics.step == step
         assert metrics.loss == pytest.approx(losses[step], rel=1e-5, abs=1e-7)
+    assert len(resumed.record) == SAVE_AT + 2
 
 
 def test_a_save_killed_between_renames_still_leaves_a_loadable_checkpoint(tiny_model_dir, tmp_path):
