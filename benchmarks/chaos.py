@@ -4,14 +4,20 @@ The run is ``python -m cluster.commands.train`` (the tiny model, local Ray, vLLM
 subprocess, with faults scheduled in its config (``run.faults``): a rollout worker killed, a sandbox
 process killed, a sandbox process hung past every timeout, the engine actor killed, the learner
 actor killed. Once the last of them is behind it, the driver itself gets ``kill -9``, and the run is
-continued with ``--resume``. Then the run's own files are audited:
+continued with ``--resume``. Then ``rlfarm audit`` (``cluster.farm.audit``) reads the run's
+records, kept apart on purpose, and the bench reports what it found:
 
-- ``faults_injected`` / ``faults_survived``: a fault is survived when the run booked an update
-  after it and the part it broke was replaced (the event log names the replacement);
+- ``faults_injected`` / ``faults_survived``: the injections the farm logged, plus the driver kill
+  this bench made (seen to die by SIGKILL); a farm fault is survived when the farm logged its part
+  replaced and an update was trained after it, the driver kill when the resumed run completed;
 - ``runs_completed``: the resumed run finished all its updates;
-- ``episodes_started`` / ``episodes_accounted``: start lines vs final fates in the ledger;
-- ``trained_groups_lost``: groups booked ``trained`` into an update the final run does not have;
-  ``trained_groups_duplicated``: groups trained into more than one update;
+- ``episodes_started`` / ``episodes_accounted`` / ``unaccounted``: start lines, episodes with a
+  final fate, episodes without one;
+- ``trained_groups_lost``: booked ``trained`` but absent from the learner's own record of that
+  update; ``trained_groups_duplicated``: in two updates, twice in one, or a draw trained twice;
+  ``contradictory``: fates that cannot both hold;
+- ``replay``: draws made, settled (trained or dropped by a rule), replays played, and draws a fault
+  lost that were never replayed (``draws_dropped``, a defect);
 - ``resume_s``: from starting the resumed driver to its first booked update.
 """
 
@@ -24,10 +30,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
-from cluster.farm.ledger import read_ledger, read_ledger_lines
 from cluster.models.warm_start import NARROW_WARM_START
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,12 +46,6 @@ SCHEDULE = {
 KILL_DRIVER_AFTER = 9
 UPDATES = 12
 DEADLINE_S = 1800.0
-# What the event log says when each part is back.
-RECOVERED = {
-    "kill_rollout_worker": "died; replaced by",
-    "kill_engine": "was restarted",
-    "kill_learner": "learner restarted",
-}
 
 
 def chaos_overrides(out: Path, name: str) -> list[str]:
@@ -128,6 +126,7 @@ def run_chaos(out: Path) -> dict:
             os.kill(driver.pid, signal.SIGKILL)
         driver.wait(timeout=60)
     killed_at = _checkpointed(run)
+    driver_killed = driver.returncode == -signal.SIGKILL  # it died of our kill, not on its own
     _log(f"driver killed with SIGKILL after update {killed_at}; resuming")
     resumed_at = time.monotonic()
     resumed = subprocess.Popen(
@@ -142,56 +141,49 @@ def run_chaos(out: Path) -> dict:
             raise TimeoutError("the resumed run did not finish in time")
         time.sleep(0.5)
     _log(f"resumed run exited with {resumed.returncode}")
-    result = audit(run, killed_at)
+    result = audit(run, killed_at, driver_killed)
     result["resume_s"] = resume_s
     result["resumed_exit_code"] = resumed.returncode
     (out / "result.json").write_text(json.dumps(result, indent=1))
     return result
 
 
-def audit(run: Path, killed_at: int) -> dict:
-    """What the run's own files say about the faults and every episode's fate."""
+def audit(run: Path, killed_at: int, driver_killed: bool = True) -> dict:
+    """The run's audit (``rlfarm audit``), with the driver kill this bench made counted in."""
+    from cluster.farm.audit import audit_run
+
+    report = audit_run(run)
     summary = json.loads((run / "summary.json").read_text())
-    events = (run / "events.log").read_text().splitlines()
-    lines = read_ledger_lines(run / "ledger.jsonl")
-    final = read_ledger(run / "ledger.jsonl")
-    updates = {json.loads(x)["update"] for x in (run / "metrics.jsonl").read_text().splitlines()}
-    survived = {kind: _survived(kind, at, events, updates) for at, kind in SCHEDULE.items()}
-    driver_survived = summary["stopped"]["kind"] == "completed" and summary["resumed"]
-    trained_into: dict[str, set[int]] = defaultdict(set)
-    for row in final:
-        if row["fate"] == "trained":
-            trained_into[row["group_id"]].add(row["learner_step"])
+    driver_survived = (
+        driver_killed and summary["stopped"]["kind"] == "completed" and bool(summary["resumed"])
+    )
+    faults = {name: fault["survived"] for name, fault in report.faults.items()}
     return {
-        "faults_injected": sum(
-            f"fault injected after update {at}: {kind}" in "\n".join(events)
-            for at, kind in SCHEDULE.items()
-        )
-        + 1,
-        "faults_survived": sum(survived.values()) + driver_survived,
-        "faults": {**{k: bool(v) for k, v in survived.items()}, "kill_driver": driver_survived},
+        "faults_injected": report.faults_injected + int(driver_killed),
+        "faults_survived": report.faults_survived + int(driver_survived),
+        "faults": {**faults, f"kill_driver@{killed_at}": driver_survived},
         "runs_completed": int(
             summary["stopped"]["kind"] == "completed" and summary["updates"] == UPDATES
         ),
         "updates": summary["updates"],
         "killed_after_update": killed_at,
-        "episodes_started": sum(x["episodes"] for x in lines if x.get("event") == "start"),
-        "episodes_accounted": len(final),
-        "ledger": summary["ledger"],
-        "ledger_balanced": summary["ledger_balanced"],
-        "trained_groups_lost": sum(not steps <= updates for steps in trained_into.values()),
-        "trained_groups_duplicated": sum(len(steps) > 1 for steps in trained_into.values()),
+        "episodes_started": report.episodes_started,
+        "episodes_accounted": report.episodes_started - report.unaccounted.count,
+        "unaccounted": report.unaccounted.count,
+        "trained_groups_lost": report.lost.count,
+        "trained_groups_duplicated": report.duplicated.count,
+        "contradictory": report.contradictory.count,
+        "replay": {**report.draws, "draws_dropped": report.draws_dropped.count},
+        "rolled_back_episodes": report.rolled_back_episodes,
+        "fates": report.fates,
+        "audit_defects": report.defects,
+        "audit_examples": {
+            name: getattr(report, name).examples
+            for name in ("lost", "duplicated", "unaccounted", "contradictory", "draws_dropped")
+            if getattr(report, name).count
+        },
         "run_dir": str(run),
     }
-
-
-def _survived(kind: str, at: int, events: list[str], updates: set[int]) -> bool:
-    """Booked an update after the fault, and (where the log can show it) the part came back."""
-    index = next((i for i, e in enumerate(events) if f"after update {at}: {kind}" in e), None)
-    if index is None or not any(u > at for u in updates):
-        return False
-    marker = RECOVERED.get(kind)
-    return marker is None or any(marker in e for e in events[index:])
 
 
 def main(args: argparse.Namespace) -> int:
@@ -204,4 +196,4 @@ def main(args: argparse.Namespace) -> int:
         for key, value in result.items():
             print(f"{key:>28}: {value}")
     ok = result["faults_survived"] == result["faults_injected"] and result["runs_completed"] == 1
-    return 0 if ok and result["episodes_accounted"] == result["episodes_started"] else 1
+    return 0 if ok and result["audit_defects"] == 0 else 1

@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from env.server_auth import bearer_header
 from env.types import AwsObservation, EnvState
 
 DEFAULT_TIMEOUT_S = 180.0  # a reset with a large setup can take a while on a busy server
@@ -76,8 +77,11 @@ class EnvClient:
         *,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         client: httpx.Client | None = None,
+        token: str | None = None,
     ) -> None:
-        self._http = client or httpx.Client(base_url=base_url, timeout=timeout_s)
+        self._http = client or httpx.Client(
+            base_url=base_url, timeout=timeout_s, headers=bearer_header(token)
+        )
         self._owns_http = client is None
         self.session_id: str | None = None
 
@@ -137,8 +141,11 @@ class AsyncEnvClient:
         *,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         client: httpx.AsyncClient | None = None,
+        token: str | None = None,
     ) -> None:
-        self._http = client or httpx.AsyncClient(base_url=base_url, timeout=timeout_s)
+        self._http = client or httpx.AsyncClient(
+            base_url=base_url, timeout=timeout_s, headers=bearer_header(token)
+        )
         self._owns_http = client is None
         self.session_id: str | None = None
 

@@ -53,6 +53,7 @@ from env.body_limit import BodyLimit
 from env.disruption import DisruptionConfig
 from env.sandbox_pool import PoolClosed, SandboxLost, SandboxPool, SandboxRequestError
 from env.sandbox_process import ResetPayload
+from env.server_auth import BearerAuth
 from env.server_sessions import CapacityError, Session, SessionRegistry, UnknownSession
 from env.server_settings import ServerSettings, add_serve_arguments, settings_from_args
 from env.task_episode import EpisodeConfig
@@ -269,6 +270,8 @@ def create_app(
 
     app = FastAPI(title="rlfarm AWS env", version=VERSION, lifespan=lifespan)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    if settings.token:  # outermost: a request without the token reaches nothing else
+        app.add_middleware(BearerAuth, token=settings.token)
     app.state.service = service
     _add_error_handlers(app)
     _add_info_routes(app, service)

@@ -4,9 +4,13 @@ and ``rlfarm env serve --help`` stay instant)."""
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from env.server_auth import TOKEN_ENV, is_loopback, new_token
 
 
 class ServerSettings(BaseModel):
@@ -30,6 +34,21 @@ class ServerSettings(BaseModel):
     max_body_bytes: int = Field(
         default=1 << 20, ge=1024, description="Largest request body (or WebSocket message)."
     )
+    token: str | None = Field(
+        default=None,
+        repr=False,
+        exclude=True,
+        description="Bearer token every request must carry; required off loopback.",
+    )
+
+    @model_validator(mode="after")
+    def _token_off_loopback(self) -> ServerSettings:
+        if not is_loopback(self.host) and not self.token:
+            raise ValueError(
+                f"host {self.host!r} is reachable from other machines: give a bearer token "
+                f"(--token or ${TOKEN_ENV}; `rlfarm env serve` generates one when neither is set)"
+            )
+        return self
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,10 +72,21 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-body-bytes", type=int, default=1 << 20,
         help="largest request body or WebSocket message, bytes (bigger gets 413)",
     )  # fmt: skip
+    parser.add_argument(
+        "--token", default=None,
+        help=f"bearer token clients must send (default ${TOKEN_ENV}); off loopback one is "
+        "required, and generated and printed when not given",
+    )  # fmt: skip
 
 
 def settings_from_args(args: argparse.Namespace) -> ServerSettings:
+    token = args.token or os.environ.get(TOKEN_ENV) or None
+    if token is None and not is_loopback(args.host):
+        token = new_token()
+        print(f"env server token (generated; clients send 'Authorization: Bearer <token>', the "
+              f"farm reads ${TOKEN_ENV}): {token}", file=sys.stderr, flush=True)  # fmt: skip
     return ServerSettings(
+        token=token,
         host=args.host,
         port=args.port,
         sandbox_processes=args.sandbox_processes,

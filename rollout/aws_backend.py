@@ -116,10 +116,10 @@ class LocalTransport:
 class HttpTransport:
     """A session on an env server, through the env's async client."""
 
-    def __init__(self, url: str, timeout_s: float) -> None:
+    def __init__(self, url: str, timeout_s: float, token: str | None = None) -> None:
         from env.client import AsyncEnvClient
 
-        self._client = AsyncEnvClient(url, timeout_s=timeout_s)
+        self._client = AsyncEnvClient(url, timeout_s=timeout_s, token=token)
 
     async def reset(self, task_id: str, seed: int) -> AwsObservation:
         return await self._client.reset(task_id=task_id, seed=seed)
@@ -151,7 +151,10 @@ class AwsSessions:
 
     def new(self) -> AwsSession:
         if self._sandboxes is None:
-            return AwsSession(HttpTransport(self.settings.url or "", self.settings.step_timeout_s))
+            settings = self.settings
+            return AwsSession(
+                HttpTransport(settings.url or "", settings.step_timeout_s, settings.token)
+            )
         transport = LocalTransport(
             self._catalog, self._sandboxes, self._executor, self.max_steps, self.settings.disrupt
         )

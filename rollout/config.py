@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -59,6 +60,13 @@ class EnvSettings(BaseModel):
     )
     url: str | None = Field(
         default=None, description="Server URL when backend is 'http' or 'openenv'."
+    )
+    token: str | None = Field(
+        default_factory=lambda: os.environ.get("RLFARM_ENV_TOKEN") or None,
+        repr=False,
+        exclude=True,  # never written into a run's config.yaml
+        description="Bearer token for an env server that requires one (default: "
+        "$RLFARM_ENV_TOKEN); kept out of saved configs.",
     )
     factory: str | None = Field(
         default=None,

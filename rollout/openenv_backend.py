@@ -76,15 +76,24 @@ def to_result(payload: dict[str, Any], mapping: OpenEnvMapping, action: str | No
 class OpenEnvSession:
     """One WebSocket session: an env instance on the server for one episode."""
 
-    def __init__(self, url: str, mapping: OpenEnvMapping, system_prompt: str | None) -> None:
+    def __init__(
+        self, url: str, mapping: OpenEnvMapping, system_prompt: str | None,
+        token: str | None = None,
+    ) -> None:  # fmt: skip
         self.url, self.mapping, self.system_prompt = url, mapping, system_prompt
+        self.token = token
         self._ws = None
 
     async def _send(self, message: dict[str, Any]) -> dict[str, Any]:
         from websockets.asyncio.client import connect
 
         if self._ws is None:
-            self._ws = await connect(self.url, max_size=MAX_MESSAGE_BYTES, open_timeout=30)
+            from env.server_auth import bearer_header
+
+            self._ws = await connect(
+                self.url, max_size=MAX_MESSAGE_BYTES, open_timeout=30,
+                additional_headers=bearer_header(self.token),
+            )  # fmt: skip
         await self._ws.send(json.dumps(message))
         answer = json.loads(await self._ws.recv())
         if answer.get("type") == "error":
@@ -122,7 +131,8 @@ class OpenEnvSessions:
         self.url = ws_url(settings.url or "")
 
     def new(self) -> OpenEnvSession:
-        return OpenEnvSession(self.url, self.settings.openenv, self.settings.system_prompt)
+        settings = self.settings
+        return OpenEnvSession(self.url, settings.openenv, settings.system_prompt, settings.token)
 
     def sandbox_pid(self) -> int | None:
         return None

@@ -146,7 +146,7 @@ class RunSettings(_Strict):
         "(rlfarm bench chaos); empty in real runs.",
     )
     max_replays: int = Field(
-        default=2,
+        default=3,
         ge=0,
         description="Times a training group lost to a fault (a part died under it, or a stop, "
         "kill or rollback interrupted it) is replayed from its task, seed and variant.",

@@ -21,7 +21,8 @@ Defects (any one makes the command exit 1):
   never started, a group started twice, a learner record that trained a group the ledger did not
   book trained, or an episode-log fate the ledger never wrote;
 - ``draws_dropped``: curriculum draws lost to a fault and never replayed although newer draws
-  started after the loss (the player replays lost draws before any new one).
+  started after the loss (the player replays lost draws before any new one), unless the draw had
+  used up its replays (``run.max_replays`` in the run's ``config.yaml``: reported as given up).
 
 Faults: ``injected`` counts the farm's own ``fault injected`` lines; one is ``survived`` when the
 farm logged its part recovered and an update was trained after it.
@@ -33,6 +34,8 @@ import json
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+import yaml
 
 from cluster.farm.checkpoints import CheckpointStore
 from cluster.farm.episode_log import read_episodes
@@ -113,7 +116,7 @@ def audit_run(run_dir: Path) -> AuditReport:
     final = _final_fates(starts, chains, report)
     trained = _trained_groups(final, report)
     _check_learner_record(run_dir, trained, report)
-    _check_draws(lines, starts, final, report)
+    _check_draws(lines, starts, final, report, _max_replays(run_dir))
     _check_episode_log(run_dir, chains, report)
     report.faults = _faults(run_dir, {step for steps in trained.values() for step in steps})
     return report
@@ -235,7 +238,21 @@ def _learner_record(run_dir: Path) -> list[list[str]]:
     return [list(ids) for ids in state.get("record", [])]
 
 
-def _check_draws(lines: list[dict], starts: dict, final: dict, report: AuditReport) -> None:
+def _max_replays(run_dir: Path) -> int:
+    """The run's ``run.max_replays`` (its ``config.yaml``; the default when absent)."""
+    from cluster.base.config import RunSettings
+
+    default = RunSettings.model_fields["max_replays"].default
+    path = run_dir / "config.yaml"
+    if not path.exists():
+        return default
+    config = yaml.safe_load(path.read_text()) or {}
+    return int((config.get("run") or {}).get("max_replays", default))
+
+
+def _check_draws(
+    lines: list[dict], starts: dict, final: dict, report: AuditReport, max_replays: int
+) -> None:
     """Every curriculum draw settles (trained, or dropped by a rule), or is replayed; a draw lost
     to a fault while newer draws kept starting was dropped."""
     groups_of: dict[int, list[str]] = defaultdict(list)
@@ -250,7 +267,7 @@ def _check_draws(lines: list[dict], starts: dict, final: dict, report: AuditRepo
                 new_draw_at.append(index)
         else:
             position[line["group_id"]] = index
-    settled = replayed = pending = trained_twice = 0
+    settled = replayed = pending = trained_twice = given_up = 0
     for draw, group_ids in groups_of.items():
         fates = [_group_fate(starts[g], final) for g in group_ids]
         replayed += len(group_ids) - 1
@@ -262,7 +279,9 @@ def _check_draws(lines: list[dict], starts: dict, final: dict, report: AuditRepo
             continue
         last = max(group_ids, key=lambda g: starts[g].get("attempt", 0))
         lost_at = position.get(last, -1)
-        if lost_at >= 0 and any(i > lost_at for i in new_draw_at):
+        if starts[last].get("attempt", 0) >= max_replays:
+            given_up += 1  # by rule: lost max_replays + 1 times
+        elif lost_at >= 0 and any(i > lost_at for i in new_draw_at):
             report.draws_dropped.add(
                 f"draw {draw} ({starts[last]['task_id']}, seed {starts[last].get('seed')}) lost "
                 f"with group {last} and not replayed"
@@ -270,7 +289,8 @@ def _check_draws(lines: list[dict], starts: dict, final: dict, report: AuditRepo
         else:
             pending += 1
     report.draws = {"drawn": len(groups_of), "settled": settled, "replays": replayed,
-                    "unsettled_pending": pending, "trained_twice": trained_twice}  # fmt: skip
+                    "unsettled_pending": pending, "given_up": given_up,
+                    "trained_twice": trained_twice}  # fmt: skip
 
 
 def _group_fate(start: dict, final: dict) -> str:

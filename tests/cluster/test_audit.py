@@ -174,7 +174,20 @@ def test_a_draw_lost_to_a_fault_must_be_replayed_before_new_draws(tmp_path):
     report = audit_run(replayed.write())
     assert report.defects == 0, report.as_dict()
     assert report.draws == {"drawn": 2, "settled": 2, "replays": 1, "unsettled_pending": 0,
-                            "trained_twice": 0}  # fmt: skip
+                            "given_up": 0, "trained_twice": 0}  # fmt: skip
+
+    # A draw lost as often as run.max_replays allows is given up, by rule: not a defect.
+    (tmp_path / "third").mkdir()
+    exhausted = RunBuilder(tmp_path / "third")
+    (exhausted.dir / "config.yaml").write_text("run:\n  max_replays: 1\n")
+    exhausted.start("lost", draw=0)
+    exhausted.fate("lost", "failed")
+    exhausted.start("again", draw=0, attempt=1, replay_of="lost")
+    exhausted.fate("again", "failed")
+    exhausted.start("next", draw=1)
+    exhausted.fate("next", "dropped_zero_variance")
+    report = audit_run(exhausted.write())
+    assert report.defects == 0 and report.draws["given_up"] == 1, report.as_dict()
 
 
 def test_a_draw_trained_by_two_of_its_groups_is_duplicated(tmp_path):

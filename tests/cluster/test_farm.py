@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from cluster.base.config import load_config
+from cluster.farm.audit import audit_run
 from cluster.farm.ledger import read_ledger
 from cluster.models.warm_start import NARROW_WARM_START
 
@@ -148,3 +149,11 @@ def test_async_farm_survives_killed_workers_engines_and_learners_and_balances(
     assert any("engine-0 died" in r for r in reasons), reasons
     assert any("learner died" in r for r in reasons), reasons
     assert farm.workers.restarts >= 1
+
+    # The audit agrees, from records kept apart: every group booked trained is in the learner's
+    # own record of that update, none twice; every group a death failed was replayed (same
+    # task, seed and variant) before any new draw.
+    audit = audit_run(run_dir)
+    assert audit.defects == 0, audit.as_dict()
+    assert audit.updates_checkpointed == audit.updates_booked == farm_config.train.updates
+    assert audit.draws["replays"] >= 3, audit.draws  # the worker, engine and learner deaths

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from cluster.farm.audit import audit_run
 from cluster.farm.ledger import read_ledger, read_ledger_lines
 from cluster.models.warm_start import NARROW_WARM_START
 
@@ -121,3 +122,11 @@ def test_a_killed_driver_resumes_and_finishes_balanced(tmp_path, warm_model_for_
     assert versions == sorted(set(versions))
     events = (run / "events.log").read_text()
     assert f"resumed from u{killed_at:06d}" in events
+
+    # The groups the kill cut off were replayed from their task and seed: every draw settled or
+    # still pending at the end, none trained twice, the learner's record matching the ledger.
+    audit = audit_run(run)
+    assert audit.defects == 0, audit.as_dict()
+    replayed = {line["replay_of"] for line in lines if line.get("replay_of")}
+    interrupted_groups = {r["group_id"] for r in interrupted}
+    assert interrupted_groups <= replayed, "a group the kill cut off was not replayed"
