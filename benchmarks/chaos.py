@@ -70,6 +70,11 @@ def chaos_overrides(out: Path, name: str) -> list[str]:
 
 
 def _driver(out: Path, name: str, *extra: str) -> list[str]:
+    return _driver_argv(chaos_overrides(out, name), *extra)
+
+
+def _driver_argv(overrides: list[str], *extra: str) -> list[str]:
+    """``python -m cluster.commands.train`` on the tiny model's config with ``overrides``."""
     argv = [
         sys.executable,
         "-m",
@@ -77,7 +82,7 @@ def _driver(out: Path, name: str, *extra: str) -> list[str]:
         "--config",
         str(REPO / "configs/local.yaml"),
     ]
-    for setting in chaos_overrides(out, name):
+    for setting in overrides:
         argv += ["--set", setting]
     return argv + list(extra)
 
@@ -145,6 +150,9 @@ def run_chaos(out: Path) -> dict:
     result["resume_s"] = resume_s
     result["resumed_exit_code"] = resumed.returncode
     (out / "result.json").write_text(json.dumps(result, indent=1))
+    from benchmarks.records import record
+
+    record("chaos", result)
     return result
 
 

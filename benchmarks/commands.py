@@ -99,6 +99,18 @@ def _add_chaos_bench(bench: argparse._SubParsersAction) -> None:
     chaos.add_argument("--out", type=Path, default=Path("runs/bench-chaos"), help="output dir")
     chaos.set_defaults(func=_runs("chaos"))
 
+    soak = bench.add_parser(
+        "soak", help="the farm for N minutes with faults repeating: memory, fds, the audit"
+    )
+    soak.add_argument("--minutes", type=float, default=60.0, help="how long (default 60)")
+    soak.add_argument("--fault-every", type=int, default=5, help="updates between faults")
+    soak.add_argument("--sample-s", type=float, default=30.0, help="seconds between samples")
+    soak.add_argument("--warmup-minutes", type=float, default=10.0,
+                      help="growth is measured from here on (default 10)")  # fmt: skip
+    soak.add_argument("--json", action="store_true", help="print one JSON object")
+    soak.add_argument("--out", type=Path, default=Path("runs/bench-soak"), help="output dir")
+    soak.set_defaults(func=_runs("soak"))
+
 
 def _add_component_benches(bench: argparse._SubParsersAction) -> None:
     hotswap = bench.add_parser("hotswap", help="adapter swap latency under load")

@@ -1,0 +1,89 @@
+"""``rlfarm bench soak``'s instruments, on real processes: what it samples per part, how it
+measures growth after warm-up, the config it runs, and when it passes. (The soak itself runs an
+hour; its recorded result is in benchmarks/results/soak.jsonl.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks import records
+from benchmarks.soak import growth, passed, sample, soak_overrides
+from cluster.base.config import load_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_sample_sums_memory_and_descriptors_per_part_of_a_real_process_tree():
+    # A child whose command line says it is a sandbox process, holding 64 MiB and 20 files.
+    code = ("import sys, time; b = bytearray(64 << 20); fs = [open(sys.executable, 'rb') "
+            "for _ in range(20)]; print('ready', flush=True); time.sleep(60)")  # fmt: skip
+    child = subprocess.Popen([sys.executable, "-c", code, "env.sandbox_process"],
+                             stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        parts = sample(os.getpid())
+    finally:
+        child.kill()
+        child.wait()
+    assert parts["driver"]["processes"] == 1 and parts["driver"]["rss_mib"] > 20
+    sandbox = parts["sandboxes"]
+    assert sandbox["processes"] == 1
+    assert sandbox["rss_mib"] >= 64 and sandbox["fds"] >= 20
+    assert sample(2**22 + 12345) == {}  # a driver that is gone: nothing to sample
+
+
+def test_growth_compares_the_minute_after_warm_up_with_the_last():
+    def at(t: float, engine: float, fds: int) -> dict:
+        parts = {"engine": {"rss_mib": engine, "fds": fds, "processes": 1},
+                 "driver": {"rss_mib": 100.0, "fds": 10, "processes": 1}}  # fmt: skip
+        return {"t": t, "parts": parts}
+
+    warm_up = [at(t, 500.0 + t, 50) for t in range(0, 600, 30)]  # growing while warming up
+    steady = [at(t, 1100.0, 60) for t in range(600, 1800, 30)]
+    late = [at(t, 1155.0, 60) for t in range(1800, 1900, 30)]
+    grown = growth(warm_up + steady + late, warmup_s=600)
+    assert grown["engine"]["rss_mib"] == [1100.0, 1155.0]
+    assert grown["engine"]["rss_mib_growth"] == 0.05
+    assert grown["driver"]["rss_mib_growth"] == 0.0
+    assert grown["total"]["rss_mib"] == [1200.0, 1255.0]
+    assert grown["total"]["fds_growth"] == 0.0
+    assert growth(warm_up, warmup_s=600) == {}  # never past warm-up: no claim
+
+
+def test_the_soak_config_loads_and_cycles_every_fault_kind():
+    config = load_config(
+        REPO / "configs" / "local.yaml", soak_overrides(Path("/tmp/x"), "s", 60, 5)
+    )
+    kinds = [f.kind for f in config.run.faults]
+    assert [f.at_update for f in config.run.faults[:3]] == [5, 10, 15]
+    assert set(kinds[:5]) == {"kill_rollout_worker", "kill_sandbox", "hang_sandbox",
+                              "kill_engine", "kill_learner"}  # fmt: skip
+    assert config.engine.max_restarts >= 100 and config.run.max_learner_restarts >= 100
+
+
+def test_passing_needs_every_fault_survived_a_clean_audit_and_bounded_growth():
+    result = {"faults_not_survived": [], "updates": 100, "audit_defects": 0,
+              "rss_growth_total": 0.03}  # fmt: skip
+    assert passed(result)
+    assert passed({**result, "faults_not_survived": ["kill_engine@100"]})  # still recovering
+    assert not passed({**result, "faults_not_survived": ["kill_engine@50"]})
+    assert not passed({**result, "audit_defects": 1})
+    assert not passed({**result, "rss_growth_total": 0.12})
+    assert not passed({**result, "rss_growth_total": None})
+
+
+def test_a_recorded_run_names_its_command_commit_machine_and_date(tmp_path, monkeypatch):
+    monkeypatch.setattr(records, "RESULTS_DIR", tmp_path)
+    records.record("soak", {"rounds": [1, 2]}, ["bench", "soak", "--minutes", "60"])
+    records.record("soak", {"rounds": [3]}, ["bench", "soak", "--minutes", "61"])
+    newest = records.latest("soak", tmp_path)
+    assert newest["command"] == "rlfarm bench soak --minutes 61"
+    assert newest["result"] == {"rounds": [3]}
+    assert len(newest["commit"]) >= 12 and newest["date"].startswith("20")
+    assert newest["machine"]["cores"] == os.cpu_count() and newest["machine"]["cpu"]
+    lines = (tmp_path / "soak.jsonl").read_text().splitlines()
+    assert [json.loads(line)["result"] for line in lines] == [{"rounds": [1, 2]}, {"rounds": [3]}]
