@@ -115,9 +115,10 @@ def _add_chaos_bench(bench: argparse._SubParsersAction) -> None:
 def _add_component_benches(bench: argparse._SubParsersAction) -> None:
     hotswap = bench.add_parser("hotswap", help="adapter swap latency under load")
     hotswap.add_argument("--json", action="store_true", help="print one JSON object")
-    hotswap.add_argument("--versions", type=int, default=10, help="adapter versions to publish")
+    hotswap.add_argument("--versions", type=int, default=100,
+                         help="adapter versions to publish (a p99 needs >= 100)")  # fmt: skip
     hotswap.add_argument("--concurrency", type=int, default=8, help="client loops in flight")
-    hotswap.add_argument("--gap", type=float, default=1.0, help="seconds between versions")
+    hotswap.add_argument("--gap", type=float, default=0.5, help="seconds between versions")
     hotswap.add_argument(
         "--config", type=Path, default=None, help="farm config whose engine settings to use"
     )

@@ -287,6 +287,9 @@ def main(args: argparse.Namespace) -> int:
         memory_episodes=args.memory_episodes,
         rounds=args.rounds,
     )
+    from benchmarks.records import record
+
+    record("env", result)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -120,6 +120,9 @@ def main(args: argparse.Namespace) -> int:
             dtype=args.dtype,
         )
     )
+    from benchmarks.records import record
+
+    record("learner", result)
     if args.json:
         print(json.dumps(result))
     else:

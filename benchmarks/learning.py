@@ -249,6 +249,9 @@ def main(args: argparse.Namespace) -> int:
     result = run_bench(config, seeds, not args.no_base, log)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "learning.json").write_text(json.dumps(result, indent=1))
+    from benchmarks.records import record
+
+    record(f"learning-{Path(args.config or DEFAULT_CONFIG).stem}", result)
     if args.json:
         print(json.dumps(result))
     else:

@@ -5,7 +5,8 @@ One line per run, written by the benchmark when it finishes: the command as type
 torch's kernels care about, memory), the date, and the whole result with all its rounds. The
 README's Measured figures are read from the newest line of each file
 (``tests/benchmarks/test_readme_figures.py`` fails when they differ), so a figure is always the
-latest run, never a chosen one.
+latest run, never a chosen one. ``$RLFARM_RESULTS_DIR`` sends records elsewhere (the test suite
+points it at a temporary directory, so its short runs never become the README's figures).
 """
 
 from __future__ import annotations
@@ -21,13 +22,15 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "benchmarks" / "results"
+RESULTS_ENV = "RLFARM_RESULTS_DIR"
 VECTOR_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 
 
 def record(bench: str, result: dict[str, Any], argv: list[str] | None = None) -> Path:
     """Append one run of ``bench`` with its ``result``; returns the file."""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"{bench}.jsonl"
+    directory = results_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{bench}.jsonl"
     entry = {
         "bench": bench,
         "command": " ".join(["rlfarm", *(sys.argv[1:] if argv is None else argv)]),
@@ -41,9 +44,14 @@ def record(bench: str, result: dict[str, Any], argv: list[str] | None = None) ->
     return path
 
 
-def latest(bench: str, results_dir: Path = RESULTS_DIR) -> dict[str, Any]:
+def results_dir() -> Path:
+    """Where runs are recorded: ``$RLFARM_RESULTS_DIR``, else the repo's benchmarks/results."""
+    return Path(os.environ.get(RESULTS_ENV) or RESULTS_DIR)
+
+
+def latest(bench: str, directory: Path | None = None) -> dict[str, Any]:
     """The newest recorded run of ``bench``."""
-    path = results_dir / f"{bench}.jsonl"
+    path = (directory or results_dir()) / f"{bench}.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"no recorded run of {bench}: run `rlfarm bench {bench}` first")
     lines = [line for line in path.read_text().splitlines() if line.strip()]

@@ -597,6 +597,9 @@ def main(args: argparse.Namespace) -> int:
         most_workers = max([config.env.workers, *settings["sweep_workers"]])
         init_ray(min_cpus=farm_cpus(config.run.engines, most_workers))
         result = run_rollout_bench(config, settings, out)
+        from benchmarks.records import record
+
+        record(f"rollout-{Path(args.config or 'configs/local.yaml').stem}", result)
         if args.json:
             real.write(json.dumps(result) + "\n")
             real.flush()

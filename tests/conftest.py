@@ -14,6 +14,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+# Benchmarks the suite runs record into a scratch directory, never into benchmarks/results/
+# (whose newest lines are the README's figures). Set before any test, so subprocesses inherit it.
+os.environ["RLFARM_RESULTS_DIR"] = os.path.join(
+    os.environ.get("TMPDIR", "/tmp"), f"rlfarm-test-results-{os.getpid()}"
+)
+
 
 @pytest.fixture(scope="session")
 def tiny_model_path() -> Path:

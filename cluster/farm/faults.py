@@ -118,7 +118,14 @@ async def _engine_restarted(engine: Any, before: int | None) -> str | None:
 
 
 async def _sandbox_replaced(worker: Any, before: int | None) -> str | None:
-    pid = await asyncio.wait_for(worker.sandbox_pid.remote(), timeout=30)
+    import ray
+
+    try:
+        pid = await asyncio.wait_for(worker.sandbox_pid.remote(), timeout=30)
+    except ray.exceptions.RayActorError:
+        # Its rollout worker died (another fault, or a failure) and was replaced by the player:
+        # Ray stops a dead actor's child processes, the sandbox process with them.
+        return f"sandbox process {before} went with its rollout worker, which was replaced"
     return None if pid in (None, before) else f"sandbox process {pid} replaced {before}"
 
 

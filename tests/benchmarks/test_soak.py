@@ -77,10 +77,10 @@ def test_passing_needs_every_fault_survived_a_clean_audit_and_bounded_growth():
 
 
 def test_a_recorded_run_names_its_command_commit_machine_and_date(tmp_path, monkeypatch):
-    monkeypatch.setattr(records, "RESULTS_DIR", tmp_path)
+    monkeypatch.setenv("RLFARM_RESULTS_DIR", str(tmp_path))
     records.record("soak", {"rounds": [1, 2]}, ["bench", "soak", "--minutes", "60"])
     records.record("soak", {"rounds": [3]}, ["bench", "soak", "--minutes", "61"])
-    newest = records.latest("soak", tmp_path)
+    newest = records.latest("soak")
     assert newest["command"] == "rlfarm bench soak --minutes 61"
     assert newest["result"] == {"rounds": [3]}
     assert len(newest["commit"]) >= 12 and newest["date"].startswith("20")
