@@ -466,6 +466,11 @@ def summarize(sequential: dict, farm: dict, config: FarmConfig, settings: dict, 
         "speedup_sync_vs_sequential": speedup_sync,
         "speedup_async_vs_sync": speedup_async,
         "speedup_async_vs_sync_episodes": asyn["episodes_per_s"] / sync["episodes_per_s"],
+        # Each round's own ratio (ABBA pairs): how much the summed ratio moves round to round.
+        "speedup_async_vs_sync_rounds": [
+            a["grpo_steps_per_hour"] / b["grpo_steps_per_hour"]
+            for a, b in zip(asyn.get("rounds", [asyn]), sync.get("rounds", [sync]), strict=True)
+        ],
         "engine_idle_fraction_sync": sync["engine_idle_fraction"],
         "engine_idle_fraction_async": asyn["engine_idle_fraction"],
         "staleness_histogram_async": asyn["staleness_histogram"],

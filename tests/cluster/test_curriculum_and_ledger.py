@@ -163,3 +163,47 @@ def test_the_curriculum_state_survives_a_checkpoint():
     copy.load_state(state)
     assert copy.frontier_tier == "beginner"
     assert [copy.next() for _ in range(20)] == [sampler.next() for _ in range(20)]
+
+
+def test_a_resume_replays_every_draw_a_kill_or_rollback_left_unsettled(tmp_path):
+    """Draws 0-4: 0 trained before the checkpoint, 1 trained into the lost update 3, 2 in
+    flight at the kill, 3 failed then replayed and trained, 4 failed and its replay in flight."""
+    path = tmp_path / "ledger.jsonl"
+    ledger = Ledger(path)
+    lost: list = []
+    ledger.on_lost = lost.append
+    for gid, draw in (("a", 0), ("b", 1), ("c", 2), ("d", 3), ("e", 4)):
+        ledger.start(gid, f"t{draw}", "warmup", 4, seed=100 + draw, draw=draw)
+    ledger.record(_group("a"), "trained", step=1)
+    ledger.record(_group("b"), "trained", step=3)
+    ledger.record(_group("d"), "failed", "engine died")
+    ledger.record(_group("e"), "failed", "worker died")
+    assert [g.group_id for g in lost] == ["d", "e"]  # handed to the player while the run goes on
+    ledger.start("d2", "t3", "warmup", 4, seed=103, draw=3, attempt=1, replay_of="d")
+    ledger.record(_group("d2"), "trained", step=2)
+    ledger.start("e2", "t4", "warmup", 4, seed=104, draw=4, attempt=1, replay_of="e")
+    ledger.close()  # killed: c and e2 in flight; update 3 (b) was never checkpointed
+
+    resumed = Ledger.resume(path, last_update=2, reason="driver killed")
+    assert resumed.next_draw == 5
+    replays = {g.draw: g for g in resumed.replays}
+    assert set(replays) == {1, 2, 4}  # rolled back, in flight, and a replay in flight
+    assert (replays[1].group_id, replays[1].seed, replays[1].task_id) == ("b", 101, "t1")
+    assert (replays[4].group_id, replays[4].attempt) == ("e2", 1)  # its next try is the 2nd
+    rollback = [line for line in map(json.loads, path.read_text().splitlines())
+                if line.get("rolled_back")]  # fmt: skip
+    assert len(rollback) == 4 and {line["group_id"] for line in rollback} == {"b"}
+    assert rollback[0]["rolled_back"] == 3
+
+
+def test_draws_are_numbered_and_a_resume_continues_past_the_ones_made():
+    settings = CurriculumSettings(tiers=["warmup", "beginner"])
+    first = [CurriculumSampler(TASKS, settings, seed=5).next_draw() for _ in range(1)][0]
+    sampler = CurriculumSampler(TASKS, settings, seed=5)
+    draws = [sampler.next_draw() for _ in range(6)]
+    assert [d.index for d in draws] == list(range(6)) and draws[0] == first
+    again = CurriculumSampler(TASKS, settings, seed=5)
+    again.skip_to(4)  # the ledger saw draws 0-3
+    assert again.next_draw() == draws[4]  # draw n depends on the seed, n and the frontier only
+    again.skip_to(2)  # never backwards
+    assert again.next_draw().index == 5
