@@ -198,7 +198,7 @@ def test_a_resume_replays_every_draw_a_kill_or_rollback_left_unsettled(tmp_path)
 
 def test_draws_are_numbered_and_a_resume_continues_past_the_ones_made():
     settings = CurriculumSettings(tiers=["warmup", "beginner"])
-    first = [CurriculumSampler(TASKS, settings, seed=5).next_draw() for _ in range(1)][0]
+    first = CurriculumSampler(TASKS, settings, seed=5).next_draw()
     sampler = CurriculumSampler(TASKS, settings, seed=5)
     draws = [sampler.next_draw() for _ in range(6)]
     assert [d.index for d in draws] == list(range(6)) and draws[0] == first
