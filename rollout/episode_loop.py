@@ -24,8 +24,9 @@ from serving.types import SamplingSpec
 
 
 class Generator(Protocol):
-    """Samples a completion. ``route_key`` names the episode, so every turn of it can go to the
-    same engine (its prefix cache holds the conversation so far)."""
+    """Samples a completion. ``route_key`` names the episode's group, so every turn of every
+    episode of the group can go to one engine: the group's shared first prompt is prefilled once
+    there, and each episode's growing conversation stays in that engine's prefix cache."""
 
     async def generate(
         self,
@@ -100,7 +101,7 @@ async def run_episode(
         top_p=limits.top_p,
         stop_token_ids=(tokenizer.eos_token_id,),
     )
-    route_key = f"{spec.group_id}/{spec.episode_index}"
+    route_key = spec.group_id  # the G episodes share their first prompt: one engine's cache
     traj.end = "max_steps"
     for turn in range(limits.max_steps):
         if len(conv.token_ids) + limits.max_new_tokens > limits.max_model_len:

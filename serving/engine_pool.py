@@ -104,18 +104,22 @@ class EnginePool:
     def _pick(self, route_key: str | None = None) -> int | None:
         """The engine for a request (None: every engine is restarting).
 
-        With a ``route_key`` (one per episode) every request of the episode goes to the same
-        engine, chosen by a stable hash: its growing prefix stays in that engine's prefix
-        cache, and episodes spread evenly over engines. Without one, or while that engine is
-        down, the least-loaded engine that is up."""
+        With a ``route_key`` (one per group) every request of the group goes to the same
+        engine, chosen by a stable hash: the group's shared prompt is prefilled once, each
+        episode's growing prefix stays in that engine's prefix cache, and groups spread evenly
+        over engines. The request spills to the least-loaded engine only when the home engine
+        already has a full batch (``max_num_seqs``) from this caller and another has room.
+        Without a key, or while the home engine is down, the least-loaded engine that is up."""
         up = [i for i in range(len(self.handles)) if i not in self._recovering]
         if not up:
             return None
+        least = min(up, key=lambda i: self.in_flight[i])
         if route_key is not None:
             home = zlib.crc32(route_key.encode()) % len(self.handles)  # same in every process
-            if home in up:
+            full = self.in_flight[home] >= self.config.max_num_seqs
+            if home in up and not (full and self.in_flight[least] < self.config.max_num_seqs):
                 return home
-        return min(up, key=lambda i: self.in_flight[i])
+        return least
 
     async def _engine(self, route_key: str | None = None) -> int:
         while (index := self._pick(route_key)) is None:  # all down: wait for one to come back

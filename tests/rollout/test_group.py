@@ -32,11 +32,13 @@ class ScriptedEngine:
     def __init__(self, tokenizer, script: list[str], on_call=None) -> None:
         self.tokenizer, self.script, self.on_call = tokenizer, script, on_call
         self.calls = 0
+        self.route_keys: list[str | None] = []
 
     async def generate(
         self, prompt_token_ids, sampling, adapter_version=None, route_key=None
     ) -> Completion:
         self.calls += 1
+        self.route_keys.append(route_key)
         if self.on_call is not None:
             self.on_call(self.calls)
         turn = sum(1 for t in prompt_token_ids if t == self.tokenizer.eos_token_id) - 2
@@ -122,6 +124,8 @@ def test_group_against_local_sandboxes(tokenizer, catalog, env_pool):
     engine = ScriptedEngine(tokenizer, [WRONG, RIGHT])
     group = asyncio.run(run_group(SPEC, _local(catalog, env_pool), engine, tokenizer, LIMITS))
     _check_group(group, tokenizer)
+    # Every turn of every episode names the group as its route: one engine holds its prompt.
+    assert engine.route_keys == [SPEC.group_id] * (SPEC.size * 2)
 
 
 def test_group_against_the_env_server_over_http(tokenizer):

@@ -1,5 +1,6 @@
-"""Sticky routing: every turn of an episode goes to the same engine, episodes spread evenly,
-and a request is never routed to an engine Ray is restarting."""
+"""Sticky routing: every turn of every episode of a group goes to the same engine, groups spread
+evenly, a request spills only when its engine's batch is full, and a request is never routed to
+an engine Ray is restarting."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ def _pool(engines: int) -> EnginePool:
     return EnginePool(handles=[object() for _ in range(engines)], config=EngineConfig())
 
 
-def test_an_episode_keeps_its_engine_and_episodes_spread():
+def test_a_group_keeps_its_engine_and_groups_spread():
     pool = _pool(4)
-    keys = [f"g{g}/{e}" for g in range(50) for e in range(8)]
+    keys = [f"g{g:04d}" for g in range(400)]
     homes = {key: pool._pick(key) for key in keys}
     assert all(pool._pick(key) == homes[key] for key in keys)  # every turn, same engine
     assert all(_pool(4)._pick(key) == homes[key] for key in keys[:20])  # in every process too
@@ -35,3 +36,15 @@ def test_without_a_key_or_while_its_engine_is_down_the_least_loaded_engine_serve
     )
     pool._recovering = {0: None, 1: None, 2: None}
     assert pool._pick("g1/0") is None  # every engine down: the caller waits
+
+
+def test_a_group_spills_only_when_its_engine_has_a_full_batch_and_another_has_room():
+    pool = EnginePool(handles=[object(), object()], config=EngineConfig(max_num_seqs=4))
+    home = pool._pick("group-7")
+    other = 1 - home
+    pool.in_flight[home] = 3
+    assert pool._pick("group-7") == home  # room left: stay with the cached prompt
+    pool.in_flight[home] = 4
+    assert pool._pick("group-7") == other  # full: the other engine takes it
+    pool.in_flight[other] = 4
+    assert pool._pick("group-7") == home  # both full: queue where the prefix is cached
