@@ -5,8 +5,8 @@ subprocess, with faults scheduled in its config (``run.faults``): a rollout work
 process killed, a sandbox process hung past every timeout, the engine actor killed, the learner
 actor killed. Once the last of them is behind it, the driver itself gets ``kill -9`` after update 9,
 and the run is continued with ``--resume`` from its newest checkpoint (update 8: update 9 is rolled
-back, and its groups, like those in flight, are replayed). Then ``rlfarm audit`` (``cluster.farm.audit``) reads the run's
-records, kept apart on purpose, and the bench reports what it found:
+back, and its groups, like those in flight, are replayed). Then ``rlfarm audit``
+(``cluster.farm.audit``) reads the run's records, kept apart on purpose, and the bench reports:
 
 - ``faults_injected`` / ``faults_survived``: the injections the farm logged, plus the driver kill
   this bench made (seen to die by SIGKILL); a farm fault is survived when the farm logged its part
