@@ -78,7 +78,7 @@ class Engine:
         self._in_flight = 0
         self._served = 0
         self._failed = 0
-        self._prefix_cache = {"queries": 0, "hits": 0}  # vLLM's own counts, summed
+        self._stats = new_engine_stats()  # vLLM's own scheduler and iteration counts, summed
         self._adapters_loaded = 0
         self._llm = self._build()
         self._hidden_size = self._read_hidden_size()
@@ -134,7 +134,7 @@ class Engine:
                 # in the placement group the actor was scheduled in (cluster.base.placement).
                 kwargs["distributed_executor_backend"] = "ray"
         return AsyncLLM.from_engine_args(
-            AsyncEngineArgs(**kwargs), stat_loggers=[prefix_cache_logger(self._prefix_cache)]
+            AsyncEngineArgs(**kwargs), stat_loggers=[engine_stats_logger(self._stats)]
         )
 
     def _read_hidden_size(self) -> int | None:
@@ -374,8 +374,16 @@ class Engine:
             uptime_s=uptime,
             node_id=_node_id(),
             adapters_loaded=self._adapters_loaded,
-            prefix_cache_queries=self._prefix_cache["queries"],
-            prefix_cache_hits=self._prefix_cache["hits"],
+            prefix_cache_queries=self._stats["queries"],
+            prefix_cache_hits=self._stats["hits"],
+            engine_steps=self._stats["steps"],
+            running_sum=self._stats["running_sum"],
+            waiting=self._stats["waiting"],
+            kv_cache_usage_sum=self._stats["kv_cache_usage_sum"],
+            generated_tokens=self._stats["generated_tokens"],
+            prompt_tokens=self._stats["prompt_tokens"],
+            prefilled_tokens=self._stats["prefilled_tokens"],
+            max_num_seqs=self.config.max_num_seqs,
         )
 
     async def ready(self) -> str:
@@ -387,24 +395,41 @@ class Engine:
         shutil.rmtree(self._cache_dir, ignore_errors=True)
 
 
-def prefix_cache_logger(counts: dict[str, int]):
-    """A vLLM stat-logger factory that adds the scheduler's prefix-cache queries and hits (in
-    tokens) to ``counts``: vLLM's own numbers, read in process."""
+def new_engine_stats() -> dict[str, float]:
+    return {"queries": 0, "hits": 0, "steps": 0, "running_sum": 0, "waiting": 0,
+            "kv_cache_usage_sum": 0.0, "generated_tokens": 0, "prompt_tokens": 0,
+            "prefilled_tokens": 0}  # fmt: skip
+
+
+def engine_stats_logger(stats: dict[str, float]):
+    """A vLLM stat-logger factory that sums, into ``stats``, what vLLM itself reports after each
+    engine step: prefix-cache queries and hits (tokens), the running sequences and KV-cache use
+    (summed per step, so a window's mean is a difference of sums over a difference of
+    ``steps``), the waiting sequences now, generated and prompt tokens (all, and those actually
+    prefilled, i.e. not served by the prefix cache). Read in process."""
     from vllm.v1.metrics.loggers import StatLoggerBase
 
-    class PrefixCacheCounter(StatLoggerBase):
+    class EngineStats(StatLoggerBase):
         def __init__(self, vllm_config, engine_index: int = 0) -> None:
             pass
 
         def record(self, scheduler_stats, iteration_stats, mm_cache_stats=None, engine_idx=0):
             if scheduler_stats is not None:
-                counts["queries"] += scheduler_stats.prefix_cache_stats.queries
-                counts["hits"] += scheduler_stats.prefix_cache_stats.hits
+                stats["queries"] += scheduler_stats.prefix_cache_stats.queries
+                stats["hits"] += scheduler_stats.prefix_cache_stats.hits
+                stats["steps"] += 1
+                stats["running_sum"] += scheduler_stats.num_running_reqs
+                stats["waiting"] = scheduler_stats.num_waiting_reqs
+                stats["kv_cache_usage_sum"] += scheduler_stats.kv_cache_usage
+            if iteration_stats is not None:
+                stats["generated_tokens"] += iteration_stats.num_generation_tokens
+                stats["prompt_tokens"] += iteration_stats.num_prompt_tokens
+                stats["prefilled_tokens"] += iteration_stats.prompt_token_stats.computed
 
         def log_engine_initialized(self) -> None:
             pass
 
-    return PrefixCacheCounter
+    return EngineStats
 
 
 class AdapterBoard:

@@ -193,6 +193,16 @@ class EngineHealth:
     adapters_loaded: int = 0  # adapters loaded and verified since start
     prefix_cache_queries: int = 0  # prompt tokens looked up in the prefix cache
     prefix_cache_hits: int = 0
+    # vLLM's scheduler after each engine step, summed since start (utilisation over a window is a
+    # difference of two reports): steps, running sequences, KV-cache use (0-1); and now, waiting.
+    engine_steps: int = 0
+    running_sum: int = 0
+    waiting: int = 0
+    kv_cache_usage_sum: float = 0.0
+    generated_tokens: int = 0
+    prompt_tokens: int = 0  # prompt tokens scheduled (prefix-cache hits included)
+    prefilled_tokens: int = 0  # of those, computed (not served by the prefix cache)
+    max_num_seqs: int = 0
     error: str = ""
 
     @classmethod

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster.base.progress import Progress, duration
+from cluster.farm.utilisation import EngineUtilisation
 from learner.types import UpdateMetrics
 from rollout.types import TrajectoryGroup
 from serving.types import EngineHealth
@@ -139,6 +140,16 @@ class UpdateRow:
     swap_s: float | None
     frontier_tier: str
     learner: dict[str, Any] | None
+    # Engine utilisation over the window, from vLLM's own scheduler reports (None before a
+    # first window): generated and prompt tokens/s summed over engines; ``engine_batch_fill`` the
+    # mean running sequences per engine step over ``max_num_seqs``; KV-cache use per step (0-1);
+    # sequences waiting now (summed over engines).
+    engine_generated_tokens_per_s: float | None = None
+    engine_prompt_tokens_per_s: float | None = None
+    engine_prefilled_tokens_per_s: float | None = None  # prompt tokens not served by the cache
+    engine_batch_fill: float | None = None
+    engine_kv_cache_usage: float | None = None
+    engine_waiting: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -176,6 +187,7 @@ class Metrics:
         self._counts = defaultdict(float)
         self._engine_busy_prev: float | None = None
         self._cache_prev = (0, 0)  # prefix-cache (queries, hits) at the previous update
+        self._utilisation = EngineUtilisation()
         self._tb = _tensorboard(run_dir / "tb", None if resume_after is None else resume_after + 1)
         self._gauges = _ray_gauges()
         self._bar: Progress | None = None  # the GRPO phase's bar, from the first update on
@@ -209,6 +221,7 @@ class Metrics:
         now = time.perf_counter()
         elapsed = max(now - self._since, 1e-9)
         busy, idle, queries, hits, hit_rate = self._engine_window(health, elapsed)
+        utilisation = self._utilisation.window(health, elapsed)
         row = UpdateRow(
             update=state.updates,
             version=state.version,
@@ -237,6 +250,7 @@ class Metrics:
             swap_s=swap_s,
             frontier_tier=frontier_tier,
             learner=learner.as_dict() if learner is not None else None,
+            **utilisation,
         )
         self._since = now
         self._counts.clear()
@@ -288,11 +302,13 @@ class Metrics:
     def _progress(self, row: UpdateRow) -> None:
         rewards = " ".join(f"{t[:4]}={v:.2f}" for t, v in row.reward_by_tier.items())
         idle, cache = row.engine_idle_fraction, row.prefix_cache_hit_rate
+        fill = row.engine_batch_fill
         line = (
             f"[update {row.update}/{self.total_updates}] v{row.version} "
             f"reward {rewards} | {row.episodes_per_s:.2f} ep/s "
             f"{row.generated_tokens_per_s:.0f} tok/s {row.env_steps_per_s:.1f} steps/s | "
             f"idle {'-' if idle is None else f'{idle:.0%}'} "
+            f"fill {'-' if fill is None else f'{fill:.0%}'} "
             f"cache {'-' if cache is None else f'{cache:.0%}'} "
             f"queue {row.queue_depth} "
             f"workers {row.env_workers} | ledger {row.ledger['trained']} trained "
@@ -391,6 +407,8 @@ def _ray_gauges() -> dict:
     names = (
         "episodes_per_s", "generated_tokens_per_s", "env_steps_per_s", "env_step_ms_p50",
         "env_step_ms_p99", "engine_idle_fraction", "queue_depth", "env_workers", "version",
-        "swap_s",
+        "swap_s", "engine_generated_tokens_per_s", "engine_prompt_tokens_per_s",
+        "engine_prefilled_tokens_per_s",
+        "engine_batch_fill", "engine_kv_cache_usage", "engine_waiting",
     )  # fmt: skip
     return {n: Gauge(f"rlfarm_{n}", description=f"rlfarm {n.replace('_', ' ')}") for n in names}

@@ -139,6 +139,12 @@ def test_async_farm_survives_killed_workers_engines_and_learners_and_balances(
     assert farm.ledger.balanced, ledger
     assert ledger["started"] == len(rows) == sum(v for k, v in ledger.items() if k != "started")
 
+    # Utilisation from vLLM's scheduler, per update: batches partly full, tokens flowing.
+    later = metrics[1:]
+    assert all(0 < m["engine_batch_fill"] <= 1 for m in later if m["engine_batch_fill"])
+    assert sum(m["engine_generated_tokens_per_s"] or 0 for m in later) > 0
+    assert all(m["engine_waiting"] >= 0 for m in later)
+
     # The scale change took effect mid-run, without a restart.
     assert operator_log["scaled_at_update"] >= 1
     assert max(m["env_workers"] for m in metrics) == 2

@@ -187,6 +187,40 @@ def test_reset_prefix_cache_makes_the_next_request_compute_its_prompt(pool, refe
     assert after.prefix_cache_hits - middle.prefix_cache_hits >= len(prompt) // 2
 
 
+def test_utilisation_comes_from_vllms_own_scheduler_reports(pool, reference, run):
+    """Running sequences per step, KV-cache use and tokens, summed by the engine from vLLM's
+    stat records: 8 concurrent requests fill 8 of ``max_num_seqs`` slots at their widest."""
+    import asyncio
+
+    from cluster.farm.utilisation import EngineUtilisation
+
+    prompt = reference.prompt("count the running sequences " * 24)  # several KV blocks
+    window = EngineUtilisation()
+    run(pool.generate(prompt, GREEDY))  # its full blocks are now in the prefix cache
+    before = run(pool.health())[0]
+    window.window([before], 1.0)  # the first window only sets the start
+
+    async def eight():
+        return await asyncio.gather(*(pool.generate(prompt, GREEDY) for _ in range(8)))
+
+    outs = run(eight())
+    after = run(pool.health())[0]
+    steps = after.engine_steps - before.engine_steps
+    assert steps >= 12  # at least one step per generated token
+    assert after.generated_tokens - before.generated_tokens == sum(len(o.token_ids) for o in outs)
+    assert after.prompt_tokens - before.prompt_tokens >= 8 * len(prompt) - 16
+    prefilled = after.prefilled_tokens - before.prefilled_tokens  # the rest came from the cache
+    assert 0 < prefilled < after.prompt_tokens - before.prompt_tokens
+    mean_running = (after.running_sum - before.running_sum) / steps
+    assert 1.0 <= mean_running <= 8.0
+    assert 0.0 < (after.kv_cache_usage_sum - before.kv_cache_usage_sum) / steps < 1.0
+    assert after.max_num_seqs == pool.config.max_num_seqs and after.waiting == 0
+    figures = window.window([after], 2.0)
+    assert figures["engine_batch_fill"] == mean_running / after.max_num_seqs
+    assert figures["engine_generated_tokens_per_s"] == sum(len(o.token_ids) for o in outs) / 2.0
+    assert figures["engine_waiting"] == 0
+
+
 def test_health_reports_load_and_identity(pool, run):
     report = run(pool.health())[0]
     assert report.engine_id == "engine-0"
