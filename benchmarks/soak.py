@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.chaos import REPO
+from benchmarks.chaos import REPO, _booked, _driver_argv, _env
 from cluster.models.warm_start import NARROW_WARM_START
 
 KINDS = ("kill_rollout_worker", "kill_sandbox", "hang_sandbox", "kill_engine", "kill_learner")
@@ -130,21 +130,12 @@ def _value(sample: dict, part: str, metric: str) -> float:
     return sample["parts"].get(part, {}).get(metric, 0.0)
 
 
-def _booked(run: Path) -> int:
-    path = run / "metrics.jsonl"
-    if not path.exists():
-        return 0
-    rows = [line for line in path.read_text().splitlines() if line.strip()]
-    return json.loads(rows[-1])["update"] if rows else 0
-
-
 def _log(message: str) -> None:
     print(f"[bench soak {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def run_soak(out: Path, minutes: float, fault_every: int, sample_s: float,
              warmup_minutes: float) -> dict:  # fmt: skip
-    from benchmarks.chaos import _driver_argv, _env
     from cluster.farm.audit import audit_run
 
     name = f"soak-{time.strftime('%Y%m%d-%H%M%S')}"
