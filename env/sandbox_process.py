@@ -8,7 +8,8 @@ serves requests in order:
     (request_id, op, episode_key, payload) -> (request_id, ok, result_or_error)
 
 ``op`` is ``reset`` (payload: ``ResetPayload``), ``step`` (payload: the command
-string), ``state``, ``close``, ``stats`` or ``shutdown``. A failing request is
+string), ``state``, ``close``, ``stats``, ``census`` (live moto backends: what a closed
+episode must not leave behind) or ``shutdown``. A failing request is
 answered with ``(code, message)`` and the sandbox process goes on: nothing an agent sends can
 end the sandbox process or another episode. Serving one request at a time is what makes the
 sandbox's world switching correct (see ``env.sandbox``).
@@ -43,7 +44,7 @@ class ResetPayload:
 
 def process_main(conn: Connection, prewarm: bool) -> None:
     """Entry point of a sandbox process."""
-    from env.sandbox import DEFAULT_PREWARM, MotoHost
+    from env.sandbox import DEFAULT_PREWARM, MotoHost, live_backends
     from env.task_episode import Episode
 
     host = MotoHost.get(prewarm=DEFAULT_PREWARM if prewarm else ())
@@ -66,6 +67,8 @@ def process_main(conn: Connection, prewarm: bool) -> None:
                 "commands": host.command_count,
                 "guard_blocked": list(host.guard.blocked),
             }
+        if op == "census":
+            return {"episodes": len(episodes), "live_backends": live_backends()}
         if op == "close":
             episode = episodes.pop(key, None)
             if episode is not None:

@@ -36,7 +36,7 @@ def test_sample_sums_memory_and_descriptors_per_part_of_a_real_process_tree():
     assert sample(2**22 + 12345) == {}  # a driver that is gone: nothing to sample
 
 
-def test_growth_compares_the_minute_after_warm_up_with_the_last():
+def test_growth_compares_the_window_after_warm_up_with_the_last():
     def at(t: float, engine: float, fds: int) -> dict:
         parts = {"engine": {"rss_mib": engine, "fds": fds, "processes": 1},
                  "driver": {"rss_mib": 100.0, "fds": 10, "processes": 1}}  # fmt: skip
@@ -44,7 +44,7 @@ def test_growth_compares_the_minute_after_warm_up_with_the_last():
 
     warm_up = [at(t, 500.0 + t, 50) for t in range(0, 600, 30)]  # growing while warming up
     steady = [at(t, 1100.0, 60) for t in range(600, 1800, 30)]
-    late = [at(t, 1155.0, 60) for t in range(1800, 1900, 30)]
+    late = [at(t, 1155.0, 60) for t in range(1800, 2100, 30)]
     grown = growth(warm_up + steady + late, warmup_s=600)
     assert grown["engine"]["rss_mib"] == [1100.0, 1155.0]
     assert grown["engine"]["rss_mib_growth"] == 0.05
@@ -52,6 +52,19 @@ def test_growth_compares_the_minute_after_warm_up_with_the_last():
     assert grown["total"]["rss_mib"] == [1200.0, 1255.0]
     assert grown["total"]["fds_growth"] == 0.0
     assert growth(warm_up, warmup_s=600) == {}  # never past warm-up: no claim
+
+
+def test_a_part_restarted_by_a_fault_does_not_read_as_growth():
+    def at(t: float, workers: float) -> dict:
+        return {"t": t, "parts": {"rollout_workers": {"rss_mib": workers, "fds": 100}}}
+
+    samples = [at(t, 1120.0) for t in range(0, 3600, 30)]
+    samples[21] = at(630, 860.0)  # one worker killed and replaced, 30 s after warm-up
+    grown = growth(samples, warmup_s=600)
+    assert grown["rollout_workers"]["rss_mib"] == [1120.0, 1120.0]
+    assert grown["rollout_workers"]["rss_mib_growth"] == 0.0
+    # a one-minute window is two samples: the dip halves into "before" and reads as +13%
+    assert growth(samples, warmup_s=600, window_s=60)["rollout_workers"]["rss_mib_growth"] > 0.1
 
 
 def test_the_soak_config_loads_and_cycles_every_fault_kind():

@@ -134,3 +134,36 @@ def test_one_worker_serves_many_episodes_over_time(pool: SandboxPool) -> None:
     after = pool.stats()[0]
     assert after["pid"] == before["pid"]
     assert after["episodes"] == before["episodes"]  # closed episodes are gone
+
+
+def test_closed_episodes_leave_no_moto_state_behind() -> None:
+    """A sandbox process plays episodes for days: a closed one must free its whole world.
+
+    Each EC2 episode builds a fresh EC2 backend (~17k AMI, volume and snapshot objects) and
+    launching an instance starts its subnet's IP iterator, which moto memoises per class;
+    before the sandbox moved that memo onto each subnet, every such episode stayed alive.
+    """
+    catalog = catalog_of(GENERATED_IDS)
+    with SandboxPool(processes=1, prewarm=False) as pool:
+
+        def play(seed: int) -> None:
+            with AwsEnv(catalog, pool=pool) as env:
+                env.reset(GENERATED_IDS.id, seed=seed)
+                image = env.step(
+                    "aws ec2 describe-images --owners amazon --query Images[0].ImageId"
+                )
+                assert image.command_success, image.error
+                launched = env.step(
+                    f"aws ec2 run-instances --image-id {json.loads(image.output)} "
+                    "--instance-type t3.micro"
+                )
+                assert launched.command_success, launched.error
+
+        play(0)
+        before = pool.call(0, "census", "", None, timeout_s=60.0)
+        for seed in range(1, 9):
+            play(seed)
+        after = pool.call(0, "census", "", None, timeout_s=60.0)
+    assert before["episodes"] == after["episodes"] == 0
+    assert before["live_backends"] > 0  # the census sees backends at all
+    assert after["live_backends"] == before["live_backends"]
