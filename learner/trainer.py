@@ -31,14 +31,16 @@ from learner.checkpoint import (
 from learner.config import LearnerConfig
 from learner.forward import shared_prefix_length, trained_token_logprobs
 from learner.types import LearnerState, Sample, SampleGroup, UpdateMetrics, lacks_signal
+from serving.devices import actor_device
 from serving.types import AdapterVersion
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto``: decided where the learner runs, from the GPUs Ray gave its actor."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(actor_device("auto"))
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device={name!r} but CUDA is not available here: set device='cpu'")

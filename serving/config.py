@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from serving.devices import actor_device
+
 # vLLM's accepted max_lora_rank values (vllm.config.lora.MaxLoRARanks, vLLM 0.32).
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
@@ -135,7 +137,7 @@ class EngineConfig(BaseModel):
                 f"({', '.join(map(str, VLLM_LORA_RANKS))}): use "
                 f"{vllm_lora_rank(self.max_lora_rank)}"
             )
-        if self.resolved_device() == "cpu" and self.tensor_parallel_size != 1:
+        if self.device == "cpu" and self.tensor_parallel_size != 1:
             raise ValueError(
                 "engine.tensor_parallel_size>1 needs GPUs; on CPU set tensor_parallel_size: 1"
             )
@@ -145,15 +147,15 @@ class EngineConfig(BaseModel):
         """This config for a resolved model path (validated again, unlike ``model_copy``)."""
         return EngineConfig.model_validate(self.model_dump() | {"model": model})
 
-    def resolved_device(self) -> str:
-        if self.device != "auto":
-            return self.device
-        try:
-            import torch
+    def on_device(self, device: str) -> EngineConfig:
+        """This config with ``device`` decided (an engine does so where it runs)."""
+        if device == self.device:
+            return self
+        return EngineConfig.model_validate(self.model_dump() | {"device": device})
 
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        except ImportError:
-            return "cpu"
+    def resolved_device(self) -> str:
+        """The device, decided where this is called (``serving.devices.actor_device``)."""
+        return actor_device(self.device, self.tensor_parallel_size)
 
     def resolved_dtype(self) -> str:
         if self.dtype != "auto":

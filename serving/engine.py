@@ -31,6 +31,7 @@ from serving.adapters import (
     validate_adapter_dir,
 )
 from serving.config import EngineConfig
+from serving.devices import actor_device, expose_devices_for_workers
 from serving.probes import judge_probe
 from serving.types import (
     AdapterProbe,
@@ -59,7 +60,8 @@ class Engine:
     def __init__(
         self, config: EngineConfig, engine_id: str = "engine-0", board: Any = None
     ) -> None:
-        self.config = config
+        # ``auto`` is decided here, from what Ray gave this actor (serving.devices).
+        self.config = config.on_device(actor_device(config.device, config.tensor_parallel_size))
         self.engine_id = engine_id
         # The pool's AdapterBoard (None for a standalone engine): a restarted engine takes its
         # current adapter, verified, before it serves anything.
@@ -133,6 +135,7 @@ class Engine:
                 # Inside a Ray actor, vLLM's own Ray executor starts the tensor-parallel workers
                 # in the placement group the actor was scheduled in (cluster.base.placement).
                 kwargs["distributed_executor_backend"] = "ray"
+                expose_devices_for_workers()
         return AsyncLLM.from_engine_args(
             AsyncEngineArgs(**kwargs), stat_loggers=[engine_stats_logger(self._stats)]
         )

@@ -17,15 +17,16 @@ from typing import Any
 
 from serving.adapters import AdapterVerificationError
 from serving.config import EngineConfig
+from serving.devices import cluster_gpus, placement_device
 from serving.types import AdapterVersion, Completion, EngineHealth, ProbeResult, SamplingSpec
 
 STARTUP_TIMEOUT_S = 900.0  # first start compiles nothing on CPU but may build the tiny model
 
 
 def default_engine_resources(config: EngineConfig) -> dict:
-    """Ray resources of one engine actor: a CPU, and on a GPU its share (or, with tensor
-    parallelism, none: vLLM's own workers take the GPUs)."""
-    if config.resolved_device() != "cuda":
+    """Ray resources of one engine actor: a CPU, and where the cluster has GPUs (or the config
+    says cuda) its share (with tensor parallelism none: vLLM's own workers take the GPUs)."""
+    if placement_device(config.device, cluster_gpus()) != "cuda":
         return {"num_cpus": 1}
     gpus = 0 if config.tensor_parallel_size > 1 else config.gpu_share
     return {"num_cpus": 1, "num_gpus": gpus}

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cluster.base.config import FarmConfig
+from serving.devices import cluster_gpus, placement_device
 
 PLACEMENT_TIMEOUT_S = 600.0  # a cluster short of resources must fail, not wait forever
 
@@ -81,18 +82,24 @@ class FarmPlacement:
             ray.util.remove_placement_group(group)
 
 
-def farm_bundles(config: FarmConfig) -> tuple[list, dict[str, float]]:
+def farm_bundles(
+    config: FarmConfig, gpus_in_cluster: float | None = None
+) -> tuple[list, dict[str, float]]:
     """(a bundle per engine, or with tensor parallelism a list of bundles per engine; the
-    learner's bundle). Pure, so configs can be checked without a cluster."""
+    learner's bundle). ``device: auto`` reserves GPUs when the cluster offers any (engines and
+    learner each by their own ``device``); pure given ``gpus_in_cluster``, so configs can be
+    checked without a cluster."""
     engine, place = config.engine, config.placement
-    cuda = engine.resolved_device() == "cuda"
+    gpus = cluster_gpus() if gpus_in_cluster is None else gpus_in_cluster
+    cuda = placement_device(engine.device, gpus) == "cuda"
+    learner_cuda = placement_device(config.learner.device, gpus) == "cuda"
     if engine.tensor_parallel_size > 1:
         head = {"CPU": 1.0, **place.engine_resources}
         per_engine: Any = [head] + [{"GPU": 1.0}] * engine.tensor_parallel_size
     else:
         per_engine = {"CPU": 1.0, **({"GPU": engine.gpu_share} if cuda else {}),
                       **place.engine_resources}  # fmt: skip
-    learner = {"CPU": 1.0, **({"GPU": config.run.learner_gpu_share} if cuda else {}),
+    learner = {"CPU": 1.0, **({"GPU": config.run.learner_gpu_share} if learner_cuda else {}),
                **place.learner_resources}  # fmt: skip
     return [per_engine] * config.run.engines, learner
 
