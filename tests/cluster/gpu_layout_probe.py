@@ -1,4 +1,4 @@
-"""Run as ``python -m tests.cluster.gpu_layout_probe SPEC``: the farm's GPU layout on Ray's logical GPUs.
+"""``python -m tests.cluster.gpu_layout_probe SPEC``: the farm's GPU layout on logical GPUs.
 
 Ray hands out GPUs it was told exist (``num_gpus``) whether or not the box has any, and sets
 ``CUDA_VISIBLE_DEVICES`` in each actor to the ids it assigned: exactly what a GPU node does. This
