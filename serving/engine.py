@@ -32,6 +32,14 @@ from serving.adapters import (
 )
 from serving.config import EngineConfig
 from serving.devices import actor_device, expose_devices_for_workers
+from serving.engine_processes import (
+    actor_key,
+    alive,
+    family,
+    forget,
+    reap_previous_incarnation,
+    remember,
+)
 from serving.probes import judge_probe
 from serving.types import (
     AdapterProbe,
@@ -82,7 +90,13 @@ class Engine:
         self._failed = 0
         self._stats = new_engine_stats()  # vLLM's own scheduler and iteration counts, summed
         self._adapters_loaded = 0
+        # A restarted actor first ends what its dead incarnation left running (its engine-core
+        # process holds device memory vLLM's start-up check would count as taken).
+        self._actor_key = actor_key()
+        self.reaped = reap_previous_incarnation(self._actor_key)
         self._llm = self._build()
+        if self._actor_key is not None:
+            remember(self._actor_key, family())
         self._hidden_size = self._read_hidden_size()
 
     def _build(self):
@@ -356,6 +370,14 @@ class Engine:
 
     # ---- health -----------------------------------------------------------------------------
 
+    def processes(self) -> list[tuple[int, float]]:
+        """This actor's process and its descendants (vLLM's engine core): (pid, start time)."""
+        return family()
+
+    def survivors(self, members: list[tuple[int, float]]) -> list[int]:
+        """Which of ``members`` (another incarnation's ``processes``) still run on this node."""
+        return alive(members)
+
     async def health(self) -> EngineHealth:
         """Cheap liveness + load report; raises if the engine core has died."""
         await self._catch_up()
@@ -396,6 +418,7 @@ class Engine:
     def shutdown(self) -> None:
         self._llm.shutdown()
         shutil.rmtree(self._cache_dir, ignore_errors=True)
+        forget(self._actor_key)  # a clean stop leaves nothing for a restart to reap
 
 
 def new_engine_stats() -> dict[str, float]:

@@ -9,8 +9,9 @@ says so in ``events.log``; the run must then carry on as it would after a real f
   the pool starts a fresh process);
 - ``hang_sandbox``: a worker's sandbox process gets SIGSTOP, so its commands hang past every
   timeout (the env call times out, the pool's watchdog kills and replaces the process);
-- ``kill_engine``: the engine actor is killed (Ray restarts it; it catches up to the current
-  adapter before serving);
+- ``kill_engine``: the engine actor is killed (Ray restarts it; it ends whatever its dead
+  incarnation left running, e.g. vLLM's engine-core process, and catches up to the current
+  adapter before serving); recovered only once no process of the dead engine runs;
 - ``kill_learner``: the learner actor is killed (restarted from its state after the last update).
 
 Each injection is followed by a watch that confirms the broken part was replaced (a new worker
@@ -84,8 +85,9 @@ class FaultInjector:
         if kind == "kill_engine":
             engine = self.engines[0]
             before = (await engine.health.remote()).pid
+            members = await engine.processes.remote()
             ray.kill(engine, no_restart=False)
-            return "engine-0", lambda: _engine_restarted(engine, before)
+            return "engine-0", lambda: _engine_restarted(engine, before, members)
         if kind == "kill_learner":
             learner = self.learner
             before = await learner.pid.remote()
@@ -112,9 +114,18 @@ class FaultInjector:
         return self.workers.slots[0]  # none busy for a minute: break an idle one
 
 
-async def _engine_restarted(engine: Any, before: int | None) -> str | None:
+async def _engine_restarted(engine: Any, before: int | None, members: list) -> str | None:
+    """Back only when a new process answers and none of the dead one's family still runs (its
+    engine core would hold the device memory the new one needs)."""
     pid = (await asyncio.wait_for(engine.health.remote(), timeout=30)).pid
-    return None if pid in (None, before) else f"engine-0 answers from process {pid}, was {before}"
+    if pid in (None, before):
+        return None
+    if await asyncio.wait_for(engine.survivors.remote(members), timeout=30):
+        return None
+    return (
+        f"engine-0 answers from process {pid}, was {before}; none of the dead engine's "
+        f"{len(members)} processes ({', '.join(str(m[0]) for m in members)}) still runs"
+    )
 
 
 async def _sandbox_replaced(worker: Any, before: int | None) -> str | None:

@@ -20,6 +20,7 @@ from cluster.farm.faults import FaultInjector
 from cluster.farm.rollout_workers import RolloutWorkerSet
 from learner.config import LearnerConfig
 from rollout.config import EnvSettings
+from serving.engine_processes import alive, family
 from serving.types import EngineHealth
 
 
@@ -34,6 +35,12 @@ def parts(ray_runtime, tiny_model_path):
     class EngineStandIn:
         def health(self) -> EngineHealth:
             return EngineHealth("engine-0", pid=os.getpid())
+
+        def processes(self) -> list:
+            return family()
+
+        def survivors(self, members: list) -> list[int]:
+            return alive(members)
 
     worker_cls = rollout_worker_class()
 
@@ -107,6 +114,7 @@ def test_a_killed_engine_actor_is_restarted_by_ray_and_said(parts):
     events = _inject(parts, "kill_engine")
     assert events[0] == "fault injected after update 1: kill_engine (engine-0)"
     assert events[1].startswith("fault recovered after update 1: kill_engine (engine-0 answers")
+    assert "none of the dead engine's" in events[1] and events[1].endswith("still runs)")
 
 
 def test_a_killed_rollout_worker_counts_as_recovered_only_once_replaced(parts, monkeypatch):
