@@ -105,6 +105,9 @@ def sample(driver_pid: int) -> dict[str, dict[str, float]]:
     return parts
 
 
+GROWTH_WINDOW_S = 300.0  # ten 30-second samples
+
+
 def growth(samples: list[dict], warmup_s: float, window_s: float | None = None) -> dict[str, dict]:
     """Per part and in total: the median RSS and fds in the window after warm-up vs the last."""
     if not samples:
@@ -127,9 +130,6 @@ def growth(samples: list[dict], warmup_s: float, window_s: float | None = None) 
             row[f"{metric}_growth"] = round(after / before - 1, 4) if before else None
         out[part] = row
     return out
-
-
-GROWTH_WINDOW_S = 300.0
 
 
 def _value(sample: dict, part: str, metric: str) -> float:

@@ -36,17 +36,20 @@ def placement_device(device: str, gpus_in_cluster: float) -> str:
     return "cuda" if gpus_in_cluster > 0 else "cpu"
 
 
-def _ray_actor() -> bool:
+def ray_actor_id() -> str | None:
+    """This Ray actor's id (kept across its restarts), or None outside an actor."""
     try:
         import ray
     except ImportError:
-        return False
-    return ray.is_initialized() and ray.get_runtime_context().get_actor_id() is not None
+        return None
+    if not ray.is_initialized():
+        return None
+    return ray.get_runtime_context().get_actor_id()
 
 
 def assigned_gpus() -> list[str]:
     """The GPU ids Ray assigned this actor (empty outside a Ray actor or for a CPU actor)."""
-    if not _ray_actor():
+    if ray_actor_id() is None:
         return []
     import ray
 
@@ -61,7 +64,7 @@ def actor_device(device: str, tensor_parallel_size: int = 1) -> str:
         return device
     if tensor_parallel_size > 1:
         return "cuda"  # only GPUs can shard an engine (the config refuses TP on CPU)
-    if _ray_actor():
+    if ray_actor_id() is not None:
         return "cuda" if assigned_gpus() else "cpu"
     try:
         import torch

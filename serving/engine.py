@@ -31,9 +31,8 @@ from serving.adapters import (
     validate_adapter_dir,
 )
 from serving.config import EngineConfig
-from serving.devices import actor_device, expose_devices_for_workers
+from serving.devices import actor_device, expose_devices_for_workers, ray_actor_id
 from serving.engine_processes import (
-    actor_key,
     alive,
     family,
     forget,
@@ -92,8 +91,8 @@ class Engine:
         self._adapters_loaded = 0
         # A restarted actor first ends what its dead incarnation left running (its engine-core
         # process holds device memory vLLM's start-up check would count as taken).
-        self._actor_key = actor_key()
-        self.reaped = reap_previous_incarnation(self._actor_key)
+        self._actor_key = ray_actor_id()
+        reap_previous_incarnation(self._actor_key)
         self._llm = self._build()
         if self._actor_key is not None:
             remember(self._actor_key, family())

@@ -4,10 +4,11 @@ vLLM runs its engine core in a child process of the engine actor (and, with tens
 workers of its own). When the actor is killed, a child that outlives it keeps its share of GPU
 memory, and the restarted actor then fails vLLM's free-memory check on every restart. So each
 engine actor writes down its process family (pids with their start times, so a reused pid is
-never mistaken for one) in a node-local file named by its Ray actor id, which a restart keeps;
-a restarted actor reads it, kills whatever of it still runs, and waits until it is gone before
-vLLM starts. A replacement placed on another node finds no file: the old node's leftovers are
-then outside its reach (its watch, ``cluster.farm.faults``, reports them).
+never mistaken for one) in a node-local file named by its Ray actor id (kept across restarts:
+``serving.devices.ray_actor_id``); a restarted actor reads it, kills whatever of it still
+runs, and waits until it is gone before vLLM starts. A replacement placed on another node
+finds no file: the old node's leftovers are then outside its reach (its watch,
+``cluster.farm.faults``, reports them).
 """
 
 from __future__ import annotations
@@ -98,14 +99,3 @@ def reap_previous_incarnation(key: str | None) -> list[int]:
     killed = reap([m for m in members if m[0] not in mine])
     path.unlink(missing_ok=True)
     return killed
-
-
-def actor_key() -> str | None:
-    """This Ray actor's id (kept across its restarts), or None outside an actor."""
-    try:
-        import ray
-    except ImportError:
-        return None
-    if not ray.is_initialized():
-        return None
-    return ray.get_runtime_context().get_actor_id()

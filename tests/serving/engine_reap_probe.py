@@ -19,8 +19,8 @@ def main() -> None:
     import psutil
     import ray
 
+    from serving.devices import ray_actor_id
     from serving.engine_processes import (
-        actor_key,
         alive,
         family,
         reap_previous_incarnation,
@@ -33,10 +33,10 @@ def main() -> None:
     @ray.remote(max_restarts=1, num_cpus=0)
     class Holder:
         def __init__(self, reaps: bool) -> None:
-            self.reaped = reap_previous_incarnation(actor_key()) if reaps else []
+            self.reaped = reap_previous_incarnation(ray_actor_id()) if reaps else []
             self.child = subprocess.Popen(["sleep", "600"], start_new_session=True)
             if reaps:
-                remember(actor_key(), family())
+                remember(ray_actor_id(), family())
 
         def state(self) -> dict:
             return {"pid": os.getpid(), "child": self.child.pid,
