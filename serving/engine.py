@@ -39,7 +39,8 @@ from serving.engine_processes import (
     reap_previous_incarnation,
     remember,
 )
-from serving.probes import judge_probe
+from serving.lora_readback import Fingerprint, expected_fingerprint, relative_gap
+from serving.probes import Readback, judge_probe
 from serving.types import (
     AdapterProbe,
     AdapterVersion,
@@ -76,6 +77,8 @@ class Engine:
         self._caught_up = board is None
         self._catch_up_lock = asyncio.Lock()
         self._probe_results: dict[int, ProbeResult | None] = {}
+        # Each resident version's weights as this engine should hold them (the readback's truth).
+        self._fingerprints: dict[int, Fingerprint] = {}
         # This engine's own copies of the adapters it serves (node-local, removed on eviction).
         self._cache_dir = Path(tempfile.mkdtemp(prefix=f"rlfarm-adapters-{engine_id}-"))
         self.model_path = resolve_model_path(config.model)
@@ -121,6 +124,8 @@ class Engine:
             # temperature): the learner's importance weights compare against exactly that.
             # Prompt logprobs (the swap probe) are the same in either mode.
             logprobs_mode="processed_logprobs",
+            # Lets the engine read back the LoRA weights its kernels use (every swap verified).
+            worker_extension_cls="serving.lora_readback.LoraReadback",
         )
         # A per-request seed kills vLLM's CPU engine core: when a seeded request's sampled token
         # is discarded (its prompt was only partly prefilled in that step), the model runner
@@ -296,13 +301,14 @@ class Engine:
         if adapter.probe is not None:
             try:
                 served = await self.probe_logprobs(version, adapter.probe)
+                readback = await self._read_back(adapter, previous_latest)
             except Exception:
                 await self._rollback(version, previous_latest)
                 raise
             result = judge_probe(
                 version, self.engine_id, adapter.probe, served,
                 previous.probe if previous is not None else None,
-                self.config.resolved_dtype(), self.config.probe_atol, weights_ok,
+                self.config.resolved_dtype(), self.config.probe_atol, weights_ok, readback,
             )  # fmt: skip
             if not result.matches:
                 await self._rollback(version, previous_latest)
@@ -310,6 +316,22 @@ class Engine:
         self._adapters_loaded += result is None or result.matches
         await self._evict_idle()
         return result
+
+    async def _read_back(self, adapter: AdapterVersion, previous: int) -> Readback | None:
+        """Compare the LoRA slot vLLM serves ``adapter`` from with the published files' weights
+        (None where the slot is sharded by tensor parallelism: the digest and the logprob probe
+        then carry the verdict)."""
+        replies = await self._llm.collective_rpc("rlfarm_lora_fingerprint", args=(adapter.version,))
+        reply = replies[0]
+        if reply["tp"] > 1:
+            return None
+        if reply["modules"] is None:
+            raise AdapterError(f"vLLM holds no weights for adapter v{adapter.version} it loaded")
+        expected = expected_fingerprint(adapter.files, self.config.resolved_dtype())
+        self._fingerprints[adapter.version] = expected
+        before = self._fingerprints.get(previous)
+        step = relative_gap(expected, before) if before is not None else None
+        return Readback(gap=relative_gap(reply["modules"], expected), step=step)
 
     def _cache(self, adapter: AdapterVersion) -> tuple[Path, bool]:
         """Write the adapter's files into this engine's cache; (its directory, digest ok)."""
@@ -329,6 +351,7 @@ class Engine:
     async def _rollback(self, version: int, previous_latest: int) -> None:
         # A version that failed verification must never serve a request.
         self.registry.forget(version)
+        self._fingerprints.pop(version, None)
         self.registry.latest = previous_latest
         await self._llm.remove_lora(version)
 
@@ -355,6 +378,7 @@ class Engine:
             path = self.registry.resident[version].path
             self.registry.forget(version)
             self._probe_results.pop(version, None)
+            self._fingerprints.pop(version, None)
             await self._llm.remove_lora(version)
             shutil.rmtree(path, ignore_errors=True)
 

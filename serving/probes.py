@@ -11,15 +11,21 @@ learner's. Two questions, both robust to 16-bit numerics:
 2. The new version, not the previous one? When the learner's own numbers for v and v-1 differ
    by more than the tolerance, the engine's answer must be nearer v's than v-1's; a swap that
    silently kept serving the old weights fails here even when both are "close" in 16-bit. When
-   the two versions are closer than the tolerance (a tiny step), the probe cannot tell them apart
-   and says so (``distinguishable`` False); the weights digest still proves the right bytes
-   were loaded.
+   the two versions are closer than the tolerance (a tiny step), logprobs cannot tell them
+   apart.
+3. The weights the kernels use? Where the engine reads its LoRA slot back
+   (``serving.lora_readback``), the served weights must equal the published files' weights in
+   the engine's dtype. One bf16 step of one element shows there, so a stale or wrong adapter
+   fails in bf16 however small the update; the version is ``distinguishable`` whenever its
+   weights differ from the previous version's at all.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
+from serving.lora_readback import READBACK_RTOL
 from serving.types import AdapterProbe, ProbeResult
 
 MAX_ATOL_FACTOR = 5.0  # 16-bit: one token may differ this many times the mean tolerance
@@ -34,6 +40,16 @@ def tolerances(dtype: str, atol: float = 0.0) -> tuple[float, float]:
     return mean, mean * MAX_ATOL_FACTOR
 
 
+@dataclass(frozen=True)
+class Readback:
+    """What an engine's weight readback found: the served weights' relative gap to this
+    version's files, and this version's files' gap to the previous version's (None: no
+    previous version to compare)."""
+
+    gap: float
+    step: float | None = None
+
+
 def judge_probe(
     version: int,
     engine_id: str,
@@ -43,6 +59,7 @@ def judge_probe(
     dtype: str,
     atol: float = 0.0,
     weights_ok: bool = True,
+    readback: Readback | None = None,
 ) -> ProbeResult:
     """The verdict on ``served`` (the engine's logprobs of ``probe``'s continuation)."""
     mean_atol, max_atol = tolerances(dtype, atol)
@@ -59,6 +76,8 @@ def judge_probe(
             nearer_previous = _mean_gap(served, previous.logprobs) <= _mean_gap(
                 served, probe.logprobs
             )
+    if readback is not None and readback.step is not None and readback.step > READBACK_RTOL:
+        distinguishable = True
     return ProbeResult(
         version=version,
         engine_id=engine_id,
@@ -70,6 +89,9 @@ def judge_probe(
         distinguishable=distinguishable,
         nearer_previous=nearer_previous,
         weights_ok=weights_ok,
+        weights_read=readback is not None,
+        weights_gap=readback.gap if readback is not None else 0.0,
+        weights_rtol=READBACK_RTOL if readback is not None else 0.0,
     )
 
 

@@ -145,7 +145,9 @@ class ProbeResult:
     the previous one differ by more than the tolerance, so the probe can tell them apart;
     ``nearer_previous``: the engine's answer is closer to the previous version's numbers than
     to this one's (a swap that did not land). ``weights_ok``: the bytes the engine loaded have
-    the digest the learner published.
+    the digest the learner published. ``weights_read``: the engine read back the LoRA weights
+    its kernels use (``serving.lora_readback``); ``weights_gap``: their largest relative gap to
+    the published files' weights, against ``weights_rtol``.
     """
 
     version: int
@@ -158,11 +160,15 @@ class ProbeResult:
     distinguishable: bool = False
     nearer_previous: bool = False
     weights_ok: bool = True
+    weights_read: bool = False
+    weights_gap: float = 0.0
+    weights_rtol: float = 0.0
 
     @property
     def matches(self) -> bool:
         return (
             self.weights_ok
+            and (not self.weights_read or self.weights_gap <= self.weights_rtol)
             and not self.nearer_previous
             and self.mean_abs_diff <= self.atol
             and self.max_abs_diff <= self.max_atol

@@ -1,5 +1,5 @@
 """Judging a swap in 16-bit: numeric noise passes, an engine still serving the previous version
-fails, and a step too small to see is reported as such (the weights digest covers it).
+fails, and a step too small for logprobs to see is judged by the weight readback.
 
 The learner's numbers come from a real model pair (base vs a LoRA of known weights, via peft);
 the engine's answers are those numbers plus noise of bf16 magnitude, since this machine's vLLM
@@ -11,7 +11,7 @@ import random
 
 import pytest
 
-from serving.probes import judge_probe
+from serving.probes import Readback, judge_probe
 from serving.types import AdapterProbe
 
 BF16_NOISE = 0.03  # a bf16 logit differs from float32 by ~2^-8 relative: a few hundredths
@@ -56,6 +56,13 @@ def test_a_step_smaller_than_the_noise_is_reported_not_failed(probes):
     assert not judge_probe(
         3, "e", tiny_step, new.logprobs, new, "bfloat16", weights_ok=False
     ).matches
+    # The weights can tell the versions apart where logprobs cannot: the readback decides.
+    landed = judge_probe(3, "e", tiny_step, _noisy(new.logprobs, 0), new, "bfloat16",
+                         readback=Readback(gap=0.0, step=3e-3))  # fmt: skip
+    assert landed.matches and landed.distinguishable and landed.weights_read
+    stale = judge_probe(3, "e", tiny_step, _noisy(new.logprobs, 0), new, "bfloat16",
+                        readback=Readback(gap=3e-3, step=3e-3))  # fmt: skip
+    assert not stale.matches
 
 
 def test_float32_stays_exact(probes):
