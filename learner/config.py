@@ -123,8 +123,16 @@ class LearnerConfig(BaseModel):
         0.9,
         gt=0.0,
         le=1.0,
-        description="Share of the GPU memory free at start-up the learner's estimate may use; "
+        description="Share of the GPU memory the learner is given that its estimate may use; "
         "a config estimated to need more is refused before training (see learner/memory.py).",
+    )
+    memory_fraction: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="Share of its GPU's total memory the learner is given. The farm sets it "
+        "where engines share the learner's GPU (1 - their gpu_memory_utilization); the fit "
+        "check reads this, not whatever happens to be free at the moment it runs.",
     )
     grad_clip: float = Field(1.0, gt=0.0, description="Max global gradient L2 norm.")
     gradient_checkpointing: bool = Field(

@@ -158,7 +158,6 @@ class Learner:
     """
 
     def __init__(self, config: LearnerConfig) -> None:
-        from peft import LoraConfig, get_peft_model
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.config = config
@@ -178,22 +177,7 @@ class Learner:
                 f"target_modules {missing} do not exist in {config.model_path}; pick module "
                 "names from the model (e.g. q_proj, k_proj, v_proj, o_proj for Qwen2/Llama)"
             )
-        lora = LoraConfig(
-            r=config.lora_r,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout,
-            target_modules=list(config.target_modules),
-            bias="none",
-            task_type="CAUSAL_LM",
-        )
-        self.model = get_peft_model(base, lora).to(self.device)
-        if config.gradient_checkpointing:
-            # Recompute activations in backward; inputs must require grad for the frozen
-            # embedding's output to carry gradient into the checkpointed blocks.
-            self.model.gradient_checkpointing_enable(
-                gradient_checkpointing_kwargs={"use_reentrant": False}
-            )
-            self.model.enable_input_require_grads()
+        self.model = adapt_for_training(base, config).to(self.device)
         self.model.train()
         self.pad_id = _pad_id(self.tokenizer)
         # Models that soft-cap their logits (Gemma 2) need their own forward for logprobs.
@@ -522,21 +506,53 @@ def _split(groups: list[list[_Row]], parts: int) -> list[list[_Row]]:
     return [[row for group in groups[a:b] for row in group] for a, b in itertools.pairwise(bounds)]
 
 
+def adapt_for_training(base: torch.nn.Module, config: LearnerConfig) -> torch.nn.Module:
+    """``base`` wrapped with the config's LoRA (peft), set up for training as the learner trains
+    it (gradient checkpointing when asked); the memory probe builds its model through here too."""
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=list(config.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(base, lora)
+    if config.gradient_checkpointing:
+        # Recompute activations in backward; inputs must require grad for the frozen
+        # embedding's output to carry gradient into the checkpointed blocks.
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    return model
+
+
 def _check_memory(config: LearnerConfig, device: torch.device):
     """Estimate the learner's memory from the model's shape (no weights loaded), say it, and on
-    a GPU refuse a config that cannot fit what is free there (``learner.memory``)."""
+    a GPU refuse a config that cannot fit the memory it was given (``learner.memory``): its
+    ``memory_fraction`` of the device's total, and no more than is free now."""
     import sys
 
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from learner.memory import ModelShape, check_fits, estimate
+    from learner.memory import GIB, LearnerMemoryError, ModelShape, check_fits, estimate
 
     hf_config = AutoConfig.from_pretrained(config.model_path)
     with torch.device("meta"):
         params = sum(p.numel() for p in AutoModelForCausalLM.from_config(hf_config).parameters())
     shape = ModelShape.from_hf_config(hf_config, params)
     if device.type == "cuda":
-        need = check_fits(shape, config, torch.cuda.mem_get_info(device)[0])
+        total = torch.cuda.get_device_properties(device).total_memory
+        need = check_fits(shape, config, int(total * config.memory_fraction))
+        free = torch.cuda.mem_get_info(device)[0]
+        if free < need.total:
+            raise LearnerMemoryError(
+                f"the learner needs about {need.describe()} of the "
+                f"{total * config.memory_fraction / GIB:.1f} GiB it was given, but only "
+                f"{free / GIB:.1f} GiB of {device} is free: another process holds the rest "
+                "(a previous run's engine, or another job on this GPU)"
+            )
     else:
         need = estimate(shape, config)
     print(f"learner memory estimate on {device}: {need.describe()}", file=sys.stderr)

@@ -82,6 +82,34 @@ class FarmPlacement:
             ray.util.remove_placement_group(group)
 
 
+def learner_memory_fraction(config: FarmConfig, gpus_in_cluster: float | None = None) -> float:
+    """The share of its GPU's memory the learner is given: all of it, unless engines may share
+    its GPU (fractional GPU shares that fit beside the learner's), whose vLLM then takes
+    ``gpu_memory_utilization`` each. Below 1, the engines start (and finish vLLM's memory
+    profiling, which counts any memory another process allocates meanwhile as its own) before
+    the learner allocates anything."""
+    engine, run = config.engine, config.run
+    gpus = cluster_gpus() if gpus_in_cluster is None else gpus_in_cluster
+    shared = (
+        placement_device(config.learner.device, gpus) == "cuda"
+        and placement_device(engine.device, gpus) == "cuda"
+        and engine.tensor_parallel_size == 1
+        and engine.gpu_share + run.learner_gpu_share <= 1.0 + 1e-9
+    )
+    if not shared:
+        return 1.0
+    beside = min(run.engines, int((1.0 - run.learner_gpu_share) / engine.gpu_share + 1e-9))
+    fraction = 1.0 - beside * engine.gpu_memory_utilization
+    if fraction <= 0.05:
+        raise ValueError(
+            f"{beside} engine(s) of engine.gpu_memory_utilization="
+            f"{engine.gpu_memory_utilization} may share the learner's GPU and leave it "
+            f"{max(fraction, 0.0):.0%} of the memory: lower engine.gpu_memory_utilization, or "
+            "raise engine.gpu_share / run.learner_gpu_share so fewer engines fit beside it"
+        )
+    return fraction
+
+
 def farm_bundles(
     config: FarmConfig, gpus_in_cluster: float | None = None
 ) -> tuple[list, dict[str, float]]:

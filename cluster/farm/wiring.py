@@ -82,6 +82,7 @@ def start_parts(config: FarmConfig, model_path: str) -> FarmParts:
     """Start the engines, the learner and the env workers; returns when all can work."""
     import ray
 
+    from cluster.base.placement import learner_memory_fraction
     from cluster.farm.control import start_control
     from learner.actor import create_learner_actor
     from rollout.worker import rollout_worker_class
@@ -92,8 +93,15 @@ def start_parts(config: FarmConfig, model_path: str) -> FarmParts:
     engine_pool = EnginePool.launch(
         config.engine.with_model(model_path), config.run.engines, placement.engines
     )
+    learner_config = config.learner.with_model(model_path)
+    fraction = learner_memory_fraction(config)
+    if fraction < 1.0:
+        # Engines may share the learner's GPU: vLLM profiles its memory first, then the learner
+        # plans within the share it is given.
+        engine_pool.wait_ready()
+        learner_config = learner_config.model_copy(update={"memory_fraction": fraction})
     learner = create_learner_actor(
-        config.learner.with_model(model_path),
+        learner_config,
         torch_threads=config.run.learner_threads,
         max_restarts=config.run.max_learner_restarts,
         **placement.learner,
