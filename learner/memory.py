@@ -22,10 +22,11 @@ micro-batch's padded tokens, ``learner.micro_batch_tokens``):
   scatter and one temporary): ``chunk x vocab x 4 x 5`` (without chunking, up to every position
   of the micro-batch at once).
 
-``learner.memory_probe`` measures one real update of a random model of the same shape; the test
-beside it fails if this estimate is below the measurement (SmolLM2-135M's shape on CPU: the
-estimate was 1.04-1.15x the measured peak). What it leaves out (CUDA's context, the allocator's
-fragmentation) is what ``memory_headroom`` is for.
+``learner.memory_probe`` measures one real update of a random model of the same shape;
+``benchmarks/gpu_check.py`` fails if this estimate is below the measurement (on a GPU at 3B and
+7B shapes; in the suite on CPU at SmolLM2-135M's, where it was 1.04-1.27x the measured peak).
+What it leaves out (CUDA's context, the allocator's fragmentation) is what ``memory_headroom``
+is for.
 """
 
 from __future__ import annotations
