@@ -49,16 +49,34 @@ NARROW_WARM_START = (
 
 
 def prepare_model(config: FarmConfig, log=print) -> str:
+    """The model path every part of the run opens. On a cluster with GPUs or several nodes, a
+    model made here is shipped to every node that lacks it and the warm start runs as a Ray
+    task, on a GPU when there are any (``cluster.models.shipping``); on one CPU node (a laptop,
+    this box) it runs here, with its progress on the terminal."""
+    import ray
+
     from cluster.models.registry import resolve_model
+    from cluster.models.shipping import live_nodes, run_warm_start, ship_model
+    from serving.devices import cluster_gpus
 
     base = resolve_model(config.model)
+    several = ray.is_initialized() and len(live_nodes()) > 1
+    clustered = several or cluster_gpus() > 0
+    if several and Path(base).is_dir():
+        ship_model(base)  # a builtin model built on this node: the others need it too
     if not config.run.warm_start:
         return base
     if not config.env.is_aws and not _demonstrates(config):
         # Nothing to learn from: the env cannot show a right answer.
         log(f"warm start: skipped (env.backend {config.env.backend!r} gives no demonstrations)")
         return base
-    return str(warm_start(base, config, log))
+    if not clustered:
+        return str(warm_start(base, config, log))
+    report = run_warm_start(base, config)
+    where = f"GPU {','.join(report['gpus'])}" if report["gpus"] else "CPU"
+    log(f"warm start: ran as a Ray task on node {report['node'][:8]} ({where}); "
+        f"on {len(report['shipped']) or 1} node(s)")  # fmt: skip
+    return report["path"]
 
 
 def _demonstrates(config: FarmConfig) -> bool:
