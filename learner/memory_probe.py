@@ -94,16 +94,66 @@ def random_model(shape: ModelShape, dtype: torch.dtype, device: torch.device) ->
     return model
 
 
+def adapted_random_model(
+    shape: ModelShape, config: LearnerConfig, device: torch.device, lora_seed: int = 0
+) -> torch.nn.Module:
+    """A random model of ``shape`` (the same base weights every call) adapted exactly as the
+    learner adapts its model, LoRA (initialised from ``lora_seed``) in float32, in train mode."""
+    from learner.trainer import DTYPES, adapt_for_training
+
+    torch.manual_seed(0)
+    base = random_model(shape, DTYPES[config.dtype], device)
+    torch.manual_seed(lora_seed)
+    model = adapt_for_training(base, config).to(device).train()
+    for p in model.parameters():
+        if p.requires_grad:
+            p.data = p.data.float()
+    return model
+
+
+def update_once(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    config: LearnerConfig,
+) -> None:
+    """One learner optimizer step on one row: its forward (``trained_token_logprobs``), the GRPO
+    loss at advantage 1, backward, gradient clipping and AdamW."""
+    from learner import grpo
+    from learner.forward import trained_token_logprobs
+
+    device = ids.device
+    optimizer.zero_grad(set_to_none=True)
+    logprobs = trained_token_logprobs(
+        model.get_base_model(), ids, mask, mask, 0, config.temperature, config.logit_chunk_tokens
+    )
+    parts = grpo.grpo_token_loss(
+        logprobs, logprobs.detach(), logprobs.detach(), torch.ones(1, 1, device=device),
+        eps_low=config.clip_eps_low, eps_high=config.clip_eps_high, is_cap=config.is_cap,
+    )  # fmt: skip
+    grpo.weighted_sum(parts["loss"], mask, torch.ones(1, device=device)).backward()
+    trained = [p for p in model.parameters() if p.requires_grad]
+    torch.nn.utils.clip_grad_norm_(trained, config.grad_clip)
+    optimizer.step()
+
+
+def random_batch(
+    vocab: int, tokens: int, device: torch.device, seed: int = 0, prompt: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids [1, tokens], loss mask): random tokens, the first ``prompt`` untrained."""
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, vocab, (1, tokens), generator=generator).to(device)
+    mask = torch.ones_like(ids)
+    mask[:, :prompt] = 0
+    return ids, mask
+
+
 def measure_update(
     shape: ModelShape, config: LearnerConfig, device: str = "cpu", seed: int = 0
 ) -> MemoryReading:
     """The peak memory of one learner optimizer step on a micro-batch of
     ``config.micro_batch_tokens`` tokens (one row, every token trained but the first)."""
-    from learner import grpo
-    from learner.forward import trained_token_logprobs
-    from learner.trainer import DTYPES, adapt_for_training
-
-    torch.manual_seed(seed)
     dev = torch.device(device)
     gc.collect()
     if dev.type == "cuda":
@@ -111,42 +161,20 @@ def measure_update(
         baseline = torch.cuda.memory_allocated(dev)
     else:
         baseline = heap_in_use()
-    model = adapt_for_training(random_model(shape, DTYPES[config.dtype], dev), config).to(dev)
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    for p in params:
-        p.data = p.data.float()
-    optimizer = torch.optim.AdamW(params, lr=config.lr)
-    tokens = config.micro_batch_tokens
-    ids = torch.randint(0, shape.vocab, (1, tokens), device=dev)
-    mask = torch.ones_like(ids)
-    mask[:, 0] = 0
-    zeros = torch.zeros(1, tokens, device=dev)
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        logprobs = trained_token_logprobs(
-            model.get_base_model(), ids, mask, mask, 0, config.temperature,
-            config.logit_chunk_tokens,
-        )  # fmt: skip
-        parts = grpo.grpo_token_loss(
-            logprobs, logprobs.detach(), zeros, torch.ones(1, 1, device=dev),
-            eps_low=config.clip_eps_low, eps_high=config.clip_eps_high, is_cap=config.is_cap,
-        )  # fmt: skip
-        grpo.weighted_sum(parts["loss"], mask, torch.ones(1, device=dev)).backward()
-        optimizer.step()
-
-    step()  # AdamW's moments exist from here on, as in every update after the first
+    model = adapted_random_model(shape, config, dev, lora_seed=seed)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr)
+    ids, mask = random_batch(shape.vocab, config.micro_batch_tokens, dev, seed)
+    update_once(model, optimizer, ids, mask, config)  # AdamW's moments exist from here on
     gc.collect()
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
         torch.cuda.reset_peak_memory_stats(dev)
-        step()
+        update_once(model, optimizer, ids, mask, config)
         torch.cuda.synchronize(dev)
         peak = torch.cuda.max_memory_allocated(dev)
     else:
         with _HeapPeak() as probe:
-            step()
+            update_once(model, optimizer, ids, mask, config)
         peak = probe.peak
     # The estimate for the model as built (its parameter count, not a rounded published one).
     built = replace(shape, params=sum(p.numel() for p in model.parameters()))
