@@ -137,6 +137,20 @@ def _add_component_benches(bench: argparse._SubParsersAction) -> None:
     learner.add_argument("--micro-batch-tokens", type=int, default=8192)
     learner.add_argument("--device", default="auto")
     learner.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    learner.add_argument(
+        "--autocast",
+        choices=["off", "auto", "bfloat16"],
+        default="off",
+        help="learner.autocast for a single run (%(default)s)",
+    )
+    learner.add_argument(
+        "--compare-autocast",
+        action="store_true",
+        help="float32 and bf16 autocast side by side, with their ratio",
+    )
+    learner.add_argument(
+        "--rounds", type=int, default=2, help="alternating runs per mode with --compare-autocast"
+    )
     learner.set_defaults(func=_runs("learner_update"))
 
     env = bench.add_parser(

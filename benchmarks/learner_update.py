@@ -34,6 +34,7 @@ class BenchOptions:
     micro_batch_tokens: int = 8192
     device: str = "auto"
     dtype: str = "float32"
+    autocast: str = "off"
     seed: int = 0
 
 
@@ -70,6 +71,7 @@ def run_bench(options: BenchOptions) -> dict:
         micro_batch_tokens=options.micro_batch_tokens,
         keep_last=2,
         seed=options.seed,
+        autocast=options.autocast,
     )
     learner = Learner(config)
     vocab = learner.model.get_input_embeddings().num_embeddings
@@ -86,9 +88,15 @@ def run_bench(options: BenchOptions) -> dict:
             trained += metrics.trained_tokens
             processed += sum(len(s.token_ids) for g in groups for s in g.samples)
     total_update_s = sum(update_s)
+    params = sum(p.numel() for p in learner.model.parameters())
+    # Frozen weights: about 2N FLOPs per processed token forward and 2N backward (input
+    # gradients only); how much of the device's matmul peak the update turns into work.
+    model_tflops = 4 * params * processed / total_update_s / 1e12
     return {
         "tokens_per_s": trained / total_update_s,
         "processed_tokens_per_s": processed / total_update_s,
+        "autocast": str(learner.autocast).removeprefix("torch.") if learner.autocast else "off",
+        "model_tflops": model_tflops,
         "update_s_p50": statistics.median(update_s),
         "update_s_max": max(update_s),
         "publish_s_p50": statistics.median(publish_s),
@@ -103,30 +111,88 @@ def run_bench(options: BenchOptions) -> dict:
     }
 
 
+def matmul_peak(device: str, dtype: torch.dtype, size: int = 2048, seconds: float = 2.0) -> float:
+    """TFLOP/s of square ``size`` matmuls in ``dtype`` on ``device``: the box's measured peak."""
+    from learner.trainer import resolve_device
+
+    dev = resolve_device(device)
+    a = torch.randn(size, size, device=dev).to(dtype)
+    b = torch.randn(size, size, device=dev).to(dtype)
+    torch.mm(a, b)  # warm-up
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        torch.mm(a, b)
+        done += 1
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    return 2 * size**3 * done / (time.perf_counter() - start) / 1e12
+
+
 def main(args: argparse.Namespace) -> int:
-    """``rlfarm bench learner``."""
+    """``rlfarm bench learner``: one run, or with ``--compare-autocast`` float32 and bf16
+    autocast side by side (alternating, ``--rounds`` each) with their ratio."""
     from cluster.models.registry import resolve_model
 
-    result = run_bench(
-        BenchOptions(
-            model=resolve_model(args.model),
-            updates=args.updates,
-            groups=args.groups,
-            group_size=args.group_size,
-            prompt_tokens=args.prompt_tokens,
-            completion_tokens=args.completion_tokens,
-            micro_batch_tokens=args.micro_batch_tokens,
-            device=args.device,
-            dtype=args.dtype,
-        )
+    options = BenchOptions(
+        model=resolve_model(args.model),
+        updates=args.updates,
+        groups=args.groups,
+        group_size=args.group_size,
+        prompt_tokens=args.prompt_tokens,
+        completion_tokens=args.completion_tokens,
+        micro_batch_tokens=args.micro_batch_tokens,
+        device=args.device,
+        dtype=args.dtype,
+        autocast=args.autocast,
     )
+    compare = args.compare_autocast
+    result = compare_autocast(options, args.rounds) if compare else run_bench(options)
+    result["matmul_peak_tflops"] = {
+        "float32": matmul_peak(options.device, torch.float32),
+        "bfloat16": matmul_peak(options.device, torch.bfloat16),
+    }
     from benchmarks.records import record
 
     record("learner", result)
     if args.json:
         print(json.dumps(result))
+    elif args.compare_autocast:
+        print(f"learner: bf16 autocast {result['ratio']:.2f}x float32 in trained tokens/s "
+              f"({result['autocast']['tokens_per_s']:.0f} vs "
+              f"{result['float32']['tokens_per_s']:.0f}; {args.rounds} rounds each)")  # fmt: skip
     else:
         print(f"learner: {result['tokens_per_s']:.0f} trained tokens/s, update p50 "
               f"{result['update_s_p50']:.3f} s, publish p50 {result['publish_s_p50']:.3f} s "
               f"({result['device']})")  # fmt: skip
     return 0
+
+
+def compare_autocast(options: BenchOptions, rounds: int) -> dict:
+    """float32 and ``autocast: bfloat16`` runs in turn, ``rounds`` each; per mode the pooled
+    tokens/s, and the ratio with the spread of the per-round ratios."""
+    from dataclasses import replace
+
+    runs: dict[str, list[dict]] = {"float32": [], "autocast": []}
+    for _ in range(rounds):
+        runs["float32"].append(run_bench(replace(options, autocast="off")))
+        runs["autocast"].append(run_bench(replace(options, autocast="bfloat16")))
+
+    def pooled(results: list[dict]) -> dict:
+        return {
+            "tokens_per_s": statistics.fmean(r["tokens_per_s"] for r in results),
+            "model_tflops": statistics.fmean(r["model_tflops"] for r in results),
+            "update_s_p50": statistics.median(r["update_s_p50"] for r in results),
+            "rounds": [r["tokens_per_s"] for r in results],
+        }
+
+    ratios = [a["tokens_per_s"] / f["tokens_per_s"]
+              for f, a in zip(runs["float32"], runs["autocast"], strict=True)]  # fmt: skip
+    return {
+        "float32": pooled(runs["float32"]),
+        "autocast": pooled(runs["autocast"]),
+        "ratio": statistics.fmean(ratios),
+        "ratio_range": [min(ratios), max(ratios)],
+        "device": runs["float32"][0]["device"],
+        "options": asdict(options),
+        "timestamp": time.time(),
+    }

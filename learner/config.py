@@ -154,6 +154,13 @@ class LearnerConfig(BaseModel):
         description="Base model weights' dtype. LoRA weights, optimizer state and published "
         "adapters are always float32.",
     )
+    autocast: Literal["off", "auto", "bfloat16"] = Field(
+        "off",
+        description="Run the decoder's matmuls in bf16 under torch.autocast, weights and LoRA "
+        "staying float32: 'auto' where the device has bf16 matrix units (a GPU; a CPU with "
+        "AVX-512 BF16 or AMX), checked at start-up against float32 logprobs "
+        "(learner/autocast.py); 'off' for exact float32.",
+    )
     seed: int = Field(0, description="Seed of LoRA init, dropout and every other learner RNG.")
 
     def with_model(self, model_path: str) -> LearnerConfig:

@@ -104,7 +104,10 @@ def masked_token_logprobs(
 def _chunk_logprobs(
     states: torch.Tensor, targets: torch.Tensor, output_layer: torch.nn.Module, temperature: float
 ) -> torch.Tensor:
-    logits = output_layer(states).float()
+    # The head and its log-softmax in float32 even under the learner's bf16 autocast
+    # (``learner.autocast``): a bf16 logit is off by ~2^-8 of its size, which logprobs would keep.
+    with torch.autocast(device_type=states.device.type, enabled=False):
+        logits = output_layer(states.to(output_layer.weight.dtype)).float()
     if temperature != 1.0:
         logits = logits / temperature
     return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)

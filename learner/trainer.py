@@ -185,6 +185,7 @@ class Learner:
         self._shares_prefix = (
             config.share_prefix and not config.gradient_checkpointing and not self._softcapped
         )
+        self.autocast = self._choose_autocast(base.dtype)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         # LoRA weights and optimizer state stay float32 whatever the base dtype.
         for p in self.params:
@@ -342,6 +343,38 @@ class Learner:
         with self.model.disable_adapter():
             return self._trained_logprobs(batch, prefix)
 
+    def _choose_autocast(self, weights: torch.dtype) -> torch.dtype | None:
+        """``learner.autocast`` resolved on this device and checked against float32 on the
+        probe prompt (``learner.autocast``); None when off or when the check fails."""
+        import sys
+
+        from learner.autocast import MAX_MEAN_GAP, autocast_context, autocast_gap, resolve_autocast
+        from learner.publish import probe_prompt_ids
+
+        chosen = resolve_autocast(self.config.autocast, self.device, weights)
+        if chosen is None:
+            return None
+        ids = torch.tensor([probe_prompt_ids(self.tokenizer)], device=self.device)
+        mask = torch.ones_like(ids)
+
+        def logprobs(on: bool) -> torch.Tensor:
+            with autocast_context(self.device, chosen if on else None):
+                return trained_token_logprobs(self.model.get_base_model(), ids, mask, mask)
+
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            gap = autocast_gap(logprobs)
+        finally:
+            self.model.train(was_training)
+        if gap > MAX_MEAN_GAP:
+            print(f"learner: bf16 autocast off: its logprobs differ from float32 by {gap:.3g} "
+                  f"on average (> {MAX_MEAN_GAP})", file=sys.stderr)  # fmt: skip
+            return None
+        print(f"learner: bf16 autocast on {self.device} (mean logprob gap to float32 "
+              f"{gap:.2g})", file=sys.stderr)  # fmt: skip
+        return chosen
+
     def _trained_logprobs(self, batch: dict[str, torch.Tensor], prefix: int = 0) -> torch.Tensor:
         """Logprobs at the batch's trained tokens (0 elsewhere): all the loss reads.
 
@@ -349,18 +382,21 @@ class Learner:
         the rows continue from copies of their keys and values, so gradients from every row
         flow back into the one shared computation (exactly as if each row had run it).
         """
+        from learner.autocast import autocast_context
+
         ids = batch["input_ids"]
         if self._softcapped:  # the model's own forward applies its logit soft-cap
             return self._logprobs(ids, batch["attention_mask"])
-        return trained_token_logprobs(
-            self.model.get_base_model(),
-            ids,
-            batch["attention_mask"],
-            batch["loss_mask"],
-            prefix,
-            self.config.temperature,
-            self.config.logit_chunk_tokens,
-        )
+        with autocast_context(self.device, self.autocast):
+            return trained_token_logprobs(
+                self.model.get_base_model(),
+                ids,
+                batch["attention_mask"],
+                batch["loss_mask"],
+                prefix,
+                self.config.temperature,
+                self.config.logit_chunk_tokens,
+            )
 
     def _logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits

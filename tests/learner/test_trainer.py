@@ -9,6 +9,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from learner.autocast import MAX_MEAN_GAP, cpu_has_bf16
 from learner.forward import shared_prefix_length
 from learner.trainer import (
     Learner,
@@ -310,3 +311,25 @@ def test_a_batch_with_nothing_to_train_is_refused_before_anything_changes(learne
     with pytest.raises(ValueError, match="loss_mask=1"):
         learner.train_step([SampleGroup("g", "t", untrained)])
     assert learner.data_cursor == cursor
+
+
+@pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no bf16 matrix instructions")
+def test_bf16_autocast_trains_close_to_float32_and_publishes_an_exact_probe(tiny_model_dir):
+    groups = [random_group(random.Random(11), "g", [0.0, 1.0, 0.5])]
+    runs = {}
+    for setting in ("off", "bfloat16"):
+        learner = Learner(make_config(tiny_model_dir, lora_dropout=0.0, autocast=setting))
+        batch = learner._collate(learner._rows(groups)[0][0])
+        with torch.no_grad():
+            logprobs = learner._trained_logprobs(batch)
+        metrics = learner.train_step(groups)
+        runs[setting] = (learner, logprobs, metrics)
+    exact, fast = runs["off"], runs["bfloat16"]
+    assert exact[0].autocast is None and fast[0].autocast == torch.bfloat16
+    gap = (exact[1] - fast[1]).abs()
+    # Really bf16 (not a silent float32), yet within what the start-up check accepts.
+    assert float(gap.max()) > 0 and float(gap.mean()) < MAX_MEAN_GAP
+    assert fast[2].loss == pytest.approx(exact[2].loss, abs=0.05)
+    # The probe is computed without autocast: after the same start, float32 on both sides.
+    probes = [run[0].publish().probe for run in (exact, fast)]
+    assert probes[0].reference_logprobs == probes[1].reference_logprobs
