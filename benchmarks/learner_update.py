@@ -96,6 +96,7 @@ def run_bench(options: BenchOptions) -> dict:
         "tokens_per_s": trained / total_update_s,
         "processed_tokens_per_s": processed / total_update_s,
         "autocast": str(learner.autocast).removeprefix("torch.") if learner.autocast else "off",
+        "autocast_gap": learner.autocast_gap,
         "model_tflops": model_tflops,
         "update_s_p50": statistics.median(update_s),
         "update_s_max": max(update_s),

@@ -158,8 +158,9 @@ class LearnerConfig(BaseModel):
         "off",
         description="Run the decoder's matmuls in bf16 under torch.autocast, weights and LoRA "
         "staying float32: 'auto' where the device has bf16 matrix units (a GPU; a CPU with "
-        "AVX-512 BF16 or AMX), checked at start-up against float32 logprobs "
-        "(learner/autocast.py); 'off' for exact float32.",
+        "AVX-512 BF16 or AMX) and only if a start-up check against float32 logprobs passes "
+        "(learner/autocast.py); 'bfloat16' whatever the check says (it is printed); 'off' for "
+        "exact float32.",
     )
     seed: int = Field(0, description="Seed of LoRA init, dropout and every other learner RNG.")
 

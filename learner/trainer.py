@@ -185,6 +185,7 @@ class Learner:
         self._shares_prefix = (
             config.share_prefix and not config.gradient_checkpointing and not self._softcapped
         )
+        self.autocast_gap: float | None = None  # autocast vs float32 at start-up, when on
         self.autocast = self._choose_autocast(base.dtype)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         # LoRA weights and optimizer state stay float32 whatever the base dtype.
@@ -367,12 +368,15 @@ class Learner:
             gap = autocast_gap(logprobs)
         finally:
             self.model.train(was_training)
-        if gap > MAX_MEAN_GAP:
+        if gap > MAX_MEAN_GAP and self.config.autocast == "auto":
             print(f"learner: bf16 autocast off: its logprobs differ from float32 by {gap:.3g} "
-                  f"on average (> {MAX_MEAN_GAP})", file=sys.stderr)  # fmt: skip
+                  f"on average (> {MAX_MEAN_GAP}); set learner.autocast: bfloat16 to use it "
+                  "anyway", file=sys.stderr)  # fmt: skip
             return None
         print(f"learner: bf16 autocast on {self.device} (mean logprob gap to float32 "
-              f"{gap:.2g})", file=sys.stderr)  # fmt: skip
+              f"{gap:.2g}{'' if gap <= MAX_MEAN_GAP else ', above the auto limit'})",
+              file=sys.stderr)  # fmt: skip
+        self.autocast_gap = gap
         return chosen
 
     def _trained_logprobs(self, batch: dict[str, torch.Tensor], prefix: int = 0) -> torch.Tensor:
