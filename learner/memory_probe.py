@@ -51,13 +51,14 @@ class _MallInfo2(ctypes.Structure):
 
 
 _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+if hasattr(_LIBC, "mallinfo2"):
+    _LIBC.mallinfo2.restype = _MallInfo2
 
 
 def heap_in_use() -> int:
     """Bytes the C heap has handed out and not taken back (small blocks plus mmapped ones)."""
     if not hasattr(_LIBC, "mallinfo2"):
         raise RuntimeError("measuring CPU memory needs glibc >= 2.33 (mallinfo2)")
-    _LIBC.mallinfo2.restype = _MallInfo2
     info = _LIBC.mallinfo2()
     return int(info.uordblks + info.hblkhd)
 

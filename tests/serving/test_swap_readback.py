@@ -10,16 +10,12 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from learner.autocast import cpu_has_bf16
 from serving.config import EngineConfig
 from serving.engine import Engine
 from serving.types import WEIGHTS_FILE, AdapterVersion
 
 pytestmark = pytest.mark.vllm
-
-
-def cpu_has_bf16() -> bool:
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 DTYPES = [
