@@ -176,7 +176,7 @@ def run_bench(config: FarmConfig, seeds: list[int], with_base: bool, log=print) 
     from cluster.models.warm_start import prepare_model
 
     started = time.perf_counter()
-    init_ray(None, farm_cpus(config.run.engines, config.env.workers))
+    init_ray(None, farm_cpus(config.run.engines, config.most_env_workers))
     cached = _warm_cached(config)
     model = prepare_model(config, log=log)
     warm_s = time.perf_counter() - started

@@ -87,10 +87,37 @@ class EnvSettings(BaseModel):
         default=2,
         ge=1,
         description="Env workers: rollout-worker actors, each with its own sandbox process (local "
-        "backend) or server sessions (http). `rlfarm scale --env-workers N` changes it live.",
+        "backend) or server sessions (http). `rlfarm scale --env-workers N` changes it live; "
+        "'auto' sizes it from the engines and turns on autoscale.",
     )
     groups_per_worker: int = Field(
         default=1, ge=1, description="Groups one worker plays concurrently."
+    )
+    autoscale: bool = Field(
+        default=False,
+        description="Let the farm add and remove env workers from the engines' measured "
+        "utilisation and throughput, between min_workers and max_workers, starting at `workers` "
+        "(cluster/farm/autoscale.py). `workers: auto` turns it on with a start sized from the "
+        "engines (cluster/base/capacity.py).",
+    )
+    min_workers: int = Field(default=1, ge=1, description="Fewest env workers autoscale keeps.")
+    max_workers: int | None = Field(
+        default=None,
+        ge=1,
+        description="Most env workers autoscale starts (None: enough to reach the farm's "
+        "in-flight cap, train.max_inflight_groups).",
+    )
+    worker_cpus: float = Field(
+        default=0.5,
+        gt=0,
+        description="Ray CPUs one env worker reserves (its sandbox process and tokenizer; an env "
+        "behind a server needs less).",
+    )
+    step_latency_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="Latency added to every env step, as a remote env would have (benches and "
+        "tests of how the farm copes with a slower env; the `slow_env` fault changes it live).",
     )
     step_timeout_s: float = Field(default=30.0, gt=0, description="Bound on one env call.")
     attempts: int = Field(
@@ -103,6 +130,15 @@ class EnvSettings(BaseModel):
         description="One destructive change to the world mid-episode (env.disruption).",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _auto_workers(cls, data):
+        """``workers: auto`` outside a farm config (which sizes the start from its engines):
+        autoscale from ``min_workers``."""
+        if isinstance(data, dict) and data.get("workers") == "auto":
+            data = {**data, "autoscale": True, "workers": data.get("min_workers", 1)}
+        return data
+
     @field_validator("tasks", mode="before")
     @classmethod
     def _task_ids(cls, value):
@@ -113,6 +149,17 @@ class EnvSettings(BaseModel):
 
     @model_validator(mode="after")
     def _backend_needs(self) -> EnvSettings:
+        if self.max_workers is not None and self.max_workers < self.min_workers:
+            raise ValueError(
+                f"env.max_workers={self.max_workers} < env.min_workers={self.min_workers}: "
+                "raise max_workers or lower min_workers"
+            )
+        most = self.max_workers or self.workers
+        if self.autoscale and not self.min_workers <= self.workers <= most:
+            raise ValueError(
+                f"env.workers={self.workers} (autoscale's start) is outside env.min_workers="
+                f"{self.min_workers} .. env.max_workers={self.max_workers}: start inside the range"
+            )
         if self.backend in ("http", "openenv") and not self.url:
             raise ValueError(f"env.backend is {self.backend!r} but env.url is empty: set env.url")
         if self.backend == "openenv" and not self.tasks:

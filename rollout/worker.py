@@ -11,8 +11,10 @@ can account for every episode.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from rollout.config import EnvSettings
+from rollout.env_contract import EnvSession, StepResult
 from rollout.episode_loop import EpisodeLimits
 from rollout.group import GroupSpec, run_group
 from rollout.types import TrajectoryGroup
@@ -34,6 +36,29 @@ class PinnedEngine:
         return await self.engine_pool.generate(prompt_token_ids, sampling, self.version, key)
 
 
+class SlowedSession:
+    """An env session whose every step first waits the worker's current added latency (a
+    remote env's round trip, ``env.step_latency_s``); read at each step, so a live change
+    reaches episodes already running."""
+
+    def __init__(self, session: EnvSession, latency_s: Callable[[], float]) -> None:
+        self.session, self.latency_s = session, latency_s
+
+    async def reset(self, task_id: str, seed: int) -> StepResult:
+        return await self.session.reset(task_id, seed)
+
+    async def step(self, reply: str) -> StepResult:
+        if (delay := self.latency_s()) > 0:
+            await asyncio.sleep(delay)
+        return await self.session.step(reply)
+
+    async def close(self) -> None:
+        await self.session.close()
+
+    def __getattr__(self, name: str):
+        return getattr(self.session, name)
+
+
 class RolloutWorker:
     def __init__(
         self, name: str, engine_pool, model_path: str, settings: EnvSettings, max_steps: int
@@ -47,6 +72,18 @@ class RolloutWorker:
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.settings = settings
         self.sessions = open_sessions(settings, max_steps)
+        self.step_latency_s = settings.step_latency_s
+
+    def _new_session(self) -> SlowedSession:
+        return SlowedSession(self.sessions.new(), lambda: self.step_latency_s)
+
+    async def set_step_latency(self, seconds: float) -> float:
+        """Add ``seconds`` to every env step from now on (the ``slow_env`` fault); returns it."""
+        self.step_latency_s = max(0.0, float(seconds))
+        return self.step_latency_s
+
+    async def step_latency(self) -> float:
+        return self.step_latency_s
 
     async def play(
         self, spec: GroupSpec, limits: EpisodeLimits, adapter_version: int | None = None,
@@ -54,7 +91,7 @@ class RolloutWorker:
     ) -> TrajectoryGroup:  # fmt: skip
         return await run_group(
             spec,
-            self.sessions.new,
+            self._new_session,
             PinnedEngine(self.engine_pool, adapter_version, sticky),
             self.tokenizer,
             limits,

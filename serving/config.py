@@ -82,6 +82,13 @@ class EngineConfig(BaseModel):
         default=True, description="Reuse KV of shared prefixes (keyed per adapter version)."
     )
     max_num_seqs: int = Field(default=64, ge=1, description="Sequences batched per engine step.")
+    max_num_batched_tokens: int | None = Field(
+        default=None,
+        ge=16,
+        description="Tokens scheduled per engine step, prefill and decode together (None: vLLM's "
+        "default for the device). Larger lets long prompts prefill in fewer steps at the cost of "
+        "each step's latency.",
+    )
     routing: Literal["sticky", "least_loaded"] = Field(
         default="sticky",
         description="'sticky': every turn of an episode goes to the same engine (a stable hash "
@@ -140,6 +147,13 @@ class EngineConfig(BaseModel):
         if self.device == "cpu" and self.tensor_parallel_size != 1:
             raise ValueError(
                 "engine.tensor_parallel_size>1 needs GPUs; on CPU set tensor_parallel_size: 1"
+            )
+        tokens = self.max_num_batched_tokens
+        if tokens is not None and tokens < self.max_num_seqs:
+            raise ValueError(
+                f"engine.max_num_batched_tokens={tokens} < engine.max_num_seqs="
+                f"{self.max_num_seqs}: a step could not give every running sequence its next "
+                f"token; raise it to at least {self.max_num_seqs} or remove it"
             )
         return self
 

@@ -132,6 +132,8 @@ class Engine:
         # rewinds the request's generator offset, which only CUDA generators have ("CPU
         # Generator does not use offset"). On CPU, requests are sampled unseeded instead.
         self._seeds_work = cfg.resolved_device() != "cpu"
+        if cfg.max_num_batched_tokens is not None:
+            kwargs["max_num_batched_tokens"] = cfg.max_num_batched_tokens
         if cfg.resolved_device() == "cpu":
             # vLLM's default multiprocess worker dies with SIGILL when started inside a Ray actor
             # on CPU; the uniprocess backend is what works there. vLLM's CPU platform turns

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from cluster.base.capacity import auto_max_workers, auto_start_workers, inflight_cap
 from learner.config import LearnerConfig
 from rollout.config import EnvSettings, RolloutSettings
 from rollout.env_backends import env_backend
@@ -83,6 +84,13 @@ class TrainSettings(_Strict):
         default=1, ge=0, description="Drop groups sampled more than this many versions ago."
     )
     queue_size: int = Field(default=8, ge=1, description="Bound of the group queue.")
+    max_inflight_groups: int | None = Field(
+        default=None,
+        ge=1,
+        description="Most groups in flight at once in async mode, whatever the env workers could "
+        "play (None: 2 x engines x engine.max_num_seqs / rollout.group_size, a batch in the "
+        "engine and one in the env; cluster/base/capacity.py).",
+    )
     checkpoint_every: int = Field(
         default=5,
         ge=1,
@@ -111,8 +119,9 @@ class TrainSettings(_Strict):
 
 
 FaultKind = Literal[
-    "kill_rollout_worker", "kill_sandbox", "hang_sandbox", "kill_engine", "kill_learner"
-]
+    "kill_rollout_worker", "kill_sandbox", "hang_sandbox", "kill_engine", "kill_learner",
+    "slow_env",
+]  # fmt: skip
 
 
 class Fault(_Strict):
@@ -123,6 +132,21 @@ class Fault(_Strict):
 
     at_update: int = Field(ge=1, description="Inject right after this update is booked.")
     kind: FaultKind = Field(description="Which part to break (see cluster/farm/faults.py).")
+    latency_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="slow_env only: seconds every env step takes longer from then on.",
+    )
+
+    @model_validator(mode="after")
+    def _latency_for_slow_env(self) -> Fault:
+        if (self.kind == "slow_env") != (self.latency_s > 0):
+            raise ValueError(
+                f"fault {self.kind} at update {self.at_update}: latency_s={self.latency_s} "
+                "belongs to slow_env, which needs it > 0 (e.g. {at_update: 4, kind: slow_env, "
+                "latency_s: 0.2}); other kinds take none"
+            )
+        return self
 
 
 class RunSettings(_Strict):
@@ -257,6 +281,24 @@ class PlacementSettings(_Strict):
     )
 
 
+def _auto_env_workers(data: dict) -> dict:
+    """``env.workers: auto``: autoscale on, starting with the workers whose groups fill every
+    engine's batch once (cluster/base/capacity.py), inside min_workers .. max_workers."""
+    env = dict(data.get("env") or {})
+    if env.get("workers") != "auto":
+        return data
+    engine, rollout = data.get("engine") or {}, data.get("rollout") or {}
+    run = data.get("run") or {}
+    engines = int(run.get("engines", RunSettings.model_fields["engines"].default))
+    seqs = int(engine.get("max_num_seqs", EngineConfig.model_fields["max_num_seqs"].default))
+    size = int(rollout.get("group_size", RolloutSettings.model_fields["group_size"].default))
+    per = int(env.get("groups_per_worker", EnvSettings.model_fields["groups_per_worker"].default))
+    start = max(int(env.get("min_workers", 1)), auto_start_workers(engines, seqs, size, per))
+    if env.get("max_workers") is not None:
+        start = min(start, int(env["max_workers"]))
+    return {**data, "env": {**env, "workers": start, "autoscale": True}}
+
+
 class FarmConfig(_Strict):
     """Everything one run needs. Shared settings are set once here and propagated."""
 
@@ -297,6 +339,7 @@ class FarmConfig(_Strict):
                 updates = TrainSettings.model_fields["updates"].default
             steps = max(1, int(updates)) * int(learner.get("minibatches", 1))
             data = {**data, "learner": {**learner, "total_steps": steps}}
+        data = _auto_env_workers(data)
         # Engines run LoRA only on the layers the learner trains (much cheaper on CPU).
         learner = data["learner"]
         engine = data["engine"]
@@ -349,7 +392,37 @@ class FarmConfig(_Strict):
                 f"learner.keep_last={self.learner.keep_last} would delete adapters engines may "
                 f"still read: set it to at least engine.max_loras+1={self.engine.max_loras + 1}"
             )
+        high = self.env_worker_range[1]
+        if self.env.autoscale and self.env.workers > high:
+            raise ValueError(
+                f"env.workers={self.env.workers} (autoscale's start) is above the most workers "
+                f"the farm can keep busy ({high}: train.max_inflight_groups / "
+                "env.groups_per_worker); start lower or raise env.max_workers"
+            )
         return self
+
+    @property
+    def inflight_groups(self) -> int:
+        """Most groups in flight at once (``train.max_inflight_groups``, else sized from the
+        engines)."""
+        return self.train.max_inflight_groups or inflight_cap(
+            self.run.engines, self.engine.max_num_seqs, self.rollout.group_size
+        )
+
+    @property
+    def env_worker_range(self) -> tuple[int, int]:
+        """The env workers autoscale moves between: ``env.min_workers`` .. ``env.max_workers``
+        (default: the workers that reach the in-flight cap)."""
+        env = self.env
+        high = env.max_workers or auto_max_workers(self.inflight_groups, env.groups_per_worker)
+        return env.min_workers, max(env.min_workers, high)
+
+    @property
+    def most_env_workers(self) -> int:
+        """The most env workers this run may have at once (Ray's CPUs are sized for them)."""
+        if not self.env.autoscale:
+            return self.env.workers
+        return max(self.env.workers, self.env_worker_range[1])
 
 
 class ConfigError(ValueError):

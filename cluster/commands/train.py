@@ -207,7 +207,7 @@ def train(args: argparse.Namespace) -> int:
     from cluster.base.ray_runtime import farm_cpus, init_ray
     from cluster.models.warm_start import prepare_model
 
-    init_ray(args.address, farm_cpus(config.run.engines, config.env.workers))
+    init_ray(args.address, farm_cpus(config.run.engines, config.most_env_workers))
     model_path = prepare_model(config)
     summary = asyncio.run(run(config, model_path, resume=args.resume))
     stopped = summary["stopped"]

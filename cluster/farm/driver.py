@@ -31,6 +31,7 @@ import yaml
 
 from cluster.base.config import FarmConfig
 from cluster.base.task_split import TaskSplit, task_split
+from cluster.farm.autoscale import Window, autoscaler_for
 from cluster.farm.batching import Batch, Batcher, to_sample_group
 from cluster.farm.checkpoints import Checkpoint, CheckpointStore, DriverState
 from cluster.farm.curriculum import CurriculumSampler
@@ -41,7 +42,7 @@ from cluster.farm.evaluating import Evaluator, fixed_training_tasks, overall
 from cluster.farm.failures import FailureLimits, RunStopped
 from cluster.farm.faults import FaultInjector
 from cluster.farm.ledger import Ledger
-from cluster.farm.metrics import Metrics, RunState, Totals
+from cluster.farm.metrics import Metrics, RunState, Totals, UpdateRow
 from cluster.farm.playing import GroupPlayer, episode_limits
 from cluster.farm.producing import Producer
 from cluster.farm.publishing import Versions
@@ -95,6 +96,8 @@ class Farm:
         self.before: dict | None = None  # the held-out views' eval before training, once made
         self.engine_watch = EngineWatch(self.engine_pool, self.metrics.event)
         self._pending_updates = 0  # updates trained and being booked (async mode)
+        self.autoscaler = autoscaler_for(config)  # env.workers: auto (None: a fixed count)
+        self._window_start: tuple[float, int] | None = None  # (time_s, episodes) at the last row
         self._begun = False
 
     def _wire_loop(self) -> None:
@@ -123,7 +126,7 @@ class Farm:
         self.player.set_routing(config.engine.routing)
         self.producer = Producer(
             self.player, self.queue, self.ledger, self.latch, self.versions, self.batcher,
-            lambda: workers.size * config.env.groups_per_worker,
+            lambda: min(workers.size * config.env.groups_per_worker, config.inflight_groups),
             (config.train.max_staleness, config.train.groups_per_update), self._apply_control,
         )  # fmt: skip
 
@@ -263,7 +266,8 @@ class Farm:
         """Play ``groups`` groups with the farm's whole rollout capacity in flight and train on
         none (the rollout-only stage of ``rlfarm bench rollout``); see ``GroupPlayer.play_only``."""
         await self.begin()
-        capacity = self.workers.size * self.config.env.groups_per_worker
+        config = self.config
+        capacity = min(self.workers.size * config.env.groups_per_worker, config.inflight_groups)
         await self.player.play_only(groups, capacity, self.state.updates, on_group)
 
     @property
@@ -379,6 +383,7 @@ class Farm:
             self.ledger.summary(), self.sampler.frontier_tier,
         )  # fmt: skip
         self.control.report.remote(row.as_dict())
+        await self._autoscale(row)
         updates = self.state.updates
         if updates % self.config.train.checkpoint_every == 0 or updates >= target:
             await self.recovery.checkpoint(self.driver_state())
@@ -386,6 +391,21 @@ class Farm:
         if every and updates % every == 0 and updates < target:
             await self.periodic_eval(updates)
         await self.faults.inject_due(updates)
+
+    async def _autoscale(self, row: UpdateRow) -> None:
+        """Feed the update's window to ``env.workers: auto``'s controller; apply its move."""
+        start, self._window_start = self._window_start, (row.time_s, row.episodes_total)
+        if self.autoscaler is None or start is None:
+            return
+        window = Window(
+            row.env_workers, row.time_s - start[0], row.episodes_total - start[1],
+            row.engine_batch_fill, row.engine_waiting,
+        )  # fmt: skip
+        decision = self.autoscaler.observe(window)
+        if decision is not None:
+            await self.control.set_env_workers.remote(decision.workers)
+            self.workers.resize(decision.workers)
+            self.metrics.event(f"env workers -> {decision.workers} (auto: {decision.why})")
 
     async def _apply_control(self) -> None:
         desired = await self.control.desired_env_workers.remote()

@@ -12,7 +12,10 @@ says so in ``events.log``; the run must then carry on as it would after a real f
 - ``kill_engine``: the engine actor is killed (Ray restarts it; it ends whatever its dead
   incarnation left running, e.g. vLLM's engine-core process, and catches up to the current
   adapter before serving); recovered only once no process of the dead engine runs;
-- ``kill_learner``: the learner actor is killed (restarted from its state after the last update).
+- ``kill_learner``: the learner actor is killed (restarted from its state after the last update);
+- ``slow_env``: every env step takes ``latency_s`` longer from then on, on every worker and every
+  worker started later (a remote env getting slower; ``env.workers: auto`` should add workers).
+  Nothing breaks: the watch confirms each worker applies it.
 
 Each injection is followed by a watch that confirms the broken part was replaced (a new worker
 actor, a new sandbox process pid, an engine or learner actor answering from a new process) and
@@ -57,7 +60,7 @@ class FaultInjector:
         """Inject every fault scheduled for ``update``; a watch then confirms the recovery."""
         for fault in self.faults:
             if fault.at_update == update:
-                what, recovered = await self._inject(fault.kind)
+                what, recovered = await self._inject(fault)
                 self.event(f"fault injected after update {update}: {fault.kind} ({what})")
                 watch = asyncio.ensure_future(self._watch(update, fault.kind, recovered))
                 self.watches.add(watch)
@@ -77,11 +80,17 @@ class FaultInjector:
         self.event(f"fault NOT recovered after update {update}: {kind} "
                    f"(nothing replaced it within {RECOVERY_WAIT_S:.0f} s)")  # fmt: skip
 
-    async def _inject(self, kind: FaultKind) -> tuple[str, Callable]:
+    async def _inject(self, fault: Fault) -> tuple[str, Callable]:
         """Break the part; returns what was broken and a check that says how it came back
         (None while it has not)."""
         import ray
 
+        kind = fault.kind
+        if kind == "slow_env":
+            latency = fault.latency_s
+            self.workers.set_step_latency(latency)
+            what = f"every env step {latency:g} s slower on {self.workers.size} worker(s)"
+            return what, lambda: _latency_applied(self.workers, latency)
         if kind == "kill_engine":
             engine = self.engines[0]
             before = (await engine.health.remote()).pid
@@ -126,6 +135,14 @@ async def _engine_restarted(engine: Any, before: int | None, members: list) -> s
         f"engine-0 answers from process {pid}, was {before}; none of the dead engine's "
         f"{len(members)} processes ({', '.join(str(m[0]) for m in members)}) still runs"
     )
+
+
+async def _latency_applied(workers: RolloutWorkerSet, latency: float) -> str | None:
+    slots = [s for s in workers.slots if not s.retiring]
+    applied = await asyncio.gather(*(s.handle.step_latency.remote() for s in slots))
+    if any(value != latency for value in applied):
+        return None
+    return f"all {len(slots)} env worker(s) add {latency:g} s to each step"
 
 
 async def _sandbox_replaced(worker: Any, before: int | None) -> str | None:

@@ -28,12 +28,13 @@ class RolloutWorkerSet:
     slots: list[WorkerSlot] = field(default_factory=list)
     _names: itertools.count = field(default_factory=itertools.count)
     restarts: int = 0
+    step_latency_s: float = 0.0  # added to each env step by every worker (the slow_env fault)
 
     def resize(self, n: int) -> None:
         active = [s for s in self.slots if not s.retiring]
         for _ in range(n - len(active)):
             name = f"rollout-worker-{next(self._names)}"
-            self.slots.append(WorkerSlot(name=name, handle=self.factory(name)))
+            self.slots.append(WorkerSlot(name=name, handle=self._start(name)))
         for slot in active[n:] if n < len(active) else []:
             slot.retiring = True
         self._reap()
@@ -70,8 +71,21 @@ class RolloutWorkerSet:
         with contextlib.suppress(Exception):  # already dead: nothing to kill
             ray.kill(slot.handle)
         slot.name = f"rollout-worker-{next(self._names)}"
-        slot.handle = self.factory(slot.name)
+        slot.handle = self._start(slot.name)
         return True
+
+    def set_step_latency(self, seconds: float) -> list[Any]:
+        """Every worker, and every one started later, adds ``seconds`` to each env step;
+        returns the calls' references (each worker answers once it applies it)."""
+        self.step_latency_s = seconds
+        return [slot.handle.set_step_latency.remote(seconds) for slot in self.slots]
+
+    def _start(self, name: str) -> Any:
+        handle = self.factory(name)
+        if self.step_latency_s:
+            # Ray runs one caller's calls to an actor in order: this lands before any group.
+            handle.set_step_latency.remote(self.step_latency_s)
+        return handle
 
     def _reap(self) -> None:
         import ray

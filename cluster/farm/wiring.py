@@ -110,7 +110,7 @@ def start_parts(config: FarmConfig, model_path: str) -> FarmParts:
     env, max_steps = config.env, config.rollout.max_steps
 
     def start_worker(name: str):
-        return worker_cls.options(name=None, num_cpus=0.5).remote(
+        return worker_cls.options(name=None, num_cpus=env.worker_cpus).remote(
             name, engine_pool, model_path, env, max_steps
         )
 
