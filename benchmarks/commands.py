@@ -41,6 +41,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     _add_rollout_bench(bench)
     _add_learning_bench(bench)
+    _add_autoscale_bench(bench)
     _add_chaos_bench(bench)
     _add_component_benches(bench)
 
@@ -89,6 +90,26 @@ def _add_learning_bench(bench: argparse._SubParsersAction) -> None:
     learning.add_argument("--out", type=Path, default=Path("runs/bench-learning"),
                           help="output dir")  # fmt: skip
     learning.set_defaults(func=_runs("learning"))
+
+
+def _add_autoscale_bench(bench: argparse._SubParsersAction) -> None:
+    auto = bench.add_parser(
+        "autoscale", help="env.workers: auto against a fixed-count sweep, and a slower env"
+    )
+    auto.add_argument("--json", action="store_true", help="print only one JSON object")
+    auto.add_argument("--config", type=Path, default=None,
+                      help="farm config (default: configs/local.yaml)")  # fmt: skip
+    add_overrides(auto, "override one config field (e.g. env.max_workers=6)")
+    auto.add_argument("--updates", type=int, default=4, help="measured updates per fixed count")
+    auto.add_argument("--settle", type=int, default=1, help="unmeasured updates per fixed count")
+    auto.add_argument("--auto-updates", type=int, default=40,
+                      help="updates per auto stage (the slow-env stage runs 1.5x)")  # fmt: skip
+    auto.add_argument("--tail", type=int, default=15,
+                      help="last updates of an auto stage judged as settled")  # fmt: skip
+    auto.add_argument("--latency", type=float, default=0.2,
+                      help="env step latency added mid slow-env stage (s)")  # fmt: skip
+    auto.add_argument("--out", type=Path, default=Path("runs/bench-autoscale"), help="output dir")
+    auto.set_defaults(func=_runs("autoscale"))
 
 
 def _add_chaos_bench(bench: argparse._SubParsersAction) -> None:

@@ -31,7 +31,7 @@ import yaml
 
 from cluster.base.config import FarmConfig
 from cluster.base.task_split import TaskSplit, task_split
-from cluster.farm.autoscale import Window, autoscaler_for
+from cluster.farm.autoscale import Window, WorkerAutoscaler, autoscaler_for
 from cluster.farm.batching import Batch, Batcher, to_sample_group
 from cluster.farm.checkpoints import Checkpoint, CheckpointStore, DriverState
 from cluster.farm.curriculum import CurriculumSampler
@@ -434,6 +434,11 @@ class Farm:
         await self.control.set_env_workers.remote(env_workers)
         self.workers.resize(env_workers)
         await asyncio.gather(*(slot.handle.ping.remote() for slot in self.workers.slots))
+
+    def autoscale_with(self, scaler: WorkerAutoscaler | None) -> None:
+        """Size the env workers with ``scaler`` from the next update on (None: keep the count
+        fixed); its first window opens when the next update is booked."""
+        self.autoscaler, self._window_start = scaler, None
 
     async def totals(self) -> Totals:
         """The running totals now (a measuring window starts or ends here)."""

@@ -151,3 +151,65 @@ async def _learner_pid(learner) -> int:
         except Exception:
             await asyncio.sleep(0.5)
     raise TimeoutError("the learner did not come back")
+
+
+def test_a_slower_env_reaches_every_worker_and_each_one_started_later(parts):
+    import ray
+
+    _, _, workers = parts
+    events: list[str] = []
+    injector = FaultInjector([Fault(at_update=2, kind="slow_env", latency_s=0.25)], [], None,
+                             workers, events.append)  # fmt: skip
+
+    async def scenario() -> None:
+        await injector.inject_due(2)
+        await asyncio.gather(*injector.watches)
+
+    try:
+        asyncio.run(scenario())
+        assert events == [
+            "fault injected after update 2: slow_env (every env step 0.25 s slower on 1 worker(s))",
+            "fault recovered after update 2: slow_env (all 1 env worker(s) add 0.25 s to each "
+            "step)",
+        ]
+        workers.resize(2)  # a worker started after the fault is just as slow
+        assert ray.get([s.handle.step_latency.remote() for s in workers.slots]) == [0.25, 0.25]
+    finally:
+        ray.get(workers.set_step_latency(0.0))
+        workers.resize(1)
+
+
+def test_a_slowed_session_waits_before_each_step_and_follows_live_changes():
+    import time
+
+    from rollout.env_contract import StepResult
+    from rollout.worker import SlowedSession
+
+    class Instant:
+        async def reset(self, task_id, seed):
+            return StepResult(text=task_id)
+
+        async def step(self, reply):
+            return StepResult(text=reply)
+
+        async def close(self):
+            pass
+
+    latency = [0.2]
+    session = SlowedSession(Instant(), lambda: latency[0])
+
+    async def timed(coro):
+        started = time.perf_counter()
+        result = await coro
+        return result, time.perf_counter() - started
+
+    async def scenario():
+        _, reset_s = await timed(session.reset("t", 0))
+        result, slow_s = await timed(session.step("aws s3 ls"))
+        latency[0] = 0.0
+        _, fast_s = await timed(session.step("aws s3 ls"))
+        return reset_s, result, slow_s, fast_s
+
+    reset_s, result, slow_s, fast_s = asyncio.run(scenario())
+    assert result.text == "aws s3 ls"
+    assert slow_s >= 0.2 and reset_s < 0.2 and fast_s < 0.2

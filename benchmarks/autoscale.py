@@ -1,0 +1,184 @@
+"""``rlfarm bench autoscale``: does ``env.workers: auto`` find the worker count a sweep would?
+
+One async farm (the config's model: the warm tiny model by default, the rollout bench's narrow
+task set), stage after stage, each a further ``main_loop`` on the same engines and learner:
+
+1. the fixed sweep: every rung of the controller's ladder between ``env.min_workers`` and the
+   most workers the farm can keep busy, ``settle + updates`` updates each (the settle update not
+   measured), episodes/s and GRPO steps/hour;
+2. auto from the fewest workers and 3. from the most, ``--auto-updates`` each: the counts it ran
+   at, the count it held most over the last ``--tail`` updates and that tail's measured rate, each
+   against the sweep's best (target: the held count's swept rate within 10% of the best);
+4. a slower env: auto from stage 2's held count, every env step ``--latency`` s slower from
+   half-way on (the ``slow_env`` fault's path); the count it held before and after, and, with the
+   latency, the old count and the new one measured fixed side by side (the gain of reacting).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from cluster.base.config import ConfigError, FarmConfig, load_config
+
+DEFAULT_CONFIG = Path(__file__).parents[1] / "configs" / "local.yaml"
+WITHIN = 0.10  # the held count's swept rate must be at least 90% of the best swept rate
+
+
+def bench_config(args: argparse.Namespace) -> FarmConfig:
+    from benchmarks.rollout import NARROW_TASKS
+
+    overrides = [
+        *NARROW_TASKS, "train.mode=async", f"run.out_dir={args.out}",
+        f"run.name=autoscale-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}", *args.overrides,
+    ]  # fmt: skip
+    return load_config(args.config or DEFAULT_CONFIG, overrides)
+
+
+def _log(message: str) -> None:
+    print(f"[bench autoscale {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+async def _fixed(farm, workers: int, settle: int, updates: int) -> dict:
+    from benchmarks.rollout import _farm_stage
+
+    farm.autoscale_with(None)
+    size = farm.config.rollout.group_size
+    return await _farm_stage(farm, updates, "async", workers, size, settle)
+
+
+async def _auto(farm, start: int, updates: int, tail: int, latency_at: int | None = None,
+                latency_s: float = 0.0) -> dict:  # fmt: skip
+    """``updates`` updates under the controller from ``start`` workers; with ``latency_at``,
+    every env step ``latency_s`` slower after that many of them."""
+    from cluster.farm.autoscale import WorkerAutoscaler
+
+    low, high = farm.config.env_worker_range
+    await farm.scale(start)
+    farm.autoscale_with(WorkerAutoscaler(low, high, start))
+    first = len(farm.metrics.history)
+    if latency_at is None:
+        await farm.main_loop(updates=updates, mode="async")
+    else:
+        await farm.main_loop(updates=latency_at, mode="async")
+        await asyncio.gather(*farm.workers.set_step_latency(latency_s))
+        _log(f"every env step {latency_s:g} s slower from update {farm.state.updates}")
+        await farm.main_loop(updates=updates - latency_at, mode="async")
+    farm.autoscale_with(None)
+    rows = farm.metrics.history[first:]
+    engines = farm.config.run.engines
+    out = {"start": start, "path": [[row.update, row.env_workers] for row in rows]}
+    out |= _tail(rows, tail, engines)
+    if latency_at is not None:
+        out["before_latency"] = _tail(rows[:latency_at], tail, engines)
+    return out
+
+
+def _tail(rows: list, tail: int, engines: int) -> dict:
+    """The last ``tail`` updates: the worker count held most, and the rates measured."""
+    window = rows[-(tail + 1) :]
+    held = Counter(row.env_workers for row in window[1:]).most_common(1)[0][0]
+    rates = window[0].totals().rates(window[-1].totals(), engines=engines)
+    return {"held": held, "tail_updates": len(window) - 1, "tail": rates}
+
+
+def judge(sweep: dict[int, dict], auto: dict) -> dict:
+    """The held count against the sweep: its swept rate over the best swept rate."""
+    best = max(sweep, key=lambda n: sweep[n]["episodes_per_s"])
+    best_rate = sweep[best]["episodes_per_s"]
+    held = auto["held"]
+    held_rate = sweep[held]["episodes_per_s"] if held in sweep else None
+    ratio = None if held_rate is None else held_rate / best_rate
+    return {
+        "best_fixed": best,
+        "best_fixed_episodes_per_s": best_rate,
+        "held_swept_over_best": ratio,
+        "tail_over_best": auto["tail"]["episodes_per_s"] / best_rate,
+        "within_10pct": ratio is not None and ratio >= 1 - WITHIN,
+    }
+
+
+async def _stages(farm, args: argparse.Namespace) -> dict:
+    from cluster.farm.autoscale import ladder
+
+    low, high = farm.config.env_worker_range
+    rungs = ladder(low, high)
+    sweep = {}
+    for n in rungs:
+        _log(f"fixed: {n} env workers, {args.settle} + {args.updates} updates")
+        sweep[n] = await _fixed(farm, n, args.settle, args.updates)
+        _log(f"fixed {n}: {sweep[n]['episodes_per_s']:.2f} episodes/s, "
+             f"{sweep[n]['grpo_steps_per_hour']:.0f} updates/h")  # fmt: skip
+    result: dict = {"rungs": rungs, "sweep": {str(n): row for n, row in sweep.items()}}
+    for name, start in (("auto_from_low", low), ("auto_from_high", high)):
+        _log(f"{name}: auto from {start} workers, {args.auto_updates} updates")
+        auto = await _auto(farm, start, args.auto_updates, args.tail)
+        auto["versus_sweep"] = judge(sweep, auto)
+        _log(f"{name}: held {auto['held']} ({auto['versus_sweep']})")
+        result[name] = auto
+    start = result["auto_from_low"]["held"]
+    half = args.auto_updates // 2
+    _log(f"slow env: auto from {start}, every step {args.latency:g} s slower after {half} updates")
+    slow = await _auto(farm, start, args.auto_updates + half, args.tail, half, args.latency)
+    before, after = slow["before_latency"]["held"], slow["held"]
+    # Fixed, both with the latency: what reacting to it bought.
+    side = {}
+    for n in dict.fromkeys((before, after)):
+        side[str(n)] = await _fixed(farm, n, args.settle, args.updates)
+        _log(f"slow env, fixed {n}: {side[str(n)]['episodes_per_s']:.2f} episodes/s")
+    slow["fixed_with_latency"] = side
+    slow["after_over_before"] = (
+        side[str(after)]["episodes_per_s"] / side[str(before)]["episodes_per_s"]
+    )
+    await asyncio.gather(*farm.workers.set_step_latency(0.0))
+    result["slow_env"] = slow
+    return result
+
+
+def run_autoscale_bench(config: FarmConfig, args: argparse.Namespace) -> dict:
+    from cluster.base.ray_runtime import farm_cpus, init_ray
+    from cluster.farm.driver import Farm
+    from cluster.models.warm_start import prepare_model
+
+    init_ray(min_cpus=farm_cpus(config.run.engines, config.env_worker_range[1]))
+    model_path = prepare_model(config, log=_log)
+    started = time.perf_counter()
+    farm = Farm.start(config, model_path)
+    try:
+        result = asyncio.run(_stages(farm, args))
+    finally:
+        farm.shutdown()
+    return {
+        "model": config.model,
+        "env_worker_range": list(config.env_worker_range),
+        "groups_per_worker": config.env.groups_per_worker,
+        "inflight_groups": config.inflight_groups,
+        "latency_s": args.latency,
+        "wall_s": round(time.perf_counter() - started, 1),
+        **result,
+        "met": all(
+            result[k]["versus_sweep"]["within_10pct"] for k in ("auto_from_low", "auto_from_high")
+        ),
+    }
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        config = bench_config(args)
+    except ConfigError as exc:
+        print(f"rlfarm bench autoscale: {exc}", file=sys.stderr)
+        return 2
+    result = run_autoscale_bench(config, args)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "autoscale.json").write_text(json.dumps(result, indent=1))
+    from benchmarks.records import record
+
+    record("autoscale", result)
+    print(json.dumps(result) if args.json else json.dumps(result, indent=1))
+    return 0
