@@ -25,8 +25,8 @@ from env.prompts import SYSTEM_PROMPT, observation_text, render_task
 
 INSTRUCTIONS = (
     "Solve the AWS task below. Call the `aws` tool with one AWS CLI command at a time, read its "
-    "output, and continue until the task is done."
-)
+    "output, and continue until the task is done.\n\n"
+)  # TRL appends reset()'s task text to this message as is: the blank line separates them
 
 
 class AwsCliTool:
