@@ -24,7 +24,9 @@ class WorkerSlot:
 
 @dataclass
 class RolloutWorkerSet:
-    factory: Callable[[str], Any]  # starts one worker actor given its name; returns its handle
+    # Starts one worker actor given its name and the latency it adds to each env step; returns
+    # its handle.
+    factory: Callable[[str, float], Any]
     slots: list[WorkerSlot] = field(default_factory=list)
     _names: itertools.count = field(default_factory=itertools.count)
     restarts: int = 0
@@ -81,11 +83,9 @@ class RolloutWorkerSet:
         return [slot.handle.set_step_latency.remote(seconds) for slot in self.slots]
 
     def _start(self, name: str) -> Any:
-        handle = self.factory(name)
-        if self.step_latency_s:
-            # Ray runs one caller's calls to an actor in order: this lands before any group.
-            handle.set_step_latency.remote(self.step_latency_s)
-        return handle
+        # Given at construction: an async actor's calls may run out of order, so a call made
+        # right after could land after the worker's first group had started.
+        return self.factory(name, self.step_latency_s)
 
     def _reap(self) -> None:
         import ray

@@ -109,9 +109,10 @@ def start_parts(config: FarmConfig, model_path: str) -> FarmParts:
     worker_cls = rollout_worker_class()
     env, max_steps = config.env, config.rollout.max_steps
 
-    def start_worker(name: str):
+    def start_worker(name: str, step_latency_s: float):
+        settings = env.model_copy(update={"step_latency_s": step_latency_s})
         return worker_cls.options(name=None, num_cpus=env.worker_cpus).remote(
-            name, engine_pool, model_path, env, max_steps
+            name, engine_pool, model_path, settings, max_steps
         )
 
     workers = RolloutWorkerSet(factory=start_worker)

@@ -44,9 +44,9 @@ def parts(ray_runtime, tiny_model_path):
 
     worker_cls = rollout_worker_class()
 
-    def start_worker(name: str):
+    def start_worker(name: str, step_latency_s: float):
         return worker_cls.options(num_cpus=0).remote(
-            name, None, str(tiny_model_path), EnvSettings(), 3
+            name, None, str(tiny_model_path), EnvSettings(step_latency_s=step_latency_s), 3
         )
 
     workers = RolloutWorkerSet(factory=start_worker)
