@@ -390,6 +390,7 @@ class Farm:
         every = self.config.train.eval_every
         if every and updates % every == 0 and updates < target:
             await self.periodic_eval(updates)
+            self._window_start = None  # the eval's time is no measure of the env workers
         await self.faults.inject_due(updates)
 
     async def _autoscale(self, row: UpdateRow) -> None:
