@@ -102,11 +102,11 @@ def _add_autoscale_bench(bench: argparse._SubParsersAction) -> None:
     add_overrides(auto, "override one config field (e.g. env.max_workers=6)")
     auto.add_argument("--updates", type=int, default=4, help="measured updates per fixed count")
     auto.add_argument("--settle", type=int, default=1, help="unmeasured updates per fixed count")
-    auto.add_argument("--auto-updates", type=int, default=40,
+    auto.add_argument("--auto-updates", type=int, default=30,
                       help="updates per auto stage (the slow-env stage runs 1.5x)")  # fmt: skip
-    auto.add_argument("--tail", type=int, default=15,
+    auto.add_argument("--tail", type=int, default=12,
                       help="last updates of an auto stage judged as settled")  # fmt: skip
-    auto.add_argument("--latency", type=float, default=0.2,
+    auto.add_argument("--latency", type=float, default=0.5,
                       help="env step latency added mid slow-env stage (s)")  # fmt: skip
     auto.add_argument("--out", type=Path, default=Path("runs/bench-autoscale"), help="output dir")
     auto.set_defaults(func=_runs("autoscale"))
