@@ -42,6 +42,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _add_rollout_bench(bench)
     _add_learning_bench(bench)
     _add_autoscale_bench(bench)
+    _add_peer_bench(bench)
     _add_chaos_bench(bench)
     _add_component_benches(bench)
 
@@ -110,6 +111,23 @@ def _add_autoscale_bench(bench: argparse._SubParsersAction) -> None:
                       help="env step latency added mid slow-env stage (s)")  # fmt: skip
     auto.add_argument("--out", type=Path, default=Path("runs/bench-autoscale"), help="output dir")
     auto.set_defaults(func=_runs("autoscale"))
+
+
+def _add_peer_bench(bench: argparse._SubParsersAction) -> None:
+    peer = bench.add_parser(
+        "peer", help="TRL's GRPOTrainer vs the farm (sync, async) on the same model and tasks"
+    )
+    peer.add_argument("--json", action="store_true", help="print only one JSON object")
+    peer.add_argument("--config", type=Path, default=None,
+                      help="farm config (default: configs/local.yaml)")  # fmt: skip
+    add_overrides(peer, "override one config field (e.g. run.warm_start=false)")
+    peer.add_argument("--trl-steps", type=int, default=2, help="timed TRL optimizer steps")
+    peer.add_argument("--updates", type=int, default=4, help="timed farm updates per mode")
+    peer.add_argument("--settle", type=int, default=1,
+                      help="untimed first steps/updates of each side")  # fmt: skip
+    peer.add_argument("--quick", action="store_true", help="tiny sizes (tests): G=4, 3 turns")
+    peer.add_argument("--out", type=Path, default=Path("runs/bench-peer"), help="output dir")
+    peer.set_defaults(func=_runs("peer"))
 
 
 def _add_chaos_bench(bench: argparse._SubParsersAction) -> None:

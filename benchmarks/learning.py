@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -245,15 +246,17 @@ def main(args: argparse.Namespace) -> int:
     except (ConfigError, ValueError) as exc:
         print(f"rlfarm bench learning: {exc}", file=sys.stderr)
         return 2
-    log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
-    result = run_bench(config, seeds, not args.no_base, log)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "learning.json").write_text(json.dumps(result, indent=1))
-    from benchmarks.records import record
+    from benchmarks.rollout import _stdout_reserved_for_json
 
-    record(f"learning-{Path(args.config or DEFAULT_CONFIG).stem}", result)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(json.dumps(result, indent=1))
+    log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
+    # The runs' progress lines go to stdout: with --json it must hold the JSON object alone.
+    with _stdout_reserved_for_json() if args.json else contextlib.nullcontext(sys.stdout) as real:
+        result = run_bench(config, seeds, not args.no_base, log)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "learning.json").write_text(json.dumps(result, indent=1))
+        from benchmarks.records import record
+
+        record(f"learning-{Path(args.config or DEFAULT_CONFIG).stem}", result)
+        real.write((json.dumps(result) if args.json else json.dumps(result, indent=1)) + "\n")
+        real.flush()
     return 0
