@@ -87,10 +87,9 @@ def trl_args(config: FarmConfig, steps: int, out: Path) -> dict:
 
 def trl_dataset(config: FarmConfig, rows: int):
     """The config's training tasks as TRL rows (task, seed), repeated to ``rows`` rows."""
-    from cluster.base.task_split import task_split
     from env.trl_adapter import task_dataset
 
-    ids = [t.id for t in task_split(config).train]
+    ids = [t.id for t in _train_tasks(config)]
     seeds = max(1, -(-rows // len(ids)))
     return task_dataset(task_ids=ids, seeds=seeds)
 
