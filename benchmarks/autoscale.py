@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -174,11 +175,16 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"rlfarm bench autoscale: {exc}", file=sys.stderr)
         return 2
-    result = run_autoscale_bench(config, args)
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / "autoscale.json").write_text(json.dumps(result, indent=1))
-    from benchmarks.records import record
+    from benchmarks.rollout import _stdout_reserved_for_json
 
-    record("autoscale", result)
-    print(json.dumps(result) if args.json else json.dumps(result, indent=1))
+    # The farm's progress lines go to stdout: with --json it must hold the JSON object alone.
+    with _stdout_reserved_for_json() if args.json else contextlib.nullcontext(sys.stdout) as real:
+        result = run_autoscale_bench(config, args)
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "autoscale.json").write_text(json.dumps(result, indent=1))
+        from benchmarks.records import record
+
+        record("autoscale", result)
+        real.write((json.dumps(result) if args.json else json.dumps(result, indent=1)) + "\n")
+        real.flush()
     return 0
