@@ -9,12 +9,11 @@ ratio is the quotient of the rates it names; the verdict follows from the best r
 from __future__ import annotations
 
 import json
-import os
-import sys
 
 import pytest
 
 from cluster.commands.cli import build_parser
+from tests.benchmarks.fd_stdout import run_capturing_fd1
 
 pytestmark = pytest.mark.vllm
 
@@ -26,19 +25,9 @@ def test_bench_peer_runs_trl_and_the_farm_side_by_side(ray_runtime, tmp_path) ->
         ["bench", "peer", "--quick", "--json", "--out", str(out), "--trl-steps", "1",
          "--updates", "1", "--settle", "0"]
     )  # fmt: skip
-    captured = tmp_path / "stdout.txt"
-    sys.stdout.flush()
-    saved = os.dup(1)
-    with captured.open("w") as sink:
-        os.dup2(sink.fileno(), 1)
-        try:
-            code = args.func(args)
-        finally:
-            sys.stdout.flush()
-            os.dup2(saved, 1)
-            os.close(saved)
+    code, printed = run_capturing_fd1(lambda: args.func(args), tmp_path / "stdout.txt")
     assert code == 0
-    lines = captured.read_text().splitlines()
+    lines = printed.splitlines()
     assert len(lines) == 1, lines[:5]
     result = json.loads(lines[0])
     assert result == json.loads((out / "peer.json").read_text())

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import struct
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +18,7 @@ import pytest
 from benchmarks.rollout import bench_settings, combine_stages
 from cluster.commands.cli import build_parser
 from cluster.farm.metrics import Totals
+from tests.benchmarks.fd_stdout import run_capturing_fd1
 
 pytestmark = pytest.mark.vllm
 
@@ -81,18 +80,8 @@ def quick_run(ray_runtime, tmp_path_factory) -> tuple[int, str, Path]:
     """
     out = tmp_path_factory.mktemp("bench-rollout")
     argv = ["--quick", "--json", "--out", str(out), "--updates", "1", "--sweep-updates", "1"]
-    captured = out / "stdout.txt"
-    sys.stdout.flush()
-    saved = os.dup(1)
-    with captured.open("w") as sink:
-        os.dup2(sink.fileno(), 1)
-        try:
-            code = _run_cli(argv)
-        finally:
-            sys.stdout.flush()
-            os.dup2(saved, 1)
-            os.close(saved)
-    return code, captured.read_text(), out
+    code, printed = run_capturing_fd1(lambda: _run_cli(argv), out / "stdout.txt")
+    return code, printed, out
 
 
 def test_bench_rollout_quick_prints_one_json_with_every_stage(quick_run) -> None:
