@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,21 +19,29 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_sample_sums_memory_and_descriptors_per_part_of_a_real_process_tree():
-    # A child whose command line says it is a sandbox process, holding 64 MiB and 20 files.
-    code = ("import sys, time; b = bytearray(64 << 20); fs = [open(sys.executable, 'rb') "
-            "for _ in range(20)]; print('ready', flush=True); time.sleep(60)")  # fmt: skip
-    child = subprocess.Popen([sys.executable, "-c", code, "env.sandbox_process"],
-                             stdout=subprocess.PIPE, text=True)  # fmt: skip
+    # A driver of its own (32 MiB), whose child's command line says it is a sandbox process,
+    # holding 64 MiB and 20 files. Its own driver, not pytest: sandbox processes other tests
+    # keep for the session would be counted too.
+    sandbox = ("import sys, time; b = bytearray(64 << 20); fs = [open(sys.executable, 'rb') "
+               "for _ in range(20)]; print('ready', flush=True); time.sleep(60)")  # fmt: skip
+    driver_code = (
+        "import subprocess, sys, time; b = bytearray(32 << 20); "
+        f"c = subprocess.Popen([sys.executable, '-c', {sandbox!r}, 'env.sandbox_process'], "
+        "stdout=subprocess.PIPE, text=True); print(c.stdout.readline().strip(), flush=True); "
+        "time.sleep(60)"
+    )
+    driver = subprocess.Popen([sys.executable, "-c", driver_code], stdout=subprocess.PIPE,
+                              text=True, start_new_session=True)  # fmt: skip
     try:
-        assert child.stdout.readline().strip() == "ready"
-        parts = sample(os.getpid())
+        assert driver.stdout.readline().strip() == "ready"
+        parts = sample(driver.pid)
     finally:
-        child.kill()
-        child.wait()
-    assert parts["driver"]["processes"] == 1 and parts["driver"]["rss_mib"] > 20
-    sandbox = parts["sandboxes"]
-    assert sandbox["processes"] == 1
-    assert sandbox["rss_mib"] >= 64 and sandbox["fds"] >= 20
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    assert parts["driver"]["processes"] == 1 and parts["driver"]["rss_mib"] > 32
+    assert parts["sandboxes"]["processes"] == 1
+    assert parts["sandboxes"]["rss_mib"] >= 64 and parts["sandboxes"]["fds"] >= 20
+    assert set(parts) == {"driver", "sandboxes"}
     assert sample(2**22 + 12345) == {}  # a driver that is gone: nothing to sample
 
 
