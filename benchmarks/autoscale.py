@@ -20,10 +20,13 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
+import statistics
 import sys
 import time
 from collections import Counter
+from itertools import pairwise
 from pathlib import Path
 
 from cluster.base.config import ConfigError, FarmConfig, load_config
@@ -51,18 +54,41 @@ async def _fixed(farm, workers: int, settle: int, updates: int) -> dict:
 
     farm.autoscale_with(None)
     size = farm.config.rollout.group_size
-    return await _farm_stage(farm, updates, "async", workers, size, settle)
+    first = len(farm.metrics.history) + settle
+    stage = await _farm_stage(farm, updates, "async", workers, size, settle)
+    stage["per_update"] = spread(farm.metrics.history[first - 1 if first else 0 :])
+    return stage
+
+
+def spread(rows: list) -> dict:
+    """Episodes/s of each update window in ``rows`` (after the first row): their mean, the
+    standard error of that mean, and the windows themselves. A rung's rate is known to this
+    standard error, no better: the sweep's ranking of near rungs is only as good."""
+    rates = [
+        (b.episodes_total - a.episodes_total) / (b.time_s - a.time_s)
+        for a, b in pairwise(rows)
+        if b.time_s > a.time_s
+    ]
+    if len(rates) < 2:
+        return {"windows": rates}
+    return {
+        "mean": statistics.fmean(rates),
+        "se": statistics.stdev(rates) / math.sqrt(len(rates)),
+        "windows": [round(r, 3) for r in rates],
+    }
 
 
 async def _auto(farm, start: int, updates: int, tail: int, latency_at: int | None = None,
                 latency_s: float = 0.0) -> dict:  # fmt: skip
     """``updates`` updates under the controller from ``start`` workers; with ``latency_at``,
     every env step ``latency_s`` slower after that many of them."""
-    from cluster.farm.autoscale import WorkerAutoscaler
+    from cluster.farm.autoscale import WorkerAutoscaler, sample_episodes
 
     low, high = farm.config.env_worker_range
     await farm.scale(start)
-    farm.autoscale_with(WorkerAutoscaler(low, high, start))
+    farm.autoscale_with(
+        WorkerAutoscaler(low, high, start, sample_episodes=sample_episodes(farm.config))
+    )
     first = len(farm.metrics.history)
     if latency_at is None:
         await farm.main_loop(updates=updates, mode="async")
@@ -100,9 +126,25 @@ def judge(sweep: dict[int, dict], auto: dict) -> dict:
         "best_fixed": best,
         "best_fixed_episodes_per_s": best_rate,
         "held_swept_over_best": ratio,
+        "held_swept_over_best_ci95": _ratio_ci(sweep, held, best),
         "tail_over_best": auto["tail"]["episodes_per_s"] / best_rate,
         "within_10pct": ratio is not None and ratio >= 1 - WITHIN,
     }
+
+
+def _ratio_ci(sweep: dict[int, dict], held: int, best: int) -> list[float] | None:
+    """95% interval of held / best from the two rungs' per-update spreads (delta method): how
+    sure the sweep is that the held count is slower than the best, if it is."""
+    if held not in sweep:
+        return None
+    a, b = sweep[held].get("per_update", {}), sweep[best].get("per_update", {})
+    if "se" not in a or "se" not in b:
+        return None
+    ratio = a["mean"] / b["mean"]
+    if held == best:
+        return [1.0, 1.0]
+    rel = math.hypot(a["se"] / a["mean"], b["se"] / b["mean"])
+    return [round(ratio * (1 - 1.96 * rel), 3), round(ratio * (1 + 1.96 * rel), 3)]
 
 
 async def _stages(farm, args: argparse.Namespace) -> dict:
@@ -114,7 +156,9 @@ async def _stages(farm, args: argparse.Namespace) -> dict:
     for n in rungs:
         _log(f"fixed: {n} env workers, {args.settle} + {args.updates} updates")
         sweep[n] = await _fixed(farm, n, args.settle, args.updates)
-        _log(f"fixed {n}: {sweep[n]['episodes_per_s']:.2f} episodes/s, "
+        per = sweep[n]["per_update"]
+        _log(f"fixed {n}: {sweep[n]['episodes_per_s']:.2f} episodes/s "
+             f"(per update {per.get('mean', 0):.2f} +- {per.get('se', 0):.2f}), "
              f"{sweep[n]['grpo_steps_per_hour']:.0f} updates/h")  # fmt: skip
     result: dict = {"rungs": rungs, "sweep": {str(n): row for n, row in sweep.items()}}
     for name, start in (("auto_from_low", low), ("auto_from_high", high)):

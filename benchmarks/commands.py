@@ -101,11 +101,11 @@ def _add_autoscale_bench(bench: argparse._SubParsersAction) -> None:
     auto.add_argument("--config", type=Path, default=None,
                       help="farm config (default: configs/local.yaml)")  # fmt: skip
     add_overrides(auto, "override one config field (e.g. env.max_workers=6)")
-    auto.add_argument("--updates", type=int, default=4, help="measured updates per fixed count")
+    auto.add_argument("--updates", type=int, default=8, help="measured updates per fixed count")
     auto.add_argument("--settle", type=int, default=1, help="unmeasured updates per fixed count")
-    auto.add_argument("--auto-updates", type=int, default=30,
+    auto.add_argument("--auto-updates", type=int, default=80,
                       help="updates per auto stage (the slow-env stage runs 1.5x)")  # fmt: skip
-    auto.add_argument("--tail", type=int, default=12,
+    auto.add_argument("--tail", type=int, default=20,
                       help="last updates of an auto stage judged as settled")  # fmt: skip
     auto.add_argument("--latency", type=float, default=0.5,
                       help="env step latency added mid slow-env stage (s)")  # fmt: skip

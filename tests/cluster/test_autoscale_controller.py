@@ -52,6 +52,50 @@ def test_settles_within_ten_percent_of_the_best_count_from_either_end(start, see
     assert sum(PEAKED[n] for n in settled) / len(settled) >= 0.9 * best, counts
 
 
+def gauss_windows(scaler: WorkerAutoscaler, curve: dict[int, float], windows: int, rng,
+                  noise: float) -> tuple[list[int], list[str]]:  # fmt: skip
+    """Windows as noisy as the tiny farm's update windows (one count ran 3.95 to 10.35
+    episodes/s there): the counts run at and the reasons of every move."""
+    counts, moves = [], []
+    for _ in range(windows):
+        n = scaler.current
+        rate = curve[n] * max(0.05, 1 + rng.gauss(0, noise))
+        counts.append(n)
+        decision = scaler.observe(Window(n, 10.0, round(10 * rate), 0.5, 0))
+        if decision is not None:
+            moves.append(decision.why)
+    return counts, moves
+
+
+def test_through_real_farm_noise_it_settles_near_the_best_and_stops_chasing_noise():
+    # Windows of +-30% (one standard deviation), merged into samples of >= 100 episodes; 40 runs.
+    # The controller before samples and sustained drift settled within 10% of the best in 28 of
+    # these 40 runs and re-probed on noise 19 times a run; this one: 37 of 40, 0.5 a run (the
+    # simulation is seeded: the same numbers every time).
+    held_ok, reprobes = 0, 0
+    for start in (1, 8):
+        for seed in range(20):
+            scaler = WorkerAutoscaler(1, 8, start, sample_episodes=100)
+            counts, moves = gauss_windows(scaler, PEAKED, 300, random.Random(seed), 0.3)
+            last = counts[-60:]
+            held = max(set(last), key=last.count)
+            held_ok += PEAKED[held] >= 0.9 * max(PEAKED.values())
+            reprobes += sum("moved from" in why for why in moves)
+    assert held_ok >= 36, held_ok
+    assert reprobes / 40 <= 2, reprobes
+
+
+def test_a_rung_is_judged_on_samples_of_enough_episodes():
+    scaler = WorkerAutoscaler(1, 8, 1, samples=3, sample_episodes=50)
+    assert scaler.observe(Window(1, 10.0, 30)) is None  # the window the start lands in
+    for _ in range(5):  # 5 windows of 30 episodes: 2 samples of 60 episodes, 1 pending
+        assert scaler.observe(Window(1, 10.0, 30)) is None
+    assert scaler.rates == {} and len(scaler._recent) == 2
+    decision = scaler.observe(Window(1, 10.0, 30))  # the third sample: judged, climb
+    assert decision is not None and decision.workers == 2
+    assert scaler.rates == {1: pytest.approx(3.0)}
+
+
 def test_prefers_fewer_workers_when_more_buy_nothing():
     flat = {1: 3.0, 2: 3.0, 3: 3.05, 4: 3.0, 6: 2.9, 8: 2.8}
     scaler = WorkerAutoscaler(1, 8, 8)
@@ -89,6 +133,7 @@ def test_workers_auto_in_a_config_starts_sized_from_the_engines():
     assert config.inflight_groups == 16 and config.env_worker_range == (1, 8)
     scaler = autoscaler_for(config)
     assert (scaler.low, scaler.high, scaler.current) == (1, 8, 4)
+    assert scaler.sample_episodes == 16 * 8  # one in-flight cap's worth of episodes
     assert autoscaler_for(load_config("configs/local.yaml")) is None
 
 
