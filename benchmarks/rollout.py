@@ -82,7 +82,8 @@ def bench_settings(args: argparse.Namespace) -> dict:
         "sweep_updates": args.sweep_updates or (1 if quick else 3),
         "sweep": not args.no_sweep,
         # Sticky vs least-loaded routing on a second farm with this many engines (0: skip).
-        "routing_engines": 0 if quick or args.no_routing else 2,
+        "routing_engines": 0 if (quick or args.no_routing) and not args.routing_only else 2,
+        "routing_only": args.routing_only,
     }
 
 
@@ -198,7 +199,7 @@ async def _engine_replay(farm, groups: list, concurrent_groups: int) -> dict:
                 top_p=cfg.rollout.top_p,
                 ignore_eos=True,
             )
-            key = f"{traj.group_id}/{traj.episode_index}"  # the farm's routing key
+            key = traj.group_id  # the farm's routing key: one engine per group
             out = await farm.engine_pool.generate(context, spec, route_key=key)
             context += out.token_ids
             generated += len(out.token_ids)
@@ -415,6 +416,10 @@ def run_rollout_bench(config: FarmConfig, settings: dict, out_dir: Path) -> dict
 
     out_dir.mkdir(parents=True, exist_ok=True)
     model_path = prepare_model(config, log=_log)
+    if settings["routing_only"]:
+        result = routing_result(config, run_routing(config, model_path, settings), model_path)
+        (out_dir / "result.json").write_text(json.dumps(result, indent=1))
+        return result
     groups, size = settings["baseline_groups"], config.rollout.group_size
     _log(f"sequential baseline: {groups} group(s) of G={size}")
     sequential = run_sequential_baseline(model_path, config, groups, log=_log)
@@ -430,6 +435,32 @@ def run_rollout_bench(config: FarmConfig, settings: dict, out_dir: Path) -> dict
         result["plots"] = plot_sweeps(farm, out_dir)
     (out_dir / "result.json").write_text(json.dumps(result, indent=1))
     return result
+
+
+# Issue 23's routing targets, on the SmolLM2 rollout bench with 2 engines.
+ROUTING_TARGETS = {"sticky_prefix_cache_hit_rate": 0.85, "sticky_over_least_loaded": 1.15}
+
+
+def routing_result(config: FarmConfig, routing: dict, model: str) -> dict:
+    """``--routing-only``: sticky-by-group vs least-loaded, their hit rates and speed ratio."""
+    sticky, least = routing["sticky"], routing["least_loaded"]
+    ratio = sticky["episodes_per_s"] / least["episodes_per_s"]
+    hit = sticky["prefix_cache_hit_rate"]
+    return {
+        "model": model,
+        "engines": 2,
+        "group_size": config.rollout.group_size,
+        "env_workers": config.env.workers,
+        "routing": routing,
+        "prefix_cache_hit_rate_sticky": hit,
+        "prefix_cache_hit_rate_least_loaded": least["prefix_cache_hit_rate"],
+        "sticky_over_least_loaded": ratio,
+        "routing_targets": ROUTING_TARGETS,
+        "targets": {
+            "sticky_prefix_cache_hit_rate": hit >= ROUTING_TARGETS["sticky_prefix_cache_hit_rate"],
+            "sticky_over_least_loaded": ratio >= ROUTING_TARGETS["sticky_over_least_loaded"],
+        },
+    }
 
 
 def summarize(sequential: dict, farm: dict, config: FarmConfig, settings: dict, model: str) -> dict:
@@ -600,11 +631,13 @@ def main(args: argparse.Namespace) -> int:
         from cluster.base.ray_runtime import farm_cpus, init_ray
 
         most_workers = max([config.env.workers, *settings["sweep_workers"]])
-        init_ray(min_cpus=farm_cpus(config.run.engines, most_workers))
+        engines = max(config.run.engines, settings["routing_engines"])
+        init_ray(min_cpus=farm_cpus(engines, most_workers))
         result = run_rollout_bench(config, settings, out)
         from benchmarks.records import record
 
-        record(f"rollout-{Path(args.config or 'configs/local.yaml').stem}", result)
+        kind = "routing" if settings["routing_only"] else "rollout"
+        record(f"{kind}-{Path(args.config or 'configs/local.yaml').stem}", result)
         if args.json:
             real.write(json.dumps(result) + "\n")
             real.flush()

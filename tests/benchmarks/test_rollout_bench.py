@@ -176,6 +176,27 @@ def test_no_sweep_and_quick_sizes_from_flags() -> None:
     assert full["sweep_group_sizes"] == [4, 8, 16]
     with pytest.raises(SystemExit):
         parser.parse_args(["bench", "rollout", "--sweep-workers", "0,x"])
+    # --routing-only runs the 2-engine routing farm even where --quick would skip it.
+    only = bench_settings(parser.parse_args(["bench", "rollout", "--quick", "--routing-only"]))
+    assert only["routing_only"] and only["routing_engines"] == 2
+
+
+def test_routing_only_judges_sticky_against_least_loaded_by_their_own_rates() -> None:
+    from benchmarks.rollout import routing_result
+    from cluster.base.config import load_config
+
+    config = load_config("configs/local.yaml")
+    routing = {"sticky": {"episodes_per_s": 3.0, "prefix_cache_hit_rate": 0.9},
+               "least_loaded": {"episodes_per_s": 2.5, "prefix_cache_hit_rate": 0.6}}  # fmt: skip
+    result = routing_result(config, routing, "m")
+    assert result["sticky_over_least_loaded"] == pytest.approx(1.2)
+    assert result["targets"] == {"sticky_prefix_cache_hit_rate": True,
+                                 "sticky_over_least_loaded": True}  # fmt: skip
+    routing["sticky"]["prefix_cache_hit_rate"] = 0.8
+    routing["least_loaded"]["episodes_per_s"] = 2.9
+    result = routing_result(config, routing, "m")
+    assert result["targets"] == {"sticky_prefix_cache_hit_rate": False,
+                                 "sticky_over_least_loaded": False}  # fmt: skip
 
 
 def test_window_rates_between_two_sets_of_running_totals() -> None:
