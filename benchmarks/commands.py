@@ -65,6 +65,9 @@ def _add_rollout_bench(bench: argparse._SubParsersAction) -> None:
     rollout.add_argument("--no-sweep", action="store_true", help="skip the worker and G sweeps")
     rollout.add_argument("--no-routing", action="store_true",
                          help="skip sticky vs least-loaded routing on a 2-engine farm")  # fmt: skip
+    rollout.add_argument("--modes-only", action="store_true",
+                         help="only the farm's sync and async learning stages (ABBA rounds): "
+                              "the async/sync ratio")  # fmt: skip
     rollout.add_argument("--routing-only", action="store_true",
                          help="only sticky-by-group vs least-loaded routing on a 2-engine farm: "
                               "vLLM's prefix-cache hit rates and the speed ratio")  # fmt: skip

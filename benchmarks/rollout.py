@@ -80,10 +80,14 @@ def bench_settings(args: argparse.Namespace) -> dict:
         "sweep_workers": args.sweep_workers or ([1, 2] if quick else [1, 2, 4, 8]),
         "sweep_group_sizes": args.sweep_group_sizes or ([2, 4] if quick else [4, 8, 16]),
         "sweep_updates": args.sweep_updates or (1 if quick else 3),
-        "sweep": not args.no_sweep,
+        "sweep": not args.no_sweep and not args.modes_only,
         # Sticky vs least-loaded routing on a second farm with this many engines (0: skip).
-        "routing_engines": 0 if (quick or args.no_routing) and not args.routing_only else 2,
+        "routing_engines": 2
+        if args.routing_only or not (quick or args.no_routing or args.modes_only)
+        else 0,
         "routing_only": args.routing_only,
+        # Only the sync and async learning stages (ABBA rounds): the async/sync ratio alone.
+        "modes_only": args.modes_only,
     }
 
 
@@ -265,11 +269,9 @@ async def _engine_decode_peak(farm, tokenizer_path: str, sequences: int, rounds:
     }
 
 
-async def _farm_stages(farm, settings: dict, model_path: str) -> dict:
+async def _engine_stages(farm, settings: dict, model_path: str, results: dict) -> None:
+    """Rollouts only (learner idle), their offline replay and the decode-only peak."""
     cfg = farm.config
-    workers, size = cfg.env.workers, cfg.rollout.group_size
-    results: dict = {}
-    settle = settings["settle_updates"]
     groups = settings["rollout_groups"] or 2 * farm.workers.size * cfg.env.groups_per_worker
     _log(f"farm rollout-only: {groups} groups, learner idle")
     played: list = []
@@ -280,10 +282,19 @@ async def _farm_stages(farm, settings: dict, model_path: str) -> dict:
     replay = results["engine_replay"] = await _engine_replay(farm, played, concurrent)
     _log(f"engine replay: {replay['tokens_per_s']:.0f} generated tokens/s, prefix-cache hit "
          f"rate {replay['prefix_cache_hit_rate'] or 0:.0%}")  # fmt: skip
-    sequences = concurrent * size
+    sequences = concurrent * farm.config.rollout.group_size
     results["engine_decode_peak"] = await _engine_decode_peak(farm, model_path, sequences)
     _log(f"engine decode-only peak: {results['engine_decode_peak']['tokens_per_s']:.0f} "
          f"generated tokens/s with {sequences} sequences at once")  # fmt: skip
+
+
+async def _farm_stages(farm, settings: dict, model_path: str) -> dict:
+    cfg = farm.config
+    workers, size = cfg.env.workers, cfg.rollout.group_size
+    results: dict = {}
+    settle = settings["settle_updates"]
+    if not settings["modes_only"]:
+        await _engine_stages(farm, settings, model_path, results)
     stages: dict[str, list[dict]] = {"sync": [], "async": []}
     for index in range(settings["rounds"]):
         # ABBA order: a drift over the run (the policy learns, episodes change length) weighs on
@@ -420,6 +431,10 @@ def run_rollout_bench(config: FarmConfig, settings: dict, out_dir: Path) -> dict
         result = routing_result(config, run_routing(config, model_path, settings), model_path)
         (out_dir / "result.json").write_text(json.dumps(result, indent=1))
         return result
+    if settings["modes_only"]:
+        result = modes_result(run_farm(config, model_path, settings), config, settings, model_path)
+        (out_dir / "result.json").write_text(json.dumps(result, indent=1))
+        return result
     groups, size = settings["baseline_groups"], config.rollout.group_size
     _log(f"sequential baseline: {groups} group(s) of G={size}")
     sequential = run_sequential_baseline(model_path, config, groups, log=_log)
@@ -463,6 +478,33 @@ def routing_result(config: FarmConfig, routing: dict, model: str) -> dict:
     }
 
 
+def modes_result(farm: dict, config: FarmConfig, settings: dict, model: str) -> dict:
+    """``--modes-only``: the farm's sync and async learning stages, their ratio per round."""
+    sync, asyn = farm["sync"], farm["async"]
+    ratio = asyn["grpo_steps_per_hour"] / sync["grpo_steps_per_hour"]
+    return {
+        "sync_grpo_steps_per_hour": sync["grpo_steps_per_hour"],
+        "async_grpo_steps_per_hour": asyn["grpo_steps_per_hour"],
+        "speedup_async_vs_sync": ratio,
+        "speedup_async_vs_sync_episodes": asyn["episodes_per_s"] / sync["episodes_per_s"],
+        "speedup_async_vs_sync_rounds": _round_ratios(sync, asyn),
+        "engine_idle_fraction_sync": sync["engine_idle_fraction"],
+        "engine_idle_fraction_async": asyn["engine_idle_fraction"],
+        "targets": {"speedup_async_vs_sync >= 1.0": ratio >= 1.0},
+        "sync": sync,
+        "async": asyn,
+        "setup": _setup(config, model, settings),
+    }
+
+
+def _round_ratios(sync: dict, asyn: dict) -> list[float]:
+    """Each round's own async/sync ratio (ABBA pairs): how much the summed ratio moves."""
+    return [
+        a["grpo_steps_per_hour"] / b["grpo_steps_per_hour"]
+        for a, b in zip(asyn.get("rounds", [asyn]), sync.get("rounds", [sync]), strict=True)
+    ]
+
+
 def summarize(sequential: dict, farm: dict, config: FarmConfig, settings: dict, model: str) -> dict:
     sync, asyn = farm["sync"], farm["async"]
     rollout, replay = farm["rollout_only"], farm["engine_replay"]
@@ -498,10 +540,7 @@ def summarize(sequential: dict, farm: dict, config: FarmConfig, settings: dict, 
         "speedup_async_vs_sync": speedup_async,
         "speedup_async_vs_sync_episodes": asyn["episodes_per_s"] / sync["episodes_per_s"],
         # Each round's own ratio (ABBA pairs): how much the summed ratio moves round to round.
-        "speedup_async_vs_sync_rounds": [
-            a["grpo_steps_per_hour"] / b["grpo_steps_per_hour"]
-            for a, b in zip(asyn.get("rounds", [asyn]), sync.get("rounds", [sync]), strict=True)
-        ],
+        "speedup_async_vs_sync_rounds": _round_ratios(sync, asyn),
         "engine_idle_fraction_sync": sync["engine_idle_fraction"],
         "engine_idle_fraction_async": asyn["engine_idle_fraction"],
         "staleness_histogram_async": asyn["staleness_histogram"],
@@ -636,7 +675,13 @@ def main(args: argparse.Namespace) -> int:
         result = run_rollout_bench(config, settings, out)
         from benchmarks.records import record
 
-        kind = "routing" if settings["routing_only"] else "rollout"
+        kind = (
+            "routing"
+            if settings["routing_only"]
+            else "modes"
+            if settings["modes_only"]
+            else "rollout"
+        )
         record(f"{kind}-{Path(args.config or 'configs/local.yaml').stem}", result)
         if args.json:
             real.write(json.dumps(result) + "\n")

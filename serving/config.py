@@ -71,6 +71,15 @@ class EngineConfig(BaseModel):
         "threads let the engine use cores the learner leaves idle (rollouts while it waits for "
         "a batch), at the price of contention while both run.",
     )
+    cpu_nice: int = Field(
+        default=0,
+        ge=0,
+        le=19,
+        description="Scheduling niceness of an engine on CPU (its engine-core process inherits "
+        "it). Where the learner shares the engine's cores (async mode on one CPU box), a nice "
+        "engine yields the learner its core whenever it trains and keeps the rest: the learner "
+        "is async's critical path, and an engine that outcompetes it starves the updates.",
+    )
     block_size: int | None = Field(
         default=None,
         ge=16,

@@ -147,6 +147,8 @@ class Engine:
             # Ray gives an actor OMP_NUM_THREADS = its CPUs (1); vLLM's engine-core process,
             # spawned from here, takes its torch threads from it.
             os.environ["OMP_NUM_THREADS"] = str(cfg.cpu_threads)
+            if cfg.cpu_nice:  # before the engine-core process starts: it inherits it
+                os.nice(cfg.cpu_nice - os.nice(0))
             kwargs["distributed_executor_backend"] = "uni"
             kwargs["kv_cache_memory_bytes"] = int(cfg.cpu_kv_cache_gib * 1024**3)
         else:

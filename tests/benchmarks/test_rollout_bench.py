@@ -179,6 +179,9 @@ def test_no_sweep_and_quick_sizes_from_flags() -> None:
     # --routing-only runs the 2-engine routing farm even where --quick would skip it.
     only = bench_settings(parser.parse_args(["bench", "rollout", "--quick", "--routing-only"]))
     assert only["routing_only"] and only["routing_engines"] == 2
+    # --modes-only: the sync and async stages alone, no sweeps, no routing farm.
+    modes = bench_settings(parser.parse_args(["bench", "rollout", "--modes-only"]))
+    assert modes["modes_only"] and not modes["sweep"] and modes["routing_engines"] == 0
 
 
 def test_routing_only_judges_sticky_against_least_loaded_by_their_own_rates() -> None:
@@ -249,3 +252,22 @@ def test_rounds_of_one_mode_combine_into_totals_over_their_windows() -> None:
     assert both["staleness_histogram"] == {"0": 1, "1": 19}
     assert both["ledger"] == {"started": 176, "trained": 160, "dropped_end_of_run": 16}
     assert both["rounds"] == [a, b] and combine_stages([a]) is a
+
+
+def test_modes_only_reports_async_over_sync_summed_and_per_round() -> None:
+    from benchmarks.rollout import modes_result
+    from cluster.base.config import load_config
+
+    def stage(steps_per_hour: float, episodes_per_s: float) -> dict:
+        return {"grpo_steps_per_hour": steps_per_hour, "episodes_per_s": episodes_per_s,
+                "engine_idle_fraction": 0.1}  # fmt: skip
+
+    sync = stage(30.0, 0.2) | {"rounds": [stage(28.0, 0.2), stage(32.0, 0.2)]}
+    asyn = stage(33.0, 0.3) | {"rounds": [stage(35.0, 0.3), stage(31.0, 0.3)]}
+    config = load_config("configs/local.yaml")
+    settings = bench_settings(build_parser().parse_args(["bench", "rollout", "--modes-only"]))
+    result = modes_result({"sync": sync, "async": asyn}, config, settings, "m")
+    assert result["speedup_async_vs_sync"] == pytest.approx(1.1)
+    assert result["speedup_async_vs_sync_episodes"] == pytest.approx(1.5)
+    assert result["speedup_async_vs_sync_rounds"] == pytest.approx([35 / 28, 31 / 32])
+    assert result["targets"] == {"speedup_async_vs_sync >= 1.0": True}

@@ -14,7 +14,9 @@ import asyncio
 import json
 from pathlib import Path
 
+import psutil
 import pytest
+import ray
 
 from cluster.base.config import load_config
 from cluster.farm.audit import audit_run
@@ -39,10 +41,14 @@ def test_auto_env_workers_climb_from_one_and_settle_where_more_buy_nothing(ray_r
             "env.groups_per_worker=1",
             "env.workers=1", "env.autoscale=true", "env.max_workers=3",
             "env.step_latency_s=1.0", "curriculum.holdout_fraction=0.0", "train.eval_every=0",
+            "engine.cpu_nice=5",
         ],
     )  # fmt: skip
     farm = Farm.start(config, prepare_model(config))
     try:
+        # engine.cpu_nice: the engine actor and the vLLM engine-core process it started.
+        members = ray.get(farm.engine_pool.handles[0].processes.remote())
+        assert len(members) >= 2 and {psutil.Process(pid).nice() for pid, _ in members} == {5}
         asyncio.run(farm.main_loop())
         rates = dict(farm.autoscaler.rates)
     finally:
