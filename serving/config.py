@@ -75,10 +75,11 @@ class EngineConfig(BaseModel):
         default=0,
         ge=0,
         le=19,
-        description="Scheduling niceness of an engine on CPU (its engine-core process inherits "
-        "it). Where the learner shares the engine's cores (async mode on one CPU box), a nice "
-        "engine yields the learner its core whenever it trains and keeps the rest: the learner "
-        "is async's critical path, and an engine that outcompetes it starves the updates.",
+        description="Niceness an engine on CPU adds to the one it starts at (Ray starts workers "
+        "at 15; the kernel caps it at 19); its engine-core process inherits it. Where the learner "
+        "shares the engine's cores (async mode on one CPU box), a nicer engine yields the learner "
+        "a larger share of the cores whenever it trains: the learner is async's critical path, "
+        "and an engine that outcompetes it starves the updates.",
     )
     block_size: int | None = Field(
         default=None,

@@ -148,7 +148,7 @@ class Engine:
             # spawned from here, takes its torch threads from it.
             os.environ["OMP_NUM_THREADS"] = str(cfg.cpu_threads)
             if cfg.cpu_nice:  # before the engine-core process starts: it inherits it
-                os.nice(cfg.cpu_nice - os.nice(0))
+                os.nice(cfg.cpu_nice)  # relative (raising niceness needs no privilege)
             kwargs["distributed_executor_backend"] = "uni"
             kwargs["kv_cache_memory_bytes"] = int(cfg.cpu_kv_cache_gib * 1024**3)
         else:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 
 import psutil
@@ -46,9 +47,12 @@ def test_auto_env_workers_climb_from_one_and_settle_where_more_buy_nothing(ray_r
     )  # fmt: skip
     farm = Farm.start(config, prepare_model(config))
     try:
-        # engine.cpu_nice: the engine actor and the vLLM engine-core process it started.
+        # engine.cpu_nice: the engine actor and the vLLM engine-core process it started are 5
+        # nicer than the workers Ray starts (15 by default; the kernel caps niceness at 19).
         members = ray.get(farm.engine_pool.handles[0].processes.remote())
-        assert len(members) >= 2 and {psutil.Process(pid).nice() for pid, _ in members} == {5}
+        worker = ray.get(ray.remote(lambda: os.nice(0)).remote())
+        niceness = {psutil.Process(pid).nice() for pid, _ in members}
+        assert len(members) >= 2 and niceness == {min(19, worker + 5)}, (niceness, worker)
         asyncio.run(farm.main_loop())
         rates = dict(farm.autoscaler.rates)
     finally:
