@@ -374,20 +374,40 @@ def _brief(row: dict) -> str:
 
 
 async def _routing_stages(farm, settings: dict) -> dict:
-    """Sticky and least-loaded routing alternated (ABBA) on the same farm, async mode: prefix-
-    cache hit rate from vLLM's own counts, and throughput, per routing."""
-    cfg, settle = farm.config, settings["settle_updates"]
+    """Sticky-by-group and least-loaded routing alternated (ABBA) on the same farm, each stage
+    the same number of whole groups with the learner idle, from emptied prefix caches: routing
+    changes only the engines' work, and on a box the learner shares it would set the pace.
+    Prefix-cache hit rate from vLLM's own counts, and throughput, per routing."""
+    cfg = farm.config
+    groups = settings["rollout_groups"] or farm.workers.size * cfg.env.groups_per_worker
     stages: dict[str, list[dict]] = {"sticky": [], "least_loaded": []}
     for index in range(settings["rounds"]):
         order = ("sticky", "least_loaded") if index % 2 == 0 else ("least_loaded", "sticky")
         for routing in order:
             farm.player.set_routing(routing)
-            stage = await _farm_stage(farm, settings["updates"], "async", cfg.env.workers,
-                                      cfg.rollout.group_size, settle)  # fmt: skip
+            await farm.engine_pool.reset_prefix_cache()
+            stage = await _rollout_only_stage(farm, groups)
             _log(f"routing {routing}: prefix-cache hit rate "
                  f"{stage['prefix_cache_hit_rate']:.1%}, {_brief(stage)}")  # fmt: skip
             stages[routing].append(stage)
-    return {routing: combine_stages(parts) for routing, parts in stages.items()}
+    return {routing: combine_routing(parts) for routing, parts in stages.items()}
+
+
+def combine_routing(stages: list[dict]) -> dict:
+    """One routing's rollout-only stages as one measurement: totals over the summed windows."""
+    wall = sum(s["wall_s"] for s in stages)
+    episodes = sum(s["episodes"] for s in stages)
+    return {
+        "groups": sum(s["groups"] for s in stages),
+        "wall_s": wall,
+        "episodes": episodes,
+        "episodes_per_s": episodes / wall,
+        "generated_tokens_per_s": sum(s["generated_tokens_per_s"] * s["wall_s"] for s in stages)
+        / wall,
+        "engine_idle_fraction": sum(s["engine_idle_fraction"] * s["wall_s"] for s in stages) / wall,
+        "prefix_cache_hit_rate": _mean_of(stages, "prefix_cache_hit_rate"),
+        "rounds": stages,
+    }
 
 
 def run_routing(config: FarmConfig, model_path: str, settings: dict) -> dict:
