@@ -101,9 +101,10 @@ class EngineConfig(BaseModel):
     )
     routing: Literal["sticky", "least_loaded"] = Field(
         default="sticky",
-        description="'sticky': every turn of an episode goes to the same engine (a stable hash "
-        "of the episode), so its prefix stays cached there; 'least_loaded': each turn to the "
-        "engine with the fewest requests in flight.",
+        description="'sticky': every turn of every episode of a group goes to one engine (the "
+        "least-loaded one when the group starts), so the group's shared prompt is prefilled once "
+        "and each episode's prefix stays cached there; 'least_loaded': each turn to the engine "
+        "with the fewest requests in flight.",
     )
     seed: int = Field(default=0, description="Engine sampling seed.")
     probe_atol: float = Field(

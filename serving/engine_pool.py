@@ -1,7 +1,7 @@
 """M engine actors behind one object: sticky routing, adapter broadcast, health checks.
 
 Callers (rollout workers, the driver) never see placement: the pool starts its engines, routes
-every request of an episode to the same engine (prefix-cache hits) or, without a route key, to
+every request of a group to the same engine (prefix-cache hits) or, without a route key, to
 the engine with the fewest requests in flight from this caller, and broadcasts adapter loads to
 all engines, verifying every engine's probe answer. Every remote call has a
 bounded wait: a stuck engine must surface as an error, never as a run that hangs forever.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import zlib
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,7 @@ from serving.devices import cluster_gpus, placement_device
 from serving.types import AdapterVersion, Completion, EngineHealth, ProbeResult, SamplingSpec
 
 STARTUP_TIMEOUT_S = 900.0  # first start compiles nothing on CPU but may build the tiny model
+HOMES_KEPT = 4096  # group homes remembered per caller: far more groups than are ever in flight
 
 
 def default_engine_resources(config: EngineConfig) -> dict:
@@ -51,10 +52,14 @@ class EnginePool:
         # Engines this caller routes around while Ray restarts them (each caller finds out
         # for itself: the pool travels to every rollout worker by value).
         self._recovering: dict[int, asyncio.Future] = {}
+        # Each group's engine (route key -> engine), oldest first, and homes per engine.
+        self._homes: OrderedDict[str, int] = OrderedDict()
+        self._homed = [0] * len(self.handles)
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         state["_recovering"] = {}  # futures belong to this process's event loop
+        state["_homes"], state["_homed"] = OrderedDict(), [0] * len(self.handles)
         return state
 
     @classmethod
@@ -105,22 +110,40 @@ class EnginePool:
     def _pick(self, route_key: str | None = None) -> int | None:
         """The engine for a request (None: every engine is restarting).
 
-        With a ``route_key`` (one per group) every request of the group goes to the same
-        engine, chosen by a stable hash: the group's shared prompt is prefilled once, each
-        episode's growing prefix stays in that engine's prefix cache, and groups spread evenly
-        over engines. The request spills to the least-loaded engine only when the home engine
+        With a ``route_key`` (one per group; a group is played in one process) every request of
+        the group goes to the same engine: the group's shared prompt is prefilled once and each
+        episode's growing prefix stays in that engine's prefix cache. A group's home is the
+        least-loaded engine when its first request comes (a hash of the key spread 8 groups 5/3
+        or worse over 2 engines, and the busier engine set the pace), remembered for the
+        group's life. A request spills to the least-loaded engine only when the home engine
         already has a full batch (``max_num_seqs``) from this caller and another has room.
         Without a key, or while the home engine is down, the least-loaded engine that is up."""
         up = [i for i in range(len(self.handles)) if i not in self._recovering]
         if not up:
             return None
-        least = min(up, key=lambda i: self.in_flight[i])
-        if route_key is not None:
-            home = zlib.crc32(route_key.encode()) % len(self.handles)  # same in every process
-            full = self.in_flight[home] >= self.config.max_num_seqs
-            if home in up and not (full and self.in_flight[least] < self.config.max_num_seqs):
-                return home
-        return least
+        least = min(up, key=lambda i: (self.in_flight[i], self._homed[i]))
+        if route_key is None:
+            return least
+        home = self._homes.get(route_key)
+        if home is None or home not in up:
+            home = self._home(route_key, least)
+        full = self.in_flight[home] >= self.config.max_num_seqs
+        if full and self.in_flight[least] < self.config.max_num_seqs:
+            return least
+        return home
+
+    def _home(self, route_key: str, engine: int) -> int:
+        """Make ``engine`` the home of ``route_key``; the oldest homes are forgotten past
+        ``HOMES_KEPT`` (groups end; their keys are never seen again)."""
+        old = self._homes.pop(route_key, None)
+        if old is not None:
+            self._homed[old] -= 1
+        self._homes[route_key] = engine
+        self._homed[engine] += 1
+        while len(self._homes) > HOMES_KEPT:
+            _, gone = self._homes.popitem(last=False)
+            self._homed[gone] -= 1
+        return engine
 
     async def _engine(self, route_key: str | None = None) -> int:
         while (index := self._pick(route_key)) is None:  # all down: wait for one to come back
