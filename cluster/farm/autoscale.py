@@ -5,20 +5,19 @@ window, with the engines' batch fill and waiting sequences (``cluster.farm.utili
 best count depends on things no config knows (how long the env takes per step, how many cores the
 env's sandboxes take from the engine, the learner's share of the box), so the controller measures
 instead of predicting: it climbs a ladder of counts (x1.5 per rung, between ``env.min_workers``
-and ``env.max_workers``) and settles on the fewest workers not measurably slower than the best
-rung (fewer workers, fewer sandbox processes competing with the engine for cores).
+and ``env.max_workers``) and settles on the fewest workers within ``gain`` of the best rung it
+measured (fewer workers, fewer sandbox processes competing with the engine for cores).
 
 Update windows are noisy (on the tiny farm one count's windows ran 3.95 to 10.35 episodes/s), so a
 rung is judged on ``samples`` samples, each of at least ``sample_episodes`` episodes (whole windows
-merged: one in-flight cap's worth of episodes by default, so groups started under an earlier count
-stop mattering), and two rungs differ only when their difference beats both ``gain`` and ``z``
-standard errors of it. Anything less counts as equal, and equal goes to fewer workers.
+merged: one in-flight cap's worth of episodes by default, so one slow group weighs little), after
+the window its change lands in.
 
 It does not climb while the engines are full and queueing (every batch slot busy, sequences
 waiting): more workers would only lengthen the queue. It notices a changed world (a slower env,
-another job on the box): when the settled rung's latest samples differ from what it was judged at
-by more than ``drift`` and by more than ``z`` standard errors, or every ``reprobe`` samples anyway,
-it forgets what it measured and climbs again from where it is. A count set by hand
+another job on the box) when its last ``samples`` samples all sit more than ``drift`` off the
+settled rate on the same side (one noisy sample is not enough), or every ``reprobe`` samples
+anyway: it forgets what it measured and climbs again from where it is. A count set by hand
 (``rlfarm scale``) becomes its new starting point.
 """
 
