@@ -441,20 +441,26 @@ def run_farm(config: FarmConfig, model_path: str, settings: dict) -> dict:
 
 
 def run_rollout_bench(config: FarmConfig, settings: dict, out_dir: Path) -> dict:
-    """All stages in order; returns the JSON-ready result (also written to ``out_dir``)."""
-    from benchmarks.sequential_baseline import run_sequential_baseline
+    """All stages in order (or only the routing or the modes stages); returns the JSON-ready
+    result (also written to ``out_dir``)."""
     from cluster.models.warm_start import prepare_model
 
     out_dir.mkdir(parents=True, exist_ok=True)
     model_path = prepare_model(config, log=_log)
     if settings["routing_only"]:
-        result = routing_result(config, run_routing(config, model_path, settings), model_path)
-        (out_dir / "result.json").write_text(json.dumps(result, indent=1))
-        return result
-    if settings["modes_only"]:
+        routing = run_routing(config, model_path, settings)
+        result = routing_result(config, routing, model_path, settings)
+    elif settings["modes_only"]:
         result = modes_result(run_farm(config, model_path, settings), config, settings, model_path)
-        (out_dir / "result.json").write_text(json.dumps(result, indent=1))
-        return result
+    else:
+        result = _whole_bench(config, settings, out_dir, model_path)
+    (out_dir / "result.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def _whole_bench(config: FarmConfig, settings: dict, out_dir: Path, model_path: str) -> dict:
+    from benchmarks.sequential_baseline import run_sequential_baseline
+
     groups, size = settings["baseline_groups"], config.rollout.group_size
     _log(f"sequential baseline: {groups} group(s) of G={size}")
     sequential = run_sequential_baseline(model_path, config, groups, log=_log)
@@ -468,22 +474,28 @@ def run_rollout_bench(config: FarmConfig, settings: dict, out_dir: Path) -> dict
             result[f"prefix_cache_hit_rate_{name}"] = stage["prefix_cache_hit_rate"]
     if settings["sweep"]:
         result["plots"] = plot_sweeps(farm, out_dir)
-    (out_dir / "result.json").write_text(json.dumps(result, indent=1))
     return result
+
+
+def bench_kind(settings: dict) -> str:
+    """The results file a run is recorded in: ``routing``, ``modes`` or ``rollout``."""
+    if settings["routing_only"]:
+        return "routing"
+    return "modes" if settings["modes_only"] else "rollout"
 
 
 # Issue 23's routing targets, on the SmolLM2 rollout bench with 2 engines.
 ROUTING_TARGETS = {"sticky_prefix_cache_hit_rate": 0.85, "sticky_over_least_loaded": 1.15}
 
 
-def routing_result(config: FarmConfig, routing: dict, model: str) -> dict:
+def routing_result(config: FarmConfig, routing: dict, model: str, settings: dict) -> dict:
     """``--routing-only``: sticky-by-group vs least-loaded, their hit rates and speed ratio."""
     sticky, least = routing["sticky"], routing["least_loaded"]
     ratio = sticky["episodes_per_s"] / least["episodes_per_s"]
     hit = sticky["prefix_cache_hit_rate"]
     return {
         "model": model,
-        "engines": 2,
+        "engines": settings["routing_engines"],
         "group_size": config.rollout.group_size,
         "env_workers": config.env.workers,
         "routing": routing,
@@ -695,14 +707,7 @@ def main(args: argparse.Namespace) -> int:
         result = run_rollout_bench(config, settings, out)
         from benchmarks.records import record
 
-        kind = (
-            "routing"
-            if settings["routing_only"]
-            else "modes"
-            if settings["modes_only"]
-            else "rollout"
-        )
-        record(f"{kind}-{Path(args.config or 'configs/local.yaml').stem}", result)
+        record(f"{bench_kind(settings)}-{Path(args.config or 'configs/local.yaml').stem}", result)
         if args.json:
             real.write(json.dumps(result) + "\n")
             real.flush()

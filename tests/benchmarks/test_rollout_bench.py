@@ -189,15 +189,16 @@ def test_routing_only_judges_sticky_against_least_loaded_by_their_own_rates() ->
     from cluster.base.config import load_config
 
     config = load_config("configs/local.yaml")
+    settings = bench_settings(build_parser().parse_args(["bench", "rollout", "--routing-only"]))
     routing = {"sticky": {"episodes_per_s": 3.0, "prefix_cache_hit_rate": 0.9},
                "least_loaded": {"episodes_per_s": 2.5, "prefix_cache_hit_rate": 0.6}}  # fmt: skip
-    result = routing_result(config, routing, "m")
+    result = routing_result(config, routing, "m", settings)
     assert result["sticky_over_least_loaded"] == pytest.approx(1.2)
     assert result["targets"] == {"sticky_prefix_cache_hit_rate": True,
                                  "sticky_over_least_loaded": True}  # fmt: skip
     routing["sticky"]["prefix_cache_hit_rate"] = 0.8
     routing["least_loaded"]["episodes_per_s"] = 2.9
-    result = routing_result(config, routing, "m")
+    result = routing_result(config, routing, "m", settings)
     assert result["targets"] == {"sticky_prefix_cache_hit_rate": False,
                                  "sticky_over_least_loaded": False}  # fmt: skip
 
