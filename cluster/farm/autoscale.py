@@ -175,7 +175,6 @@ class WorkerAutoscaler:
             why = (f"settling: {choice} workers ran {chosen.mean:.2f} +- {chosen.se:.2f} "
                    f"episodes/s, within {self.gain:.0%} of the best {best:.2f}")  # fmt: skip
             return self._move(choice, why)
-        self._recent = self._recent[-self.samples :]
         return None
 
     def _neighbours(self) -> tuple[int | None, int | None]:
