@@ -198,10 +198,14 @@ async def _farm_modes(farm, updates: int, settle: int) -> dict:
             "framework": "rlfarm",
             **stage,
             "trained_tokens_per_s": trained / stage["wall_s"],
-            "completion_tokens_per_episode": stage["generated_tokens_per_s"] * stage["wall_s"]
-            / max(1, episodes),
-            "env_steps_per_episode": stage["env_steps_per_s"] * stage["wall_s"] / max(1, episodes),
-        }  # fmt: skip
+            # Rates x wall give back integer counts up to float error (3.0000000000000004 steps).
+            "completion_tokens_per_episode": round(
+                stage["generated_tokens_per_s"] * stage["wall_s"] / max(1, episodes), 6
+            ),
+            "env_steps_per_episode": round(
+                stage["env_steps_per_s"] * stage["wall_s"] / max(1, episodes), 6
+            ),
+        }
     return stages
 
 
