@@ -4,14 +4,19 @@ One async farm (the config's model: the warm tiny model by default, the rollout 
 task set), stage after stage, each a further ``main_loop`` on the same engines and learner:
 
 1. the fixed sweep: every rung of the controller's ladder between ``env.min_workers`` and the
-   most workers the farm can keep busy, ``settle + updates`` updates each (the settle update not
-   measured), episodes/s and GRPO steps/hour;
+   most workers the farm can keep busy, walked up and then down (``settle`` + half of
+   ``updates`` each way, the settle updates not measured), episodes/s and GRPO steps/hour;
 2. auto from the fewest workers and 3. from the most, ``--auto-updates`` each: the counts it ran
-   at, the count it held most over the last ``--tail`` updates and that tail's measured rate, each
-   against the sweep's best (target: the held count's swept rate within 10% of the best);
+   at, the count it held most over the last ``--tail`` updates and that tail's measured rate; the
+   held count is then measured fixed against the sweep's best count side by side, in the order
+   held, best, best, held (target: the held count within 10% of the best, by that measurement);
 4. a slower env: auto from stage 2's held count, every env step ``--latency`` s slower from
    half-way on (the ``slow_env`` fault's path); the count it held before and after, and, with the
    latency, the old count and the new one measured fixed side by side (the gain of reacting).
+
+The farm's rate drifts over a run (episodes shorten as the policy learns its tasks): a rung
+measured later reads faster. Walking the ladder both ways and measuring each comparison in a
+held-best-best-held order cancels a steady drift; a ladder walked once does not.
 """
 
 from __future__ import annotations
@@ -60,15 +65,67 @@ async def _fixed(farm, workers: int, settle: int, updates: int) -> dict:
     return stage
 
 
+async def _sweep(farm, rungs: list[int], settle: int, updates: int) -> dict[int, dict]:
+    """Every rung twice, up the ladder and then down it, half of ``updates`` each time: a steady
+    drift then lifts every rung alike instead of favouring the rungs measured last."""
+    first = max(1, updates // 2)
+    passes: dict[int, list[dict]] = {n: [] for n in rungs}
+    for order, count in ((rungs, first), (rungs[::-1], max(1, updates - first))):
+        for n in order:
+            stage = await _fixed(farm, n, settle, count)
+            passes[n].append(stage)
+            _log(f"fixed {n}: {stage['episodes_per_s']:.2f} episodes/s")
+    return {n: merged(stages) for n, stages in passes.items()}
+
+
+def merged(stages: list[dict]) -> dict:
+    """One count's fixed stages as one measurement: totals over their summed windows, and the
+    spread of every update window among them."""
+    from benchmarks.rollout import combine_stages
+
+    out = combine_stages(stages)
+    windows = [w for stage in stages for w in stage["per_update"]["windows"]]
+    out["per_update"] = _spread_of(windows)
+    return out
+
+
+async def _side_by_side(farm, a: int, b: int, settle: int, updates: int) -> dict:
+    """Counts ``a`` and ``b`` measured fixed in the order a, b, b, a: a steady drift over the
+    four stages cancels out of ``a_over_b``. Each round's ratio is given too (a b, then b a)."""
+    if a == b:
+        return {"counts": [a, b], "a_over_b": 1.0, "rounds": [], "order": []}  # one count: no run
+    stages: dict[int, list[dict]] = {a: [], b: []}
+    for n in (a, b, b, a):
+        stages[n].append(await _fixed(farm, n, settle, updates))
+    rate = {n: merged(s)["episodes_per_s"] for n, s in stages.items()}
+    rounds = [
+        x["episodes_per_s"] / y["episodes_per_s"] for x, y in zip(stages[a], stages[b], strict=True)
+    ]
+    out = {
+        "counts": [a, b],
+        "episodes_per_s": {str(n): r for n, r in rate.items()},
+        "a_over_b": rate[a] / rate[b],
+        "rounds": [round(r, 3) for r in rounds],
+        "order": [a, b, b, a],
+    }
+    _log(f"side by side {a} vs {b}: {out['a_over_b']:.3f} (rounds {out['rounds']})")
+    return out
+
+
 def spread(rows: list) -> dict:
     """Episodes/s of each update window in ``rows`` (after the first row): their mean, the
     standard error of that mean, and the windows themselves. A rung's rate is known to this
     standard error, no better: the sweep's ranking of near rungs is only as good."""
-    rates = [
-        (b.episodes_total - a.episodes_total) / (b.time_s - a.time_s)
-        for a, b in pairwise(rows)
-        if b.time_s > a.time_s
-    ]
+    return _spread_of(
+        [
+            (b.episodes_total - a.episodes_total) / (b.time_s - a.time_s)
+            for a, b in pairwise(rows)
+            if b.time_s > a.time_s
+        ]
+    )
+
+
+def _spread_of(rates: list[float]) -> dict:
     if len(rates) < 2:
         return {"windows": rates}
     return {
@@ -115,21 +172,32 @@ def _tail(rows: list, tail: int, engines: int) -> dict:
     return {"held": held, "tail_updates": len(window) - 1, "tail": rates}
 
 
-def judge(sweep: dict[int, dict], auto: dict) -> dict:
-    """The held count against the sweep: its swept rate over the best swept rate."""
-    best = max(sweep, key=lambda n: sweep[n]["episodes_per_s"])
+def best_of(sweep: dict[int, dict]) -> int:
+    return max(sweep, key=lambda n: sweep[n]["episodes_per_s"])
+
+
+def judge(sweep: dict[int, dict], auto: dict, side: dict | None = None) -> dict:
+    """The held count against the sweep's best: by ``side`` (the two measured side by side,
+    held first: ``_side_by_side``) when given, else by their swept rates."""
+    best = best_of(sweep)
     best_rate = sweep[best]["episodes_per_s"]
     held = auto["held"]
     held_rate = sweep[held]["episodes_per_s"] if held in sweep else None
     ratio = None if held_rate is None else held_rate / best_rate
-    return {
+    verdict = {
         "best_fixed": best,
         "best_fixed_episodes_per_s": best_rate,
         "held_swept_over_best": ratio,
         "held_swept_over_best_ci95": _ratio_ci(sweep, held, best),
         "tail_over_best": auto["tail"]["episodes_per_s"] / best_rate,
-        "within_10pct": ratio is not None and ratio >= 1 - WITHIN,
     }
+    if side is not None:
+        if side["counts"] != [held, best]:
+            raise ValueError(f"side by side measured {side['counts']}, not held {held} vs {best}")
+        verdict["held_over_best_side_by_side"] = side["a_over_b"]
+        ratio = side["a_over_b"]
+    verdict["within_10pct"] = ratio is not None and ratio >= 1 - WITHIN
+    return verdict
 
 
 def _ratio_ci(sweep: dict[int, dict], held: int, best: int) -> list[float] | None:
@@ -152,19 +220,25 @@ async def _stages(farm, args: argparse.Namespace) -> dict:
 
     low, high = farm.config.env_worker_range
     rungs = ladder(low, high)
-    sweep = {}
-    for n in rungs:
-        _log(f"fixed: {n} env workers, {args.settle} + {args.updates} updates")
-        sweep[n] = await _fixed(farm, n, args.settle, args.updates)
-        per = sweep[n]["per_update"]
-        _log(f"fixed {n}: {sweep[n]['episodes_per_s']:.2f} episodes/s "
+    _log(f"fixed sweep of {rungs}, up then down: {args.settle} + {args.updates} updates each")
+    sweep = await _sweep(farm, rungs, args.settle, args.updates)
+    for n, row in sweep.items():
+        per = row["per_update"]
+        _log(f"fixed {n}: {row['episodes_per_s']:.2f} episodes/s "
              f"(per update {per.get('mean', 0):.2f} +- {per.get('se', 0):.2f}), "
-             f"{sweep[n]['grpo_steps_per_hour']:.0f} updates/h")  # fmt: skip
+             f"{row['grpo_steps_per_hour']:.0f} updates/h")  # fmt: skip
     result: dict = {"rungs": rungs, "sweep": {str(n): row for n, row in sweep.items()}}
+    side_updates = max(1, args.updates // 2)
     for name, start in (("auto_from_low", low), ("auto_from_high", high)):
         _log(f"{name}: auto from {start} workers, {args.auto_updates} updates")
         auto = await _auto(farm, start, args.auto_updates, args.tail)
-        auto["versus_sweep"] = judge(sweep, auto)
+        side = (
+            await _side_by_side(farm, auto["held"], best_of(sweep), args.settle, side_updates)
+            if auto["held"] in sweep
+            else None
+        )
+        auto["side_by_side"] = side
+        auto["versus_sweep"] = judge(sweep, auto, side)
         _log(f"{name}: held {auto['held']} ({auto['versus_sweep']})")
         result[name] = auto
     start = result["auto_from_low"]["held"]
@@ -172,15 +246,10 @@ async def _stages(farm, args: argparse.Namespace) -> dict:
     _log(f"slow env: auto from {start}, every step {args.latency:g} s slower after {half} updates")
     slow = await _auto(farm, start, args.auto_updates + half, args.tail, half, args.latency)
     before, after = slow["before_latency"]["held"], slow["held"]
-    # Fixed, both with the latency: what reacting to it bought.
-    side = {}
-    for n in dict.fromkeys((before, after)):
-        side[str(n)] = await _fixed(farm, n, args.settle, args.updates)
-        _log(f"slow env, fixed {n}: {side[str(n)]['episodes_per_s']:.2f} episodes/s")
+    # Fixed, both with the latency, side by side: what reacting to it bought.
+    side = await _side_by_side(farm, after, before, args.settle, side_updates)
     slow["fixed_with_latency"] = side
-    slow["after_over_before"] = (
-        side[str(after)]["episodes_per_s"] / side[str(before)]["episodes_per_s"]
-    )
+    slow["after_over_before"] = side["a_over_b"]
     await asyncio.gather(*farm.workers.set_step_latency(0.0))
     result["slow_env"] = slow
     return result
