@@ -107,7 +107,9 @@ def _add_autoscale_bench(bench: argparse._SubParsersAction) -> None:
     auto.add_argument("--config", type=Path, default=None,
                       help="farm config (default: configs/local.yaml)")  # fmt: skip
     add_overrides(auto, "override one config field (e.g. env.max_workers=6)")
-    auto.add_argument("--updates", type=int, default=8, help="measured updates per fixed count")
+    auto.add_argument("--updates", type=int, default=8,
+                      help="measured updates per count of the sweep (half up the ladder, half "
+                      "down); half as many per stage of a side-by-side")  # fmt: skip
     auto.add_argument("--settle", type=int, default=1, help="unmeasured updates per fixed count")
     auto.add_argument("--auto-updates", type=int, default=80,
                       help="updates per auto stage (the slow-env stage runs 1.5x)")  # fmt: skip
