@@ -208,9 +208,11 @@ def _ratio_ci(sweep: dict[int, dict], held: int, best: int) -> list[float] | Non
     a, b = sweep[held].get("per_update", {}), sweep[best].get("per_update", {})
     if "se" not in a or "se" not in b:
         return None
-    ratio = a["mean"] / b["mean"]
     if held == best:
         return [1.0, 1.0]
+    # Centred on the ratio the verdict reports (episodes over wall time), widened by the
+    # windows' relative spreads.
+    ratio = sweep[held]["episodes_per_s"] / sweep[best]["episodes_per_s"]
     rel = math.hypot(a["se"] / a["mean"], b["se"] / b["mean"])
     return [round(ratio * (1 - 1.96 * rel), 3), round(ratio * (1 + 1.96 * rel), 3)]
 

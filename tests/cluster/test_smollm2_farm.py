@@ -58,6 +58,15 @@ def smollm2_farm(ray_runtime, smollm2_path, tmp_path_factory):
             "rollout.max_steps=1",
             "rollout.max_new_tokens=8",
             "learner.lr=2e-3",  # one step must move the policy visibly past the tolerance
+            # One plain step on q/k/v/o (the config's recipe decays its lr to 0 within an update
+            # this short and drops the word env's close rewards as signal-less).
+            "learner.minibatches=1",
+            "learner.lr_schedule=constant",
+            "learner.warmup_steps=0",
+            "learner.min_reward_spread=0.0",
+            "learner.loss_norm=token",
+            "learner.autocast=off",
+            "learner.target_modules=[q_proj,k_proj,v_proj,o_proj]",
             "engine.max_model_len=1024",
             "engine.max_num_seqs=8",
             "engine.cpu_kv_cache_gib=0.25",
