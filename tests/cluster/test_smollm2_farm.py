@@ -65,7 +65,7 @@ def smollm2_farm(ray_runtime, smollm2_path, tmp_path_factory):
             "learner.warmup_steps=0",
             "learner.min_reward_spread=0.0",
             "learner.loss_norm=token",
-            "learner.autocast=off",
+            "learner.autocast='off'",  # quoted: YAML reads a bare off as false
             "learner.target_modules=[q_proj,k_proj,v_proj,o_proj]",
             "engine.max_model_len=1024",
             "engine.max_num_seqs=8",
