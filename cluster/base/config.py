@@ -76,7 +76,9 @@ class TrainSettings(_Strict):
 
     mode: Literal["async", "sync"] = Field(
         default="async",
-        description="'async': generation never waits for learning; 'sync': lockstep.",
+        description="'async': generation never waits for learning; 'sync': lockstep (each update "
+        "plays its groups with the newest version, replacing groups without signal until "
+        "groups_per_update are trainable).",
     )
     updates: int = Field(default=20, ge=0, description="Learner updates (adapter versions) to run.")
     groups_per_update: int = Field(default=4, ge=1, description="Groups in one GRPO update.")

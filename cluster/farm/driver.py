@@ -308,13 +308,19 @@ class Farm:
         self.state.version = version
 
     async def _sync_updates(self, target: int) -> None:
-        """Play one batch with the newest version, train on it, load the result, repeat."""
+        """Play one batch with the newest version, train on it, load the result, repeat.
+
+        A group without signal (``learner.min_reward_spread``) is replaced by another one played
+        with the same version, until the batch holds ``train.groups_per_update`` trainable
+        groups, as async mode's batches do (DAPO's dynamic sampling): training on whatever
+        survived left most sync updates of a weak model with one group of signal."""
+        want = self.config.train.groups_per_update
         while self.state.updates < target:
-            await self._play_batch(self.config.train.groups_per_update)
-            batch = await self.batcher.collect(
-                self.config.train.groups_per_update, False, self.state.updates
-            )
-            if batch and (result := await self._update(batch)) is not None:
+            batch: Batch = []
+            while len(batch) < want:
+                await self._play_batch(want - len(batch))
+                batch += await self.batcher.collect(want - len(batch), False, self.state.updates)
+            if (result := await self._update(batch)) is not None:
                 self.recovery.received(result.state)
                 if result.adapter is not None:
                     self.note_published(result.adapter.version)
