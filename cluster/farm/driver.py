@@ -13,8 +13,9 @@ flight), ``batching`` (each finished group's fate), ``publishing`` (versions and
 ``main_loop()`` drives them. In ``async`` mode group producers never wait for the learner:
 finished groups go through a bounded queue, a group sampled more than ``max_staleness`` versions
 before the newest is dropped, and the learner starts its next update while the engines load the
-version it just published. ``sync`` mode plays one batch, trains, publishes, and only then plays
-the next (for comparison and debugging). Any way the run stops early is a ``RunStopped``: the
+version it just published. ``sync`` mode plays one batch (a group without signal replaced by
+another, so both modes train full batches), trains, publishes, and only then plays the next
+(for comparison and debugging). Any way the run stops early is a ``RunStopped``: the
 driver then writes a checkpoint of the last booked update and books every episode in flight as
 ``interrupted``, so the ledger balances and ``--resume`` can continue.
 """
