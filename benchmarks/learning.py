@@ -135,6 +135,53 @@ def compare_views(
     return out
 
 
+def what_trained(ledger: Path) -> dict:
+    """What one GRPO run's gradient came from, per tier, from its ledger: groups trained, how
+    many of them held at least one success (the rest trained on partial-progress differences
+    among failures alone), and the share of episodes that sat in groups without signal."""
+    from cluster.farm.ledger import read_ledger
+
+    groups: dict[str, dict] = {}
+    for line in read_ledger(ledger):
+        group = groups.setdefault(
+            line["group_id"], {"tier": line["tier"], "fates": set(), "wins": 0, "episodes": 0}
+        )
+        group["fates"].add(line["fate"])
+        group["wins"] += bool(line["achieved"])
+        group["episodes"] += 1
+    out: dict[str, dict] = {}
+    for group in groups.values():
+        tier = out.setdefault(
+            group["tier"],
+            {
+                "groups_trained": 0,
+                "trained_with_a_success": 0,
+                "episodes": 0,
+                "episodes_without_signal": 0,
+            },
+        )
+        tier["episodes"] += group["episodes"]
+        if "trained" in group["fates"]:
+            tier["groups_trained"] += 1
+            tier["trained_with_a_success"] += group["wins"] > 0
+        if "dropped_zero_variance" in group["fates"]:
+            tier["episodes_without_signal"] += group["episodes"]
+    for tier in out.values():
+        tier["share_without_signal"] = round(tier["episodes_without_signal"] / tier["episodes"], 3)
+    return out
+
+
+def format_failures(sft: dict[str, dict], grpo: dict[int, dict[str, dict]]) -> dict[str, dict]:
+    """Per view, the share of turns whose reply was no command at all, before and after GRPO:
+    a policy pushed too far forgets the format before it learns anything else."""
+    return {
+        view: {"sft": result["by_tier"]["all"]["format_failure_rate"]}
+        | {f"grpo_seed{seed}": views[view]["by_tier"]["all"]["format_failure_rate"]
+           for seed, views in grpo.items()}
+        for view, result in sft.items()
+    }  # fmt: skip
+
+
 def verdict(views: dict[str, dict], wall_s: float) -> dict:
     """Whether the bench met ``TARGET``, and by how much it fell short where it did not."""
     diff = views.get(TARGET["view"], {}).get("grpo_minus_sft", {}).get("success")
@@ -214,6 +261,10 @@ def run_bench(config: FarmConfig, seeds: list[int], with_base: bool, log=print) 
         "views": views,
         "seconds": seconds,
         "target": verdict(views, wall),
+        "what_trained": {
+            str(s): what_trained(Path(r["run_dir"]) / "ledger.jsonl") for s, r in runs.items()
+        },
+        "format_failure_rate": format_failures(sft, {s: r["after"] for s, r in runs.items()}),
         "runs": {str(s): r["run_dir"] for s, r in runs.items()},
         "ledgers": {str(s): r["ledger"] for s, r in runs.items()},
     }

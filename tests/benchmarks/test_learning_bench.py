@@ -49,3 +49,35 @@ def test_the_verdict_says_by_how_much_it_fell_short():
     big_gain = compare_views(sft, {0: _view([3] * 12)}, None)
     met = verdict(big_gain, wall_s=3600)
     assert met["met"] and met["short_by"] is None and met["measured_p"] < 0.05
+
+
+def test_what_trained_tells_groups_with_a_success_from_all_fail_groups(tmp_path):
+    import json
+
+    from benchmarks.learning import what_trained
+
+    def fates(group: str, tier: str, fate: str, wins: int, episodes: int = 4) -> list[dict]:
+        return [{"group_id": group, "episode": e, "task_id": "t", "tier": tier, "fate": fate,
+                 "reward": 1.0, "achieved": e < wins} for e in range(episodes)]  # fmt: skip
+
+    lines = [
+        {"event": "start", "group_id": "a", "tier": "beginner", "episodes": 4},
+        *fates("a", "beginner", "trained", wins=2),
+        *fates("b", "intermediate", "trained", wins=0),  # partial-progress spread alone
+        *fates("c", "intermediate", "dropped_zero_variance", wins=0),
+        # A group booked twice: its last line wins (read_ledger's rule).
+        *fates("d", "intermediate", "failed", wins=0),
+        *fates("d", "intermediate", "trained", wins=1),
+    ]
+    ledger = tmp_path / "ledger.jsonl"
+    ledger.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    out = what_trained(ledger)
+    assert out["beginner"] == {
+        "groups_trained": 1, "trained_with_a_success": 1, "episodes": 4,
+        "episodes_without_signal": 0, "share_without_signal": 0.0,
+    }  # fmt: skip
+    inter = out["intermediate"]
+    assert inter["groups_trained"] == 2 and inter["trained_with_a_success"] == 1
+    assert inter["episodes"] == 12 and inter["share_without_signal"] == pytest.approx(
+        4 / 12, abs=1e-3
+    )
