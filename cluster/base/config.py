@@ -81,6 +81,13 @@ class TrainSettings(_Strict):
         "groups_per_update are trainable).",
     )
     updates: int = Field(default=20, ge=0, description="Learner updates (adapter versions) to run.")
+    signal: Literal["reward", "success"] = Field(
+        default="reward",
+        description="Which groups carry learning signal. 'reward': rewards that span more than "
+        "learner.min_reward_spread. 'success': besides, some but not all of the group's episodes "
+        "reached the goal (DAPO's filter): a group of failures that differ only in partial "
+        "progress, or of successes that differ only in step costs, is booked without signal.",
+    )
     groups_per_update: int = Field(default=4, ge=1, description="Groups in one GRPO update.")
     max_staleness: int = Field(
         default=1, ge=0, description="Drop groups sampled more than this many versions ago."

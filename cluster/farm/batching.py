@@ -2,7 +2,8 @@
 
 A finished group is one of: failed (a part died under it), stale (sampled more than
 ``train.max_staleness`` versions before the newest), without signal (its rewards span no more
-than ``learner.min_reward_spread``: GRPO's advantages would be noise), or trainable. Only the
+than ``learner.min_reward_spread``: GRPO's advantages would be noise; with ``train.signal:
+success`` also every group whose episodes all succeeded or all failed), or trainable. Only the
 last kind reaches the learner, as token-exact samples (``to_sample_group``); every other one is
 booked in the ledger with its reason, so every episode played is accounted for.
 """
@@ -31,6 +32,7 @@ class Batcher:
         max_staleness: int,
         min_reward_spread: float,
         on_trainable: Callable[[int], None],
+        needs_mixed_outcomes: bool = False,
     ) -> None:
         self.queue = queue
         self.ledger = ledger
@@ -39,6 +41,7 @@ class Batcher:
         self.max_staleness = max_staleness
         self.min_reward_spread = min_reward_spread
         self.on_trainable = on_trainable  # called with each trainable group's staleness
+        self.needs_mixed_outcomes = needs_mixed_outcomes  # train.signal: success
         self.awaited = 0  # trainable groups the batch being collected still waits for
 
     async def collect(self, n: int, wait: bool, update: int) -> Batch:
@@ -64,13 +67,18 @@ class Batcher:
             self.failures.failed_group(group)
             return None
         staleness = self.versions.staleness(group.min_version)
-        trainable = not lacks_signal(group.rewards, self.min_reward_spread)
+        wins = sum(t.achieved for t in group.trajectories)
+        mixed = 0 < wins < len(group.trajectories)
+        spread_ok = not lacks_signal(group.rewards, self.min_reward_spread)
+        trainable = spread_ok and (mixed or not self.needs_mixed_outcomes)
         self.failures.played(group, trainable)
         if staleness > self.max_staleness:
             self.ledger.record(group, "dropped_stale", f"staleness {staleness}", update)
         elif not trainable:
             spread = reward_spread(group.rewards)
             why = f"reward spread {spread:.3g} <= learner.min_reward_spread" if spread else ""
+            if spread_ok:
+                why = f"{wins} of {len(group.trajectories)} episodes succeeded (train.signal)"
             self.ledger.record(group, "dropped_zero_variance", why, update)
         else:
             return staleness

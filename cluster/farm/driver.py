@@ -112,6 +112,7 @@ class Farm:
         self.batcher = Batcher(
             self.queue, self.ledger, self.failures, self.versions, config.train.max_staleness,
             config.learner.min_reward_spread, self._on_trainable,
+            needs_mixed_outcomes=config.train.signal == "success",
         )  # fmt: skip
         self.faults = FaultInjector(
             config.run.faults, self.engine_pool.handles, self.learner, workers, self.metrics.event
