@@ -69,16 +69,17 @@ class Batcher:
         staleness = self.versions.staleness(group.min_version)
         wins = sum(t.achieved for t in group.trajectories)
         mixed = 0 < wins < len(group.trajectories)
-        spread_ok = not lacks_signal(group.rewards, self.min_reward_spread)
-        trainable = spread_ok and (mixed or not self.needs_mixed_outcomes)
-        self.failures.played(group, trainable)
-        if staleness > self.max_staleness:
-            self.ledger.record(group, "dropped_stale", f"staleness {staleness}", update)
-        elif not trainable:
+        why = ""
+        if lacks_signal(group.rewards, self.min_reward_spread):
             spread = reward_spread(group.rewards)
             why = f"reward spread {spread:.3g} <= learner.min_reward_spread" if spread else ""
-            if spread_ok:
-                why = f"{wins} of {len(group.trajectories)} episodes succeeded (train.signal)"
+            why = why or "every episode scored the same"
+        elif self.needs_mixed_outcomes and not mixed:
+            why = f"{wins} of {len(group.trajectories)} episodes succeeded (train.signal)"
+        self.failures.played(group, not why, why)
+        if staleness > self.max_staleness:
+            self.ledger.record(group, "dropped_stale", f"staleness {staleness}", update)
+        elif why:
             self.ledger.record(group, "dropped_zero_variance", why, update)
         else:
             return staleness

@@ -46,9 +46,10 @@ class FailureLimits:
                 f"{self.max_failed}); the last causes:\n  - {causes}",
             )
 
-    def played(self, group: TrajectoryGroup, trainable: bool) -> None:
+    def played(self, group: TrajectoryGroup, trainable: bool, why: str = "") -> None:
         """A group that played through (trainable, or without signal, or stale); raises
-        ``RunStopped`` when too many in a row had no learning signal."""
+        ``RunStopped`` when too many in a row had no learning signal (``why``: the batcher's
+        reason for the last one)."""
         self.failed = 0
         if trainable:
             self.without_signal = 0
@@ -57,12 +58,14 @@ class FailureLimits:
         self.rewards.append(group.rewards[0])
         if self.without_signal >= self.max_without_signal:
             seen = sorted({round(r, 3) for r in self.rewards})
+            last = f"; the last: {why}" if why else ""
             raise RunStopped(
                 "error",
-                f"{self.without_signal} groups in a row gave every episode the same reward "
-                f"(recently {seen}): GRPO has no learning signal, so no update can happen "
+                f"{self.without_signal} groups in a row carried no learning signal (recent "
+                f"first rewards {seen}{last}): GRPO cannot update "
                 f"(train.max_groups_without_signal={self.max_without_signal}). Start from a "
                 "model that sometimes succeeds: keep run.warm_start on for the built-in model, "
                 "warm-start a real one with `rlfarm sft`, start the curriculum on an easier tier "
-                "(curriculum.start_tier), or sample more diversely (rollout.temperature)",
+                "(curriculum.start_tier), sample more diversely (rollout.temperature), or with "
+                "train.signal: success allow more groups without one",
             )

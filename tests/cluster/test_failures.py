@@ -29,9 +29,10 @@ def test_groups_without_signal_stop_the_run_and_say_what_to_do():
         limits.played(_played([-0.5] * 4), trainable=False)
     limits.failed_group(_failed("one failure does not reset the no-signal streak's meaning"))
     with pytest.raises(RunStopped) as stopped:
-        limits.played(_played([-0.5] * 4), trainable=False)
+        limits.played(_played([-0.5] * 4), trainable=False, why="0 of 4 episodes succeeded")
     message = stopped.value.message
     assert "4 groups in a row" in message and "[-0.5]" in message
+    assert "the last: 0 of 4 episodes succeeded" in message
     assert "warm_start" in message and "max_groups_without_signal" in message
 
 
