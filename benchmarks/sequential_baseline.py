@@ -161,7 +161,7 @@ def run_sequential_baseline(model_path: str, config: FarmConfig, groups: int, lo
             task, seed = sampler.next()
             gen.torch.manual_seed(seed)
             achieved = list(threads.map(episode, [task] * size, [seed] * size))
-            sampler.observe(task.tier, achieved)
+            sampler.observe(task.tier, achieved, task.id)
             log(f"[sequential] group {index + 1}/{groups} {task.id}: {sum(achieved)}/{size} solved")
         stats.wall_s = time.perf_counter() - started
     return summarize(stats)

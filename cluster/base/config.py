@@ -51,6 +51,17 @@ class CurriculumSettings(_Strict):
     holdout_fraction: float = Field(
         default=0.2, ge=0, lt=1, description="Tasks per tier kept out of training for evaluation."
     )
+    task_sampling: Literal["uniform", "learnability"] = Field(
+        default="uniform",
+        description="How a group's task is picked within its tier. 'uniform': every task alike. "
+        "'learnability': in proportion to p(1-p), p the task's estimated success rate (its last "
+        "task_window episodes, shrunk by one episode towards its tier's recent rate): groups go "
+        "where their episodes are likely to disagree, which is where GRPO has a signal, instead "
+        "of to tasks the policy always or never solves.",
+    )
+    task_window: int = Field(
+        default=16, ge=1, description="Recent episodes per task that 'learnability' counts."
+    )
     rename: bool = Field(
         default=True,
         description="Each RL group plays a freshly renamed copy of its task (same logic, new "

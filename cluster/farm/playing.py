@@ -158,7 +158,9 @@ class GroupPlayer:
             self.state.env_steps += len(traj.turns)
         self.metrics.observe_group(group)
         if not group.failed:
-            self.sampler.observe(group.tier, [t.achieved for t in group.trajectories])
+            self.sampler.observe(
+                group.tier, [t.achieved for t in group.trajectories], group.task_id
+            )
 
 
 def _is_actor_death(exc: Exception) -> bool:

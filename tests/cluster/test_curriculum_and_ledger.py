@@ -207,3 +207,33 @@ def test_draws_are_numbered_and_a_resume_continues_past_the_ones_made():
     assert again.next_draw() == draws[4]  # draw n depends on the seed, n and the frontier only
     again.skip_to(2)  # never backwards
     assert again.next_draw().index == 5
+
+
+def test_learnability_sends_groups_where_episodes_disagree_and_survives_a_checkpoint():
+    settings = CurriculumSettings(
+        tiers=["warmup"], window=64, task_sampling="learnability", task_window=16
+    )
+    sampler = CurriculumSampler(TASKS, settings, seed=0)
+    # Before any outcome every task weighs the same: the first draws are spread like uniform's.
+    assert len({sampler.next()[0].id for _ in range(60)}) == 10
+    # warmup-0 and -1 always solved, -2 to -8 never, warmup-9 half the time; renamed copies
+    # count for their task (an unknown id counts for its tier only).
+    for i in range(10):
+        wins = {0: 8, 1: 8, 9: 4}.get(i, 0)
+        sampler.observe("warmup", [True] * wins + [False] * (8 - wins), f"warmup-{i}@rl{i}")
+    sampler.observe("warmup", [True] * 8, "not-a-task")
+    picks = [sampler.next()[0].id for _ in range(600)]
+    half = picks.count("warmup-9")
+    # p(1-p): warmup-9 (p ~0.5, 0.25) against never solved (p ~0.02) or always solved (p ~0.9).
+    assert half > 2 * max(picks.count(f"warmup-{i}") for i in range(9)), picks
+    assert all(f"warmup-{i}" in picks for i in range(10))  # every task is still explored
+    assert abs(sampler.learnability("warmup-9", "warmup") - 0.25) < 0.01
+    # A checkpoint keeps the per-task outcomes, so a resumed run draws the same tasks.
+    state = json.loads(json.dumps(sampler.state()))
+    copy = CurriculumSampler(TASKS, settings, seed=99)
+    copy.load_state(state)
+    assert [copy.next() for _ in range(50)] == [sampler.next() for _ in range(50)]
+    uniform = CurriculumSampler(TASKS, CurriculumSettings(tiers=["warmup"]), seed=0)
+    for i in range(10):
+        uniform.observe("warmup", [i == 9] * 8, f"warmup-{i}")
+    assert [uniform.next()[0].id for _ in range(600)].count("warmup-9") < 100
