@@ -12,8 +12,8 @@ p(1 - p), p its estimated success rate: the variance of one episode's outcome, s
 a group's episodes disagree and give GRPO a signal (the learnability weighting of Foster &
 Foerster 2025, "Learning to Reason at the Frontier of Learnability"). A task's p counts its last
 ``task_window`` episodes (renamed copies count for their task) plus one pseudo-episode at its
-tier's recent success rate: a task never played starts where its tier is, and one solved, or
-failed, every time sinks towards 0.
+tier's recent success rate (kept within 5-95%): a task never played starts where its tier is,
+and one solved, or failed, every time sinks towards 0.
 
 Draws are numbered, and draw ``n`` is a pure function of the sampler's seed, ``n``, the frontier
 and (with learnability) the outcomes observed before it, which checkpoints keep: a resumed run
@@ -100,7 +100,8 @@ class CurriculumSampler:
         """p(1 - p) of a task's estimated success rate p (see the module's docstring)."""
         seen = self.task_recent.get(task_id, ())
         window = self.recent[tier]
-        prior = sum(window) / len(window) if window else 0.5
+        # Kept off 0 and 1: a tier nobody has solved yet must still be explored.
+        prior = min(0.95, max(0.05, sum(window) / len(window))) if window else 0.5
         p = (sum(seen) + prior) / (len(seen) + 1)
         return p * (1 - p)
 

@@ -237,3 +237,8 @@ def test_learnability_sends_groups_where_episodes_disagree_and_survives_a_checkp
     for i in range(10):
         uniform.observe("warmup", [i == 9] * 8, f"warmup-{i}")
     assert [uniform.next()[0].id for _ in range(600)].count("warmup-9") < 100
+    # A tier where nothing has been solved yet is still drawn from, every task of it.
+    hopeless = CurriculumSampler(TASKS, settings, seed=0)
+    for i in range(10):
+        hopeless.observe("warmup", [False] * 8, f"warmup-{i}")
+    assert len({hopeless.next()[0].id for _ in range(300)}) == 10
