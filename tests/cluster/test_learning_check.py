@@ -37,6 +37,9 @@ from env.letters import answer
 pytestmark = pytest.mark.vllm
 
 CONFIG = Path(__file__).parents[2] / "configs" / "letters-cpu.yaml"
+# The held-out eval before training is of the same warm model under the same eval seed for both
+# learner seeds: the second seed reuses the first's (as `rlfarm bench learning` does).
+BEFORE: dict[str, dict] = {}
 
 
 def balanced_accuracy(by_task: dict[str, dict]) -> tuple[float, float, dict[str, float]]:
@@ -63,7 +66,8 @@ def test_held_out_success_rises_beyond_its_noise(ray_runtime, tmp_path, seed):
         CONFIG, [f"run.out_dir={tmp_path}", f"run.name=letters-s{seed}", f"learner.seed={seed}"]
     )
     model = prepare_model(config, log=lambda *_: None)  # built once, cached for the other seed
-    summary = asyncio.run(run(config, model))
+    summary = asyncio.run(run(config, model, before=BEFORE.get(model)))
+    BEFORE.setdefault(model, summary["before"])
     assert summary["stopped"]["kind"] == "completed", summary["stopped"]
     assert summary["ledger_balanced"] and summary["updates"] == config.train.updates
     before = summary["before"]["new_tasks"]["by_task"]
