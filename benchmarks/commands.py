@@ -133,6 +133,9 @@ def _add_peer_bench(bench: argparse._SubParsersAction) -> None:
     peer.add_argument("--updates", type=int, default=4, help="timed farm updates per mode")
     peer.add_argument("--settle", type=int, default=1,
                       help="untimed first steps/updates of each side")  # fmt: skip
+    peer.add_argument("--trl-format", choices=("farm", "tool-call"), default="farm",
+                      help="TRL in the farm's text format (equal work, the default) or in "
+                      "Qwen2.5's JSON tool calls")  # fmt: skip
     peer.add_argument("--quick", action="store_true", help="tiny sizes (tests): G=4, 3 turns")
     peer.add_argument("--out", type=Path, default=Path("runs/bench-peer"), help="output dir")
     peer.set_defaults(func=_runs("peer"))

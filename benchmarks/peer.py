@@ -11,14 +11,23 @@ groups as one farm update), the same per-turn token budget (TRL's ``generation_k
 ``max_new_tokens``) and per-episode budget (``max_completion_length`` = turns x per-turn tokens,
 ``max_tool_calling_iterations`` = turns - 1), the same temperature, learning rate and seed.
 
-They cannot do identical work, and the result says how they differ (``work``): the farm plays one
-command per turn in its own text format, up to ``rollout.max_steps`` turns, and trains on renamed
-variants of the tasks; TRL plays a turn only when the model writes a tool call in its chat
-template's format (a model warm-started on the farm's format rarely does, so TRL episodes are
-mostly one turn) and plays the tasks as named. So beside GRPO steps/hour and episodes/s the result
-normalises by tokens: generated tokens/s (every token sampled from the policy) and trained
-tokens/s (tokens the loss covers). Each side's first step/update is not timed (start-up, first
-use of kernels), as in ``rlfarm bench rollout``.
+TRL's episode ceiling in tokens (``max_completion_length``, which counts the tool results it
+inserts) is the farm's context, ``engine.max_model_len``: a ceiling of turns x per-turn tokens cut
+TRL's episodes after about two turns of observations.
+
+The format (``--trl-format``): ``farm`` (the default) gives TRL the farm's text format through
+transformers' response and chat templates (``benchmarks.trl_farm_format``): a whole reply is one
+call of the ``aws`` tool, a tool result is the next user turn, and TRL renders every conversation
+token for token as the farm does, so both sides play the same episodes of the same model.
+``tool-call`` leaves TRL in Qwen2.5's JSON tool-call format, which a model warm-started on the
+farm's format rarely writes: TRL's episodes then end after one reply with no env step.
+
+What still differs is in the result (``work``): the farm stops an episode at done, TRL plays on to
+its turn budget (its calls after the end are counted); the farm trains on renamed variants of the
+tasks, TRL plays them as named. So beside GRPO steps/hour and episodes/s the result normalises by
+tokens: generated tokens/s (every token sampled from the policy) and trained tokens/s (tokens the
+loss covers), and gives env steps and tokens per episode on each side. Each side's first
+step/update is not timed (start-up, first use of kernels), as in ``rlfarm bench rollout``.
 """
 
 from __future__ import annotations
@@ -68,7 +77,7 @@ def trl_args(config: FarmConfig, steps: int, out: Path) -> dict:
         "num_generations": rollout.group_size,
         "per_device_train_batch_size": rollout.group_size,
         "gradient_accumulation_steps": config.train.groups_per_update,
-        "max_completion_length": rollout.max_steps * rollout.max_new_tokens,
+        "max_completion_length": config.engine.max_model_len,
         "generation_kwargs": {"max_new_tokens": rollout.max_new_tokens},
         "max_tool_calling_iterations": max(0, rollout.max_steps - 1),
         "temperature": rollout.temperature,
@@ -85,16 +94,22 @@ def trl_args(config: FarmConfig, steps: int, out: Path) -> dict:
     }
 
 
-def trl_dataset(config: FarmConfig, rows: int):
+def trl_dataset(config: FarmConfig, rows: int, trl_format: str = "farm"):
     """The config's training tasks as TRL rows (task, seed), repeated to ``rows`` rows."""
+    from benchmarks.trl_farm_format import farm_format_dataset
     from env.trl_adapter import task_dataset
 
     ids = [t.id for t in _train_tasks(config)]
     seeds = max(1, -(-rows // len(ids)))
+    if trl_format == "farm":
+        return farm_format_dataset(task_ids=ids, seeds=seeds)
     return task_dataset(task_ids=ids, seeds=seeds)
 
 
-def run_trl(config: FarmConfig, model_path: str, steps: int, settle: int, out: Path) -> dict:
+def run_trl(
+    config: FarmConfig, model_path: str, steps: int, settle: int, out: Path,
+    trl_format: str = "farm",
+) -> dict:  # fmt: skip
     """TRL's GRPOTrainer for ``settle + steps`` optimizer steps; rates over the last ``steps``."""
     import torch
     from peft import LoraConfig
@@ -102,6 +117,7 @@ def run_trl(config: FarmConfig, model_path: str, steps: int, settle: int, out: P
     from trl import GRPOConfig, GRPOTrainer
     from trl.chat_template_utils import qwen2_5_chat_template
 
+    from benchmarks.trl_farm_format import FarmFormatTool, speak_farm_format
     from env.trl_adapter import AwsCliTool
 
     class StepClock(TrainerCallback):
@@ -112,9 +128,14 @@ def run_trl(config: FarmConfig, model_path: str, steps: int, settle: int, out: P
             self.ends.append(time.perf_counter())
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    # TRL parses tool calls only for chat templates it knows; both built-in models speak ChatML
-    # with Qwen2.5's special tokens, so they get Qwen2.5's template (with tools).
-    tokenizer.chat_template = qwen2_5_chat_template
+    if trl_format == "farm":
+        speak_farm_format(tokenizer)
+        tool = FarmFormatTool
+    else:
+        # TRL parses tool calls only for chat templates it knows; both built-in models speak
+        # ChatML with Qwen2.5's special tokens, so they get Qwen2.5's template (with tools).
+        tokenizer.chat_template = qwen2_5_chat_template
+        tool = AwsCliTool
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
@@ -130,13 +151,16 @@ def run_trl(config: FarmConfig, model_path: str, steps: int, settle: int, out: P
     trainer = GRPOTrainer(
         model=model,
         processing_class=tokenizer,
-        train_dataset=trl_dataset(config, total * groups),
-        environment_factory=AwsCliTool,
+        train_dataset=trl_dataset(config, total * groups, trl_format),
+        environment_factory=tool,
         peft_config=lora,
         args=GRPOConfig(**trl_args(config, total, out)),
         callbacks=[clock],
     )
-    _log(f"TRL GRPOTrainer: {total} steps of {groups} groups x G={config.rollout.group_size}")
+    _log(
+        f"TRL GRPOTrainer ({trl_format} format): {total} steps of {groups} groups x "
+        f"G={config.rollout.group_size}"
+    )
     started = time.perf_counter()
     trainer.train()
     logs = [row for row in trainer.state.log_history if "completions/mean_length" in row]
@@ -151,6 +175,7 @@ def run_trl(config: FarmConfig, model_path: str, steps: int, settle: int, out: P
     return {
         "framework": "trl",
         "trl_version": _version("trl"),
+        "format": trl_format,
         "steps": steps,
         "settle_steps": settle,
         "wall_s": wall,
@@ -162,12 +187,21 @@ def run_trl(config: FarmConfig, model_path: str, steps: int, settle: int, out: P
         "completion_tokens_per_episode": generated / (steps * per_step),
         "tool_calls_per_episode": _mean(timed, "tools/call_frequency"),
         "tool_failures_per_call": _mean(timed, "tools/failure_frequency"),
+        # Over every step, the untimed ones included (the tool counts in this process).
+        "calls_after_episode_end_share": (
+            FarmFormatTool.calls_after_end / FarmFormatTool.calls
+            if trl_format == "farm" and FarmFormatTool.calls
+            else None
+        ),
         "reward_mean": _mean(timed, "reward"),
         "step_s": [round(b - a, 2) for a, b in itertools.pairwise(marks)],
     }
 
 
-def run_trl_apart(config: FarmConfig, model_path: str, steps: int, settle: int, out: Path) -> dict:
+def run_trl_apart(
+    config: FarmConfig, model_path: str, steps: int, settle: int, out: Path,
+    trl_format: str = "farm",
+) -> dict:  # fmt: skip
     """``run_trl`` in a process of its own, gone before the farm starts. In the bench's process
     TRL's model, trainer and allocator caches stayed resident (9.5 GiB on SmolLM2-135M): the farm
     then ran on 14 GiB of a 24 GiB box and Ray's memory monitor killed its learner mid-update."""
@@ -176,7 +210,7 @@ def run_trl_apart(config: FarmConfig, model_path: str, steps: int, settle: int, 
 
     spawn = multiprocessing.get_context("spawn")  # no fork of a process that may hold threads
     with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
-        return pool.submit(run_trl, config, model_path, steps, settle, out).result()
+        return pool.submit(run_trl, config, model_path, steps, settle, out, trl_format).result()
 
 
 def _mean(rows: list[dict], key: str) -> float | None:
@@ -251,7 +285,9 @@ def run_peer_bench(config: FarmConfig, args: argparse.Namespace) -> dict:
     model_path = prepare_model(config, log=_log)
     started = time.perf_counter()
     # TRL first, before Ray and the engines exist: neither side runs beside the other's processes.
-    trl = run_trl_apart(config, model_path, args.trl_steps, args.settle, out / "trl")
+    trl = run_trl_apart(
+        config, model_path, args.trl_steps, args.settle, out / "trl", args.trl_format
+    )
     farm = run_farm(config, model_path, args.updates, args.settle)
     rates = ratios(farm, trl)
     best = max(r["grpo_steps_per_hour"] or 0.0 for r in rates.values())

@@ -67,10 +67,13 @@ class AwsCliTool:
         return self._return
 
 
-def task_dataset(tier: str | None = None, seeds: int = 1, task_ids: list[str] | None = None):
+def task_dataset(
+    tier: str | None = None, seeds: int = 1, task_ids: list[str] | None = None,
+    instructions: str = INSTRUCTIONS,
+):  # fmt: skip
     """A ``datasets.Dataset`` of AWS tasks for TRL: one row per (task, seed), with a
-    conversational ``prompt`` (the env's system prompt and instructions) and ``task_id``/``seed``
-    columns that ``AwsCliTool.reset`` reads."""
+    conversational ``prompt`` (the env's system prompt and ``instructions``, to which TRL appends
+    the task text) and ``task_id``/``seed`` columns that ``AwsCliTool.reset`` reads."""
     from datasets import Dataset
 
     from env.catalog import load_catalog
@@ -80,7 +83,7 @@ def task_dataset(tier: str | None = None, seeds: int = 1, task_ids: list[str] | 
         tasks = [t for t in tasks if t.id in set(task_ids)]
     prompt = [
         {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": INSTRUCTIONS},
+        {"role": "user", "content": instructions},
     ]
     rows = [{"prompt": prompt, "task_id": t.id, "seed": s} for t in tasks for s in range(seeds)]
     return Dataset.from_list(rows)

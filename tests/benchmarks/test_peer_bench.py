@@ -42,6 +42,12 @@ def test_bench_peer_runs_trl_and_the_farm_side_by_side(ray_runtime, tmp_path) ->
     # Each TRL episode sampled at least one token and at most its whole budget.
     budget = result["episode_turns"] * result["turn_tokens"]
     assert 1 <= trl["completion_tokens_per_episode"] <= budget
+    # In the farm's format (the default) every reply is a call of the env's tool: TRL's episodes
+    # did env work, at most one call per turn after the first reply.
+    assert trl["format"] == "farm"
+    assert 0 < trl["tool_calls_per_episode"] <= result["episode_turns"] - 1
+    assert 0 <= trl["calls_after_episode_end_share"] <= 1
+    assert result["work"]["env_steps_per_episode"]["trl"] == trl["tool_calls_per_episode"]
 
     assert set(result["farm"]) == {"sync", "async"}
     for mode, stage in result["farm"].items():
