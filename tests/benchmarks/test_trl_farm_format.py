@@ -82,7 +82,8 @@ def test_the_first_user_turn_is_the_task_alone():
     assert len(rows) == 2
     # TRL appends reset()'s task text to the last message: nothing else is in it.
     assert [m["role"] for m in rows[0]["prompt"]] == ["system", "user"]
-    assert rows[0]["prompt"][0]["content"] == SYSTEM_PROMPT and rows[0]["prompt"][1]["content"] == ""
+    system, user = rows[0]["prompt"]
+    assert system["content"] == SYSTEM_PROMPT and user["content"] == ""
 
 
 def test_a_template_other_than_the_farms_chatml_is_refused(tiny_model_path):
