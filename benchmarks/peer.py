@@ -8,8 +8,8 @@ in sync and then async mode. Both get the same model file, the same training tas
 groups per optimizer step (TRL: ``per_device_train_batch_size`` = G and
 ``gradient_accumulation_steps`` = groups per update, so one step trains on the same number of
 groups as one farm update), the same per-turn token budget (TRL's ``generation_kwargs``
-``max_new_tokens``) and per-episode budget (``max_completion_length`` = turns x per-turn tokens,
-``max_tool_calling_iterations`` = turns - 1), the same temperature, learning rate and seed.
+``max_new_tokens``) and turns per episode (``max_tool_calling_iterations`` = turns - 1: as many
+replies as the farm's turns), the same temperature, learning rate and seed.
 
 TRL's episode ceiling in tokens (``max_completion_length``, which counts the tool results it
 inserts) is the farm's context, ``engine.max_model_len``: a ceiling of turns x per-turn tokens cut
