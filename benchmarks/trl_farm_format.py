@@ -71,10 +71,13 @@ RESPONSE_TEMPLATE = {
     },
 }
 
-# A conversation in the farm's shape, to prove the two renderings agree.
-_PROBE = [
+# A conversation in the farm's shape, to prove the two renderings agree: its start, then turns
+# of (reply, observation).
+_PROBE_START = [
     {"role": "system", "content": SYSTEM_PROMPT},
     {"role": "user", "content": "Task: list the buckets.\nReply with your first aws command."},
+]
+_PROBE_TURNS = [
     ("aws s3api list-buckets", '{"Buckets": []}'),
     ("Sure:\n```\naws s3 ls\n```", "Command failed: ..."),
 ]
@@ -108,13 +111,8 @@ def speak_farm_format(tokenizer: Any) -> None:
     """Give ``tokenizer`` the farm-format chat and response templates, after checking that they
     render the farm's conversations exactly as the model's own template does."""
     own = tokenizer.chat_template
-    farm_messages, trl_messages = [], []
-    for item in _PROBE:
-        if isinstance(item, dict):
-            farm_messages.append(item)
-            trl_messages.append(item)
-            continue
-        reply, observation = item
+    farm_messages, trl_messages = list(_PROBE_START), list(_PROBE_START)
+    for reply, observation in _PROBE_TURNS:
         farm_messages += [
             {"role": "assistant", "content": reply}, {"role": "user", "content": observation},
         ]  # fmt: skip
