@@ -125,6 +125,7 @@ def compare_views(
                 str(seed): differences(sft_result["by_task"], r["by_task"], ("sft", "grpo"))
                 for seed, r in runs.items()
             },
+            "grpo_minus_sft_by_tier": by_tier(sft_result["by_task"], together["by_task"]),
         }
         if base is not None and view in base:
             view_out["targets"]["base"] = success(base[view])
@@ -132,6 +133,25 @@ def compare_views(
                 base[view]["by_task"], sft_result["by_task"], ("base", "sft")
             )
         out[view] = view_out
+    return out
+
+
+def by_tier(sft: dict[str, dict], grpo: dict[str, dict]) -> dict[str, dict]:
+    """Pooled grpo - sft in success within each tier's tasks (the tier of SFT's rows). Secondary
+    readings beside the view's one test: a tier the run trained can move while the view, which
+    also holds tiers it did not, stays within its noise. Each is its own paired test, not
+    corrected for there being several."""
+    from cluster.evaluation.scoring import task_counts
+    from cluster.evaluation.stats import paired_difference
+
+    tiers = sorted({row["tier"] for row in sft.values() if "tier" in row})
+    out = {}
+    for tier in tiers:
+        tasks = [t for t, row in sft.items() if row.get("tier") == tier and t in grpo]
+        out[tier] = paired_difference(
+            task_counts({t: sft[t] for t in tasks}), task_counts({t: grpo[t] for t in tasks}),
+            ("sft", "grpo"),
+        ).as_dict()  # fmt: skip
     return out
 
 

@@ -11,10 +11,12 @@ from benchmarks.learning import TARGET, compare_views, verdict
 from cluster.evaluation.scoring import EpisodeRecord, live_result
 
 
-def _view(successes: list[int], episodes: int = 4) -> dict:
-    """A view's live result: task i solved in ``successes[i]`` of ``episodes`` episodes."""
+def _view(successes: list[int], episodes: int = 4, tiers: list[str] | None = None) -> dict:
+    """A view's live result: task i (of tier ``tiers[i]``, default beginner) solved in
+    ``successes[i]`` of ``episodes`` episodes."""
+    tiers = tiers or ["beginner"] * len(successes)
     records = [
-        EpisodeRecord(f"t{i}", "beginner", 0, 1.0 if e < k else -0.1, e < k, 1, 0.0, 0, 0)
+        EpisodeRecord(f"t{i}", tiers[i], 0, 1.0 if e < k else -0.1, e < k, 1, 0.0, 0, 0)
         for i, k in enumerate(successes)
         for e in range(episodes)
     ]
@@ -37,6 +39,21 @@ def test_seeds_are_pooled_by_task_and_compared_with_sft():
     assert out["grpo_minus_sft"]["reward"]["difference"] > 0
     assert set(out["grpo_minus_sft_by_seed"]) == {"0", "1"}
     assert out["sft_minus_base"]["success"]["difference"] == pytest.approx(9 / 40)
+
+
+def test_each_tier_gets_its_own_paired_difference():
+    # The beginner tasks all rose, the intermediate ones did not move: pooled over the view the
+    # rise is diluted by half, within beginner it is whole.
+    tiers = ["beginner"] * 6 + ["intermediate"] * 6
+    sft = _view([1] * 6 + [0] * 6, tiers=tiers)
+    grpo = {0: _view([3] * 6 + [0] * 6, tiers=tiers), 1: _view([3] * 6 + [0] * 6, tiers=tiers)}
+    out = compare_views(sft, grpo, None)["new_names"]
+    tier = out["grpo_minus_sft_by_tier"]
+    assert set(tier) == {"beginner", "intermediate"}
+    assert tier["beginner"]["difference"] == pytest.approx(0.5)
+    assert tier["beginner"]["strata"] == 6 and tier["beginner"]["b_better"] == 6
+    assert tier["intermediate"]["difference"] == 0 and tier["intermediate"]["p_value"] == 1.0
+    assert out["grpo_minus_sft"]["success"]["difference"] == pytest.approx(0.25)
 
 
 def test_the_verdict_says_by_how_much_it_fell_short():
