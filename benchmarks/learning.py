@@ -126,6 +126,7 @@ def compare_views(
                 for seed, r in runs.items()
             },
             "grpo_minus_sft_by_tier": by_tier(sft_result["by_task"], together["by_task"]),
+            "sft_headroom": headroom(sft_result["by_task"]),
         }
         if base is not None and view in base:
             view_out["targets"]["base"] = success(base[view])
@@ -153,6 +154,21 @@ def by_tier(sft: dict[str, dict], grpo: dict[str, dict]) -> dict[str, dict]:
             ("sft", "grpo"),
         ).as_dict()  # fmt: skip
     return out
+
+
+def headroom(sft: dict[str, dict]) -> dict:
+    """What an outcome reward can lift directly from the SFT start: a task SFT never solved in
+    its draws gives groups that fail alike (no signal), so the reachable rise is what the other
+    tasks would add at 100% success, in points of the view's per-task mean (the paired
+    difference's scale). Only what was seen counts: a task at 0 of 3 draws may still be solvable."""
+    rates = [row["successes"] / row["episodes"] for row in sft.values() if row["episodes"]]
+    reachable = sum(1 - r for r in rates if r > 0)
+    return {
+        "tasks": len(rates),
+        "never_solved": sum(r == 0 for r in rates),
+        "always_solved": sum(r == 1 for r in rates),
+        "ceiling_points": round(100 * reachable / len(rates), 2) if rates else None,
+    }
 
 
 def what_trained(ledger: Path) -> dict:
