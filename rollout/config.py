@@ -113,6 +113,15 @@ class EnvSettings(BaseModel):
         description="Ray CPUs one env worker reserves (its sandbox process and tokenizer; an env "
         "behind a server needs less).",
     )
+    cpu_nice: int = Field(
+        default=0,
+        ge=0,
+        le=19,
+        description="Niceness an env worker adds to the one it starts at (Ray starts workers at "
+        "15; the kernel caps it at 19); its sandbox processes inherit it. Like engine.cpu_nice: "
+        "where env workers share the learner's cores (async mode on one CPU box), a nicer env "
+        "yields the learner, async's critical path, a larger share while it trains.",
+    )
     step_latency_s: float = Field(
         default=0.0,
         ge=0,

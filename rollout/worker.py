@@ -11,6 +11,7 @@ can account for every episode.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 
 from rollout.config import EnvSettings
@@ -71,6 +72,8 @@ class RolloutWorker:
         self.engine_pool = engine_pool
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.settings = settings
+        if settings.cpu_nice:  # before the sandbox processes start: they inherit it
+            os.nice(settings.cpu_nice)  # relative (raising niceness needs no privilege)
         self.sessions = open_sessions(settings, max_steps)
         self.step_latency_s = settings.step_latency_s
 
