@@ -117,10 +117,10 @@ class EnvSettings(BaseModel):
         default=0,
         ge=0,
         le=19,
-        description="Niceness an env worker adds to the one it starts at (Ray starts workers at "
-        "15; the kernel caps it at 19); its sandbox processes inherit it. Like engine.cpu_nice: "
-        "where env workers share the learner's cores (async mode on one CPU box), a nicer env "
-        "yields the learner, async's critical path, a larger share while it trains.",
+        description="Niceness an env worker's sandbox processes (where the env's steps run) add "
+        "to the worker's own (Ray starts workers at 15; the kernel caps it at 19). Like "
+        "engine.cpu_nice: where the env shares the learner's cores (async mode on one CPU box), "
+        "a nicer env yields the learner, async's critical path, a larger share while it trains.",
     )
     step_latency_s: float = Field(
         default=0.0,

@@ -55,7 +55,7 @@ def test_each_tier_gets_its_own_paired_difference():
     assert tier["intermediate"]["difference"] == 0 and tier["intermediate"]["p_value"] == 1.0
     assert out["grpo_minus_sft"]["success"]["difference"] == pytest.approx(0.25)
     # SFT never solved the 6 intermediate tasks: the reachable rise is beginner's 6 x (1 - 1/4)
-    # over 12 tasks, 37.5 points; GRPO reached 25 of them.
+    # over 12 tasks, 37.5 points; GRPO reached 25 points of it.
     assert out["sft_headroom"] == {
         "tasks": 12,
         "never_solved": 6,
