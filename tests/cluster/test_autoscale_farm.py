@@ -28,6 +28,15 @@ pytestmark = pytest.mark.vllm
 CONFIG = Path(__file__).parents[2] / "configs" / "local.yaml"
 
 
+def _described(pid: int) -> tuple[int, str, int | None]:
+    """(pid, name and command line, niceness) of a process; a vanished one says so."""
+    try:
+        proc = psutil.Process(pid)
+        return pid, f"{proc.name()} {' '.join(proc.cmdline())}", proc.nice()
+    except psutil.NoSuchProcess:
+        return pid, "(gone)", None
+
+
 def test_auto_env_workers_climb_from_one_and_settle_where_more_buy_nothing(ray_runtime, tmp_path):
     from cluster.farm.driver import Farm
     from cluster.models.warm_start import prepare_model
@@ -51,9 +60,12 @@ def test_auto_env_workers_climb_from_one_and_settle_where_more_buy_nothing(ray_r
         # than the workers Ray starts (15 by default; the kernel caps niceness at 19).
         members = ray.get(farm.engine_pool.handles[0].processes.remote())
         worker = ray.get(ray.remote(lambda: os.nice(0)).remote())
-        cores = [psutil.Process(pid) for pid, _ in members[1:]]
-        cores = [c for c in cores if "EngineCore" in " ".join(c.cmdline()) + c.name()]
-        assert cores and {c.nice() for c in cores} == {min(19, worker + 5)}, worker
+        descendants = [_described(pid) for pid, _ in members[1:]]
+        # The kernel keeps 15 characters of a process name: "VLLM::EngineCor".
+        cores = [d for d in descendants if "EngineCor" in d[1]]
+        assert cores and {nice for _, _, nice in cores} == {min(19, worker + 5)}, (
+            worker, descendants,
+        )  # fmt: skip
         assert psutil.Process(members[0][0]).nice() == worker  # the actor's own RPC threads
         asyncio.run(farm.main_loop())
         rates = dict(farm.autoscaler.rates)
